@@ -1,0 +1,177 @@
+//! Finding a container's cgroups (v1 and v2) and reading them: the pids in
+//! it, containerd's Metrics, OOM notifications.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use containerd_shim::protos::protobuf::Message;
+
+/// Where one process's cgroups are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cgroup {
+    /// cgroup v1: one directory per controller; the ones tidal reads.
+    V1 { memory: Option<PathBuf>, pids: Option<PathBuf> },
+    /// cgroup v2: one directory.
+    V2(PathBuf),
+}
+
+impl Cgroup {
+    /// Resolves the cgroup of `pid` on this host.
+    pub fn of_pid(pid: i32) -> io::Result<Self> {
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+        resolve(&cgroup, &mountinfo)
+    }
+
+    /// The directory whose `cgroup.procs` lists every process of the group.
+    fn procs_dir(&self) -> Option<&Path> {
+        match self {
+            Cgroup::V1 { pids, memory } => pids.as_deref().or(memory.as_deref()),
+            Cgroup::V2(dir) => Some(dir),
+        }
+    }
+}
+
+/// Resolves a `/proc/PID/cgroup` text against `/proc/self/mountinfo`. A v1
+/// controller mounted anywhere wins over the unified hierarchy, as on hybrid
+/// hosts the unified mount carries no controllers.
+pub fn resolve(proc_cgroup: &str, mountinfo: &str) -> io::Result<Cgroup> {
+    let mounts: Vec<(String, String, String)> = mountinfo
+        .lines()
+        .filter_map(|l| {
+            // ... mount-point ... - fstype source super-options
+            let (pre, post) = l.split_once(" - ")?;
+            let pre: Vec<&str> = pre.split(' ').collect();
+            let post: Vec<&str> = post.split(' ').collect();
+            Some((
+                pre.get(4)?.to_string(),
+                post.first()?.to_string(),
+                post.get(2).unwrap_or(&"").to_string(),
+            ))
+        })
+        .collect();
+    let mut memory = None;
+    let mut pids = None;
+    let mut unified = None;
+    for line in proc_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let rel = path.trim_start_matches('/');
+        if ctrls.is_empty() {
+            if let Some((mp, _, _)) = mounts.iter().find(|(_, t, _)| t == "cgroup2") {
+                unified = Some(Path::new(mp).join(rel));
+            }
+            continue;
+        }
+        for ctrl in ctrls.split(',') {
+            let mount = mounts.iter().find(|(_, t, opts)| {
+                t == "cgroup" && opts.split(',').any(|o| o == ctrl)
+            });
+            if let Some((mp, _, _)) = mount {
+                let dir = Path::new(mp).join(rel);
+                match ctrl {
+                    "memory" => memory = Some(dir),
+                    "pids" => pids = Some(dir),
+                    _ => {}
+                }
+            }
+        }
+    }
+    if memory.is_some() || pids.is_some() {
+        return Ok(Cgroup::V1 { memory, pids });
+    }
+    unified
+        .map(Cgroup::V2)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no cgroup found for process"))
+}
+
+/// Every pid in the cgroup of `pid`.
+pub fn pids_of(pid: i32) -> io::Result<Vec<i32>> {
+    let cg = Cgroup::of_pid(pid)?;
+    let dir = cg
+        .procs_dir()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no pids or memory cgroup"))?;
+    read_procs(dir)
+}
+
+pub fn read_procs(dir: &Path) -> io::Result<Vec<i32>> {
+    let text = std::fs::read_to_string(dir.join("cgroup.procs"))?;
+    Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+}
+
+/// containerd's Metrics for the cgroup of `pid`, as the Any that Stats returns.
+pub fn metrics(pid: i32) -> io::Result<Any> {
+    let to_io = |e: containerd_shim::Error| io::Error::other(e.to_string());
+    let cg = containerd_shim::cgroup::get_cgroup(pid as u32).map_err(to_io)?;
+    let (type_url, value) = if cg.v2() {
+        let m = containerd_shim::cgroup::collect_metrics_v2(&cg).map_err(to_io)?;
+        ("io.containerd.cgroups.v2.Metrics", m.write_to_bytes())
+    } else {
+        let m = containerd_shim::cgroup::collect_metrics(&cg).map_err(to_io)?;
+        ("io.containerd.cgroups.v1.Metrics", m.write_to_bytes())
+    };
+    let mut any = Any::new();
+    any.type_url = type_url.to_string();
+    any.value = value.map_err(io::Error::other)?;
+    Ok(any)
+}
+
+/// Applies OCI resources to the cgroup of `pid`.
+pub fn update(pid: i32, resources: &oci_spec::runtime::LinuxResources) -> io::Result<()> {
+    let to_io = |e: containerd_shim::Error| io::Error::other(e.to_string());
+    let cg = containerd_shim::cgroup::get_cgroup(pid as u32).map_err(to_io)?;
+    containerd_shim::cgroup::update_resources(&cg, resources).map_err(to_io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID_MOUNTINFO: &str = "\
+25 1 254:0 / / rw,relatime - ext4 /dev/vda rw
+30 25 0:26 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+31 30 0:27 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 30 0:29 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+37 30 0:33 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+40 30 0:36 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw";
+
+    #[test]
+    fn hybrid_host_resolves_to_v1_controllers() {
+        let proc_cgroup = "9:pids:/ns/c1\n4:memory:/ns/c1\n2:cpu:/ns/c1\n0::/ns/c1\n";
+        assert_eq!(
+            resolve(proc_cgroup, HYBRID_MOUNTINFO).unwrap(),
+            Cgroup::V1 {
+                memory: Some("/sys/fs/cgroup/memory/ns/c1".into()),
+                pids: Some("/sys/fs/cgroup/pids/ns/c1".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn unified_host_resolves_to_v2() {
+        let mountinfo = "25 1 254:0 / / rw - ext4 /dev/vda rw\n\
+                         30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate";
+        assert_eq!(
+            resolve("0::/kubepods/pod1/c1\n", mountinfo).unwrap(),
+            Cgroup::V2("/sys/fs/cgroup/kubepods/pod1/c1".into())
+        );
+    }
+
+    #[test]
+    fn no_cgroup_is_a_clear_error() {
+        let err = resolve("", HYBRID_MOUNTINFO).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn procs_are_read_from_a_fake_cgroupfs() {
+        let dir = std::env::temp_dir().join(format!("tidal-procs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cgroup.procs"), "12\n34\n").unwrap();
+        assert_eq!(read_procs(&dir).unwrap(), vec![12, 34]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

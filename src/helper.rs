@@ -1,0 +1,329 @@
+//! Every libcontainer call runs in a short-lived helper process.
+//!
+//! libcontainer forks, clones, `chdir`s and `unshare`s: process-wide changes
+//! that are unsound in the multi-threaded shim. So the shim re-executes its own
+//! binary as `containerd-shim-tidal-v2 __helper <request>`: a fresh,
+//! single-threaded process that performs one operation and exits. The helper
+//! creates container processes as *siblings* (CLONE_PARENT), so they are
+//! children of the shim, which reaps them. The reply travels back as JSON on
+//! fd 3; the helper's fds 0-2 are the container's stdio.
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::reaper::Reaper;
+
+/// First argument that switches the shim binary into helper mode.
+pub const HELPER_ARG: &str = "__helper";
+/// The helper writes its reply on this descriptor.
+const REPLY_FD: i32 = 3;
+
+/// One filesystem mount of the container's rootfs, as containerd sends it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RootfsMount {
+    pub kind: String,
+    pub source: String,
+    pub options: Vec<String>,
+}
+
+/// What a helper is asked to do. `root` is libcontainer's state directory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Create {
+        id: String,
+        root: PathBuf,
+        bundle: PathBuf,
+        rootfs: Vec<RootfsMount>,
+        console_socket: Option<PathBuf>,
+    },
+    Start {
+        id: String,
+        root: PathBuf,
+    },
+    Exec {
+        id: String,
+        root: PathBuf,
+        process: PathBuf,
+        console_socket: Option<PathBuf>,
+    },
+    Kill {
+        id: String,
+        root: PathBuf,
+        signal: i32,
+        all: bool,
+    },
+    Pause {
+        id: String,
+        root: PathBuf,
+    },
+    Resume {
+        id: String,
+        root: PathBuf,
+    },
+    Delete {
+        id: String,
+        root: PathBuf,
+        bundle: PathBuf,
+    },
+}
+
+/// Why a helper operation failed, in terms the shim maps to RPC codes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, thiserror::Error)]
+pub enum HelperError {
+    /// The container or its process does not exist (any more).
+    #[error("{0}")]
+    NotFound(String),
+    /// The container is in a state that does not allow the operation.
+    #[error("{0}")]
+    WrongState(String),
+    /// The request or the bundle is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// Anything else: a failed system call, a broken bundle.
+    #[error("{0}")]
+    Failed(String),
+}
+
+type Reply = Result<Option<i32>, HelperError>;
+
+/// The stdio a helper passes on to the process it creates.
+#[derive(Default)]
+pub struct HelperStdio {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+/// Starts helpers and collects their replies.
+pub struct Helpers {
+    exe: PathBuf,
+    reaper: Arc<Reaper>,
+}
+
+impl Helpers {
+    pub fn new(exe: PathBuf, reaper: Arc<Reaper>) -> Self {
+        Self { exe, reaper }
+    }
+
+    /// Runs `req` in a helper process and returns the pid it created, if any.
+    pub async fn run(&self, req: &Request, stdio: HelperStdio) -> Reply {
+        let json = serde_json::to_string(req).map_err(|e| HelperError::Invalid(e.to_string()))?;
+        let (reply_r, reply_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| HelperError::Failed(format!("pipe for helper reply: {e}")))?;
+        let io = |fd: Option<OwnedFd>| fd.map(Stdio::from).unwrap_or_else(Stdio::null);
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg(HELPER_ARG)
+            .arg(json)
+            .stdin(io(stdio.stdin))
+            .stdout(io(stdio.stdout))
+            .stderr(io(stdio.stderr))
+            .env_clear()
+            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        crate::sys::pass_fd(&mut cmd, reply_w.as_raw_fd(), REPLY_FD);
+        let since = Instant::now();
+        let child = cmd
+            .spawn()
+            .map_err(|e| HelperError::Failed(format!("spawn helper {}: {e}", self.exe.display())))?;
+        drop(reply_w);
+        let exited = self.reaper.subscribe(child.id() as i32, since);
+        drop(child); // never waited on here: the reaper owns wait().
+
+        let reply = read_reply(reply_r).await;
+        let exit = exited.await.ok();
+        match reply {
+            Some(reply) => reply,
+            None => Err(HelperError::Failed(format!(
+                "helper for {} ended without a reply (exit status {})",
+                op_name(req),
+                exit.map(|e| e.status.to_string())
+                    .unwrap_or_else(|| "unknown".into())
+            ))),
+        }
+    }
+}
+
+async fn read_reply(fd: OwnedFd) -> Option<Reply> {
+    let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok()?;
+    let mut buf = Vec::new();
+    let mut rx = rx;
+    tokio::io::AsyncReadExt::read_to_end(&mut rx, &mut buf)
+        .await
+        .ok()?;
+    serde_json::from_slice(&buf).ok()
+}
+
+fn op_name(req: &Request) -> &'static str {
+    match req {
+        Request::Create { .. } => "create",
+        Request::Start { .. } => "start",
+        Request::Exec { .. } => "exec",
+        Request::Kill { .. } => "kill",
+        Request::Pause { .. } => "pause",
+        Request::Resume { .. } => "resume",
+        Request::Delete { .. } => "delete",
+    }
+}
+
+/// Entry point of helper mode; never returns. Runs before any thread exists.
+pub fn main(arg: &str) -> ! {
+    // SAFETY: `Helpers::run` put the reply pipe at REPLY_FD for us alone.
+    let mut reply_fd = std::fs::File::from(unsafe { crate::sys::inherited(REPLY_FD) });
+    let _ = crate::sys::set_cloexec(&reply_fd, true);
+    let reply = match serde_json::from_str::<Request>(arg) {
+        Ok(req) => execute(req),
+        Err(e) => Err(HelperError::Invalid(format!("bad helper request: {e}"))),
+    };
+    let code = i32::from(reply.is_err());
+    let _ = reply_fd.write_all(&serde_json::to_vec(&reply).unwrap_or_default());
+    drop(reply_fd);
+    std::process::exit(code)
+}
+
+fn execute(req: Request) -> Reply {
+    use libcontainer::container::builder::ContainerBuilder;
+    use libcontainer::syscall::syscall::SyscallType;
+
+    match req {
+        Request::Create {
+            id,
+            root,
+            bundle,
+            rootfs,
+            console_socket,
+        } => {
+            let target = bundle.join("rootfs");
+            for m in &rootfs {
+                let kind = Some(m.kind.as_str()).filter(|s| !s.is_empty());
+                let source = Some(m.source.as_str()).filter(|s| !s.is_empty());
+                containerd_shim::mount::mount_rootfs(kind, source, &m.options, &target)
+                    .map_err(|e| HelperError::Failed(format!("mount rootfs: {e}")))?;
+            }
+            let built = ContainerBuilder::new(id.clone(), SyscallType::default())
+                .with_root_path(&root)
+                .and_then(|b| b.validate_id())
+                .map(|b| b.with_console_socket(console_socket.as_ref()))
+                .and_then(|b| {
+                    b.as_init(&bundle)
+                        .with_systemd(false)
+                        .with_detach(true)
+                        .as_sibling(true)
+                        .build()
+                });
+            match built {
+                Ok(c) => Ok(c.pid().map(|p| p.as_raw())),
+                Err(e) => {
+                    let msg = format!("create container {id}: {e}{}", source_chain(&e));
+                    // Leave nothing behind: state, cgroup and rootfs mounts.
+                    if let Ok(mut c) = load(&root, &id) {
+                        let _ = c.delete(true);
+                    }
+                    unmount_rootfs(&target);
+                    Err(HelperError::Failed(msg))
+                }
+            }
+        }
+        Request::Start { id, root } => {
+            let mut c = load(&root, &id)?;
+            c.start().map_err(|e| lc_error("start", &id, e))?;
+            Ok(None)
+        }
+        Request::Exec {
+            id,
+            root,
+            process,
+            console_socket,
+        } => {
+            let pid = ContainerBuilder::new(id.clone(), SyscallType::default())
+                .with_root_path(&root)
+                .map(|b| b.with_console_socket(console_socket.as_ref()))
+                .and_then(|b| {
+                    b.as_tenant()
+                        .with_process(Some(&process))
+                        .with_detach(true)
+                        .as_sibling(true)
+                        .build()
+                })
+                .map_err(|e| lc_error("exec in", &id, e))?;
+            Ok(Some(pid.as_raw()))
+        }
+        Request::Kill {
+            id,
+            root,
+            signal,
+            all,
+        } => {
+            let sig = libcontainer::signal::Signal::try_from(signal)
+                .map_err(|e| HelperError::Invalid(format!("signal {signal}: {e}")))?;
+            let mut c = load(&root, &id)?;
+            c.kill(sig, all).map_err(|e| lc_error("kill", &id, e))?;
+            Ok(None)
+        }
+        Request::Pause { id, root } => {
+            load(&root, &id)?
+                .pause()
+                .map_err(|e| lc_error("pause", &id, e))?;
+            Ok(None)
+        }
+        Request::Resume { id, root } => {
+            load(&root, &id)?
+                .resume()
+                .map_err(|e| lc_error("resume", &id, e))?;
+            Ok(None)
+        }
+        Request::Delete { id, root, bundle } => {
+            let result = match load(&root, &id) {
+                Ok(mut c) => c.delete(true).map_err(|e| lc_error("delete", &id, e)),
+                Err(HelperError::NotFound(_)) => Ok(()),
+                Err(e) => Err(e),
+            };
+            unmount_rootfs(&bundle.join("rootfs"));
+            result.map(|_| None)
+        }
+    }
+}
+
+fn load(root: &Path, id: &str) -> Result<libcontainer::container::Container, HelperError> {
+    let dir = root.join(id);
+    if !dir.exists() {
+        return Err(HelperError::NotFound(format!("container {id} does not exist")));
+    }
+    libcontainer::container::Container::load(dir)
+        .map_err(|e| HelperError::Failed(format!("load state of container {id}: {e}")))
+}
+
+fn lc_error(op: &str, id: &str, e: libcontainer::error::LibcontainerError) -> HelperError {
+    use libcontainer::error::LibcontainerError as E;
+    let msg = format!("{op} container {id}: {e}{}", source_chain(&e));
+    match e {
+        E::IncorrectStatus(_) => HelperError::WrongState(msg),
+        E::NoDirectory => HelperError::NotFound(msg),
+        E::InvalidID(_) | E::InvalidInput(_) | E::InvalidSpec(_) | E::MissingSpec(_) => {
+            HelperError::Invalid(msg)
+        }
+        _ => HelperError::Failed(msg),
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = String::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+fn unmount_rootfs(target: &Path) {
+    if let Some(t) = target.to_str() {
+        let _ = containerd_shim::mount::umount_recursive(Some(t), libc::MNT_DETACH);
+    }
+}

@@ -1,0 +1,10 @@
+//! tidal: a containerd shim v2 runtime that runs containers in process through
+//! youki's libcontainer, with live in-place resize. See docs/ARCHITECTURE.md.
+
+pub mod cgroups;
+pub mod helper;
+pub mod ids;
+pub mod oom;
+pub mod reaper;
+pub mod shim;
+pub mod sys;

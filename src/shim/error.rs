@@ -1,0 +1,93 @@
+//! The shim's errors, and their one mapping to ttrpc status codes.
+
+use crate::helper::HelperError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Unimplemented(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<crate::ids::IdError> for Error {
+    fn from(e: crate::ids::IdError) -> Self {
+        Error::InvalidArgument(e.to_string())
+    }
+}
+
+impl From<HelperError> for Error {
+    fn from(e: HelperError) -> Self {
+        match e {
+            HelperError::NotFound(m) => Error::NotFound(m),
+            HelperError::WrongState(m) => Error::FailedPrecondition(m),
+            HelperError::Invalid(m) => Error::InvalidArgument(m),
+            HelperError::Failed(m) => Error::Internal(m),
+        }
+    }
+}
+
+impl From<Error> for containerd_shim::protos::ttrpc::Error {
+    fn from(e: Error) -> Self {
+        use containerd_shim::protos::ttrpc::{get_status, Code};
+        let code = match &e {
+            Error::NotFound(_) => Code::NOT_FOUND,
+            Error::AlreadyExists(_) => Code::ALREADY_EXISTS,
+            Error::InvalidArgument(_) => Code::INVALID_ARGUMENT,
+            Error::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
+            Error::Unimplemented(_) => Code::UNIMPLEMENTED,
+            Error::Internal(_) => Code::INTERNAL,
+        };
+        containerd_shim::protos::ttrpc::Error::RpcStatus(get_status(code, e.to_string()))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use containerd_shim::protos::ttrpc::{Code, Error as TtrpcError};
+
+    fn code(e: Error) -> Code {
+        match TtrpcError::from(e) {
+            TtrpcError::RpcStatus(s) => s.code(),
+            other => panic!("not a status: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_error_maps_to_the_code_containerd_expects() {
+        assert_eq!(code(Error::NotFound("x".into())), Code::NOT_FOUND);
+        assert_eq!(code(Error::AlreadyExists("x".into())), Code::ALREADY_EXISTS);
+        assert_eq!(code(Error::InvalidArgument("x".into())), Code::INVALID_ARGUMENT);
+        assert_eq!(
+            code(Error::FailedPrecondition("x".into())),
+            Code::FAILED_PRECONDITION
+        );
+        assert_eq!(code(Error::Unimplemented("x".into())), Code::UNIMPLEMENTED);
+        assert_eq!(code(Error::Internal("x".into())), Code::INTERNAL);
+    }
+
+    #[test]
+    fn helper_errors_keep_their_meaning() {
+        assert_eq!(
+            code(HelperError::NotFound("gone".into()).into()),
+            Code::NOT_FOUND
+        );
+        assert_eq!(
+            code(HelperError::WrongState("running".into()).into()),
+            Code::FAILED_PRECONDITION
+        );
+        let msg = TtrpcError::from(Error::from(crate::ids::validate("container id", "../x").unwrap_err()));
+        assert!(format!("{msg:?}").contains("../x"));
+    }
+}
