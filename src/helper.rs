@@ -149,14 +149,14 @@ impl Helpers {
     }
 }
 
+/// Reads the helper's one-line reply. The line ends the reply: the pipe itself
+/// may stay open in a container process that inherited it until it execs.
 async fn read_reply(fd: OwnedFd) -> Option<Reply> {
+    use tokio::io::AsyncBufReadExt;
     let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok()?;
-    let mut buf = Vec::new();
-    let mut rx = rx;
-    tokio::io::AsyncReadExt::read_to_end(&mut rx, &mut buf)
-        .await
-        .ok()?;
-    serde_json::from_slice(&buf).ok()
+    let mut line = String::new();
+    tokio::io::BufReader::new(rx).read_line(&mut line).await.ok()?;
+    serde_json::from_str(&line).ok()
 }
 
 fn op_name(req: &Request) -> &'static str {
@@ -181,7 +181,9 @@ pub fn main(arg: &str) -> ! {
         Err(e) => Err(HelperError::Invalid(format!("bad helper request: {e}"))),
     };
     let code = i32::from(reply.is_err());
-    let _ = reply_fd.write_all(&serde_json::to_vec(&reply).unwrap_or_default());
+    let mut line = serde_json::to_vec(&reply).unwrap_or_default();
+    line.push(b'\n');
+    let _ = reply_fd.write_all(&line);
     drop(reply_fd);
     std::process::exit(code)
 }

@@ -1,20 +1,30 @@
-//! `containerd-shim-tidal-v2`: the shim v2 entry points (start, delete,
-//! serve) on top of the `containerd-shim` crate.
+//! `containerd-shim-tidal-v2`: the shim v2 entry points, `start`, `delete`
+//! and serving the Task API.
+//!
+//! tidal speaks the shim protocol of containerd 1.6, 1.7 and 2.x: `start`
+//! prints a plain socket address and the Task service is served under both
+//! `containerd.task.v2.Task` and `containerd.task.v3.Task`.
 
 pub mod error;
 pub mod process;
 pub mod service;
 pub mod stdio;
 pub mod task;
+#[cfg(test)]
+mod tests;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use async_trait::async_trait;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+
 use containerd_shim::api;
+use containerd_shim::protos::protobuf::Message;
 use containerd_shim::publisher::RemotePublisher;
-use containerd_shim::{Config, ExitSignal, Flags, StartOpts};
+use containerd_shim::{ExitSignal, Flags};
 
 use crate::helper::{Helpers, Request};
 use crate::reaper::Reaper;
@@ -25,15 +35,6 @@ pub const RUNTIME_ID: &str = "io.containerd.tidal.v2";
 pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 /// Overrides the state directory (default `/run/tidal`).
 pub const STATE_DIR_ENV: &str = "TIDAL_STATE_DIR";
-
-/// The shim's configuration for the `containerd-shim` crate: tidal reaps its
-/// own children (see `reaper.rs`).
-pub fn crate_config() -> Config {
-    Config {
-        no_reaper: true,
-        ..Default::default()
-    }
-}
 
 /// tidal's state directory: libcontainer state per namespace, shim sockets.
 pub fn state_dir() -> PathBuf {
@@ -48,18 +49,6 @@ fn private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
-pub struct TidalShim {
-    id: String,
-    namespace: String,
-    exit: Arc<ExitSignal>,
-}
-
-impl TidalShim {
-    fn root(&self) -> PathBuf {
-        state_dir().join(&self.namespace)
-    }
-}
-
 /// The shim a container belongs to: its pod's sandbox id, or its own id.
 fn grouping(bundle: &Path, id: &str) -> String {
     let spec = std::fs::read(bundle.join("config.json"))
@@ -72,95 +61,182 @@ fn grouping(bundle: &Path, id: &str) -> String {
         .to_string()
 }
 
-#[async_trait]
-impl containerd_shim::Shim for TidalShim {
-    type T = service::Service;
+/// The listening socket travels from `start` to the serving shim as this fd.
+const LISTENER_FD: i32 = 3;
+/// containerd names its ttrpc address in this variable.
+const TTRPC_ADDRESS: &str = "TTRPC_ADDRESS";
 
-    async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
-        TidalShim {
-            id: args.id.clone(),
-            namespace: args.namespace.clone(),
-            exit: Arc::new(ExitSignal::default()),
+/// Runs the shim for the command line containerd gave it; returns the exit code.
+pub async fn run(args: &[String]) -> i32 {
+    let flags = match containerd_shim::parse(args) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{RUNTIME_ID}: {e}");
+            return 2;
+        }
+    };
+    if flags.version {
+        println!("containerd-shim-tidal-v2 {}", env!("CARGO_PKG_VERSION"));
+        return 0;
+    }
+    let result = match flags.action.as_str() {
+        "start" => start(&flags).map(|addr| print!("{addr}")),
+        "delete" => delete(&flags).await.and_then(|resp| {
+            use std::io::Write;
+            let bytes = resp.write_to_bytes().map_err(|e| e.to_string())?;
+            std::io::stdout().write_all(&bytes).map_err(|e| e.to_string())
+        }),
+        "" if flags.info => {
+            let info = containerd_shim::protos::types::introspection::RuntimeInfo {
+                name: RUNTIME_ID.to_string(),
+                ..Default::default()
+            };
+            info.write_to_writer(&mut std::io::stdout()).map_err(|e| e.to_string())
+        }
+        "" => serve(&flags).await,
+        other => Err(format!("unknown action {other:?}")),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{RUNTIME_ID}: {e}");
+            1
         }
     }
+}
 
-    async fn start_shim(&mut self, mut opts: StartOpts) -> containerd_shim::Result<String> {
-        crate::ids::validate("container id", &opts.id)
-            .map_err(|e| containerd_shim::Error::InvalidArgument(e.to_string()))?;
-        crate::ids::validate("namespace", &opts.namespace)
-            .map_err(|e| containerd_shim::Error::InvalidArgument(e.to_string()))?;
-        let bundle = std::env::current_dir().map_err(|e| containerd_shim::Error::Other(e.to_string()))?;
-        let group = grouping(&bundle, &opts.id);
-        // Sockets live in a root-only directory, never in the abstract namespace.
-        let socket_dir = state_dir().join("s");
-        private_dir(&socket_dir).map_err(|e| {
-            containerd_shim::Error::Other(format!("socket dir {}: {e}", socket_dir.display()))
-        })?;
-        opts.socket_dir = Some(socket_dir.to_string_lossy().into_owned());
-        let state = state_dir();
-        let address = containerd_shim::spawn(
-            opts,
-            &group,
-            vec![(STATE_DIR_ENV, state.to_str().unwrap_or("/run/tidal"))],
-        )
-        .await?;
-        std::fs::write(bundle.join("address"), &address)
-            .map_err(|e| containerd_shim::Error::Other(format!("write address: {e}")))?;
-        Ok(address)
-    }
+/// `start`: binds the shim socket (or finds the pod's running shim) and
+/// returns its address for containerd.
+fn start(flags: &Flags) -> Result<String, String> {
+    crate::ids::validate("container id", &flags.id).map_err(|e| e.to_string())?;
+    crate::ids::validate("namespace", &flags.namespace).map_err(|e| e.to_string())?;
+    let bundle = std::env::current_dir().map_err(|e| format!("bundle dir: {e}"))?;
+    let group = grouping(&bundle, &flags.id);
+    let socket_dir = state_dir().join("s");
+    private_dir(&socket_dir).map_err(|e| format!("socket dir {}: {e}", socket_dir.display()))?;
+    let socket = socket_path(&socket_dir, &flags.address, &flags.namespace, &group);
+    let address = format!("unix://{}", socket.display());
+    let write_address = || {
+        std::fs::write(bundle.join("address"), &address).map_err(|e| format!("write address: {e}"))
+    };
 
-    async fn delete_shim(&mut self) -> containerd_shim::Result<api::DeleteResponse> {
-        // The shim that served this container is gone: kill what is left of it
-        // and remove its state, cgroups and rootfs mounts.
-        let bundle = std::env::current_dir().map_err(|e| containerd_shim::Error::Other(e.to_string()))?;
-        let reaper = Reaper::start().map_err(|e| containerd_shim::Error::Other(e.to_string()))?;
-        let helpers = Helpers::new(self_exe(), reaper);
-        let req = Request::Delete {
-            id: self.id.clone(),
-            root: self.root(),
-            bundle: bundle.clone(),
-        };
-        if let Err(e) = helpers.run(&req, Default::default()).await {
-            log::warn!("cleanup of {}: {e}", self.id);
+    let listener = match bind_private(&socket) {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            if UnixStream::connect(&socket).is_ok() {
+                // The pod's shim already runs: its containers share it.
+                write_address()?;
+                return Ok(address);
+            }
+            std::fs::remove_file(&socket).map_err(|e| format!("stale socket: {e}"))?;
+            bind_private(&socket).map_err(|e| format!("bind {}: {e}", socket.display()))?
         }
-        remove_dead_socket(&bundle).await;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        let mut ts = containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp::new();
-        ts.seconds = now.as_secs() as i64;
-        ts.nanos = now.subsec_nanos() as i32;
-        Ok(api::DeleteResponse {
-            exit_status: 128 + libc::SIGKILL as u32,
-            exited_at: Some(ts).into(),
-            ..Default::default()
-        })
+        Err(e) => return Err(format!("bind {}: {e}", socket.display())),
+    };
+    let fd: OwnedFd = listener.into();
+    let mut cmd = std::process::Command::new(self_exe());
+    cmd.args(["-namespace", &flags.namespace, "-id", &flags.id, "-address", &flags.address])
+        .args(["-socket", &address])
+        .args(if flags.debug { &["-debug"][..] } else { &[][..] })
+        .env(STATE_DIR_ENV, state_dir())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    crate::sys::pass_fd(&mut cmd, fd.as_raw_fd(), LISTENER_FD);
+    let child = cmd.spawn();
+    if let Err(e) = child {
+        let _ = std::fs::remove_file(&socket);
+        return Err(format!("spawn shim: {e}"));
     }
+    write_address()?;
+    Ok(address)
+}
 
-    async fn wait(&mut self) {
-        // The socket is bound by now; keep it root-only even if umask was loose.
-        if let Ok(address) = std::fs::read_to_string("address") {
-            let path = address.trim().trim_start_matches("unix://");
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-        }
-        self.exit.wait().await;
-    }
+/// Where the socket of shim `group` lives: containerd's naming, in our directory.
+fn socket_path(dir: &Path, containerd: &str, namespace: &str, group: &str) -> PathBuf {
+    let conventional = containerd_shim::socket_address(containerd, namespace, group);
+    let hash = conventional.rsplit('/').next().unwrap_or(group).to_string();
+    dir.join(hash)
+}
 
-    async fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
-        let reaper = Reaper::start().expect("install SIGCHLD handler");
-        let root = self.root();
-        if let Err(e) = private_dir(&root) {
-            log::error!("state dir {}: {e}", root.display());
-        }
-        let tasks = task::Tasks::new(
-            root,
-            Helpers::new(self_exe(), reaper.clone()),
-            reaper,
-            task::Events::new(Some(publisher), self.namespace.clone()),
-            self.exit.clone(),
-        );
-        service::Service(Arc::new(tasks))
+/// Binds a unix socket that only root can reach (mode 0600 in a 0700 dir).
+fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+/// `delete`: containerd's cleanup after a shim that died. Kills what is left
+/// of the container and removes its state, cgroups and rootfs mounts.
+async fn delete(flags: &Flags) -> Result<api::DeleteResponse, String> {
+    crate::ids::validate("container id", &flags.id).map_err(|e| e.to_string())?;
+    crate::ids::validate("namespace", &flags.namespace).map_err(|e| e.to_string())?;
+    let bundle = std::env::current_dir().map_err(|e| e.to_string())?;
+    let reaper = Reaper::start().map_err(|e| e.to_string())?;
+    let helpers = Helpers::new(self_exe(), reaper);
+    let req = Request::Delete {
+        id: flags.id.clone(),
+        root: state_dir().join(&flags.namespace),
+        bundle: bundle.clone(),
+    };
+    if let Err(e) = helpers.run(&req, Default::default()).await {
+        log::warn!("cleanup of {}: {e}", flags.id);
     }
+    remove_dead_socket(&bundle).await;
+    Ok(api::DeleteResponse {
+        exit_status: 128 + libc::SIGKILL as u32,
+        exited_at: task::timestamp(std::time::SystemTime::now()),
+        ..Default::default()
+    })
+}
+
+/// Serving: the long-running shim process.
+async fn serve(flags: &Flags) -> Result<(), String> {
+    use containerd_shim::protos::shim_async::create_task;
+    use containerd_shim::protos::ttrpc::r#async::transport::Listener;
+    use containerd_shim::protos::ttrpc::r#async::Server;
+
+    nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("subreaper: {e}"))?;
+    if let Err(e) = containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id) {
+        eprintln!("{RUNTIME_ID}: no log fifo: {e}");
+    }
+    // SAFETY: `start` passed the bound listener at LISTENER_FD for us alone.
+    let listener = UnixListener::from(unsafe { crate::sys::inherited(LISTENER_FD) });
+    crate::sys::set_cloexec(&listener, true).map_err(|e| e.to_string())?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let socket = flags.socket.trim_start_matches("unix://").to_string();
+
+    let reaper = Reaper::start().map_err(|e| format!("SIGCHLD handler: {e}"))?;
+    let ttrpc_address = std::env::var(TTRPC_ADDRESS).map_err(|_| format!("{TTRPC_ADDRESS} is not set"))?;
+    let publisher = RemotePublisher::new(&ttrpc_address)
+        .await
+        .map_err(|e| format!("connect to containerd at {ttrpc_address}: {e}"))?;
+    let root = state_dir().join(&flags.namespace);
+    private_dir(&root).map_err(|e| format!("state dir {}: {e}", root.display()))?;
+    let exit = Arc::new(ExitSignal::default());
+    let tasks = Arc::new(task::Tasks::new(
+        root,
+        Helpers::new(self_exe(), reaper.clone()),
+        reaper,
+        task::Events::new(Some(publisher), flags.namespace.clone()),
+        exit.clone(),
+    ));
+    let service: Arc<dyn containerd_shim::protos::shim_async::Task + Send + Sync> =
+        Arc::new(service::Service(tasks));
+    // One service, registered under containerd 1.x's and 2.x's names.
+    let mut services = create_task(service.clone());
+    if let Some(v3) = create_task(service).remove("containerd.task.v3.Task") {
+        services.insert("containerd.task.v2.Task".to_string(), v3);
+    }
+    let listener = Listener::try_from(listener).map_err(|e| format!("listener: {e}"))?;
+    let mut server = Server::new().add_listener(listener).register_service(services);
+    server.start().await.map_err(|e| format!("serve: {e}"))?;
+    log::info!("tidal shim serving on {socket}");
+    exit.wait().await;
+    let _ = server.shutdown().await;
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
 }
 
 /// Removes the socket of a shim that no longer answers.

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::unix::pipe;
 use tokio::net::UnixListener;
 use tokio::sync::oneshot;
@@ -103,9 +103,7 @@ pub fn prepare(paths: &StdioPaths, console_path: &Path) -> io::Result<PreparedSt
         return Ok(prepared);
     }
     if let Some(stdin) = non_empty(&paths.stdin) {
-        let fifo = pipe::OpenOptions::new()
-            .read_write(true)
-            .open_receiver(stdin)?;
+        let fifo = open_stdin(stdin)?;
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let w = pipe::Sender::from_owned_fd(w)?;
         let (tx, rx) = oneshot::channel();
@@ -134,9 +132,7 @@ impl PreparedStdio {
             Interest::READABLE | Interest::WRITABLE,
         )?);
         if let Some(stdin) = &self.stdin_fifo {
-            let fifo = pipe::OpenOptions::new()
-                .read_write(true)
-                .open_receiver(stdin)?;
+            let fifo = open_stdin(stdin)?;
             let (tx, rx) = oneshot::channel();
             *self.handles.stdin_close.lock().unwrap() = Some(tx);
             tokio::spawn(copy_to_pty(fifo, master.clone(), rx));
@@ -180,12 +176,32 @@ fn open_output(target: &str) -> io::Result<OwnedFd> {
     Ok(f.into())
 }
 
-async fn copy_stdin(mut from: pipe::Receiver, mut to: pipe::Sender, mut close: oneshot::Receiver<()>) {
+/// Opens containerd's stdin fifo for reading, without waiting for a writer.
+/// Until a writer has connected the kernel reports the fifo neither readable
+/// nor hung up, so the copy waits; once the writer closes, it reads EOF and
+/// the container's stdin is closed, as with the runc shim.
+fn open_stdin(path: impl AsRef<Path>) -> io::Result<pipe::Receiver> {
+    pipe::OpenOptions::new().open_receiver(path)
+}
+
+/// Reads from a stdin fifo, waiting for readiness first so that a fifo whose
+/// writer has not connected yet is not mistaken for one that closed.
+async fn read_fifo(fifo: &pipe::Receiver, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        fifo.readable().await?;
+        match fifo.try_read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            r => return r,
+        }
+    }
+}
+
+async fn copy_stdin(from: pipe::Receiver, mut to: pipe::Sender, mut close: oneshot::Receiver<()>) {
     let mut buf = vec![0u8; COPY_BUF];
     loop {
         tokio::select! {
             _ = &mut close => break,
-            n = from.read(&mut buf) => match n {
+            n = read_fifo(&from, &mut buf) => match n {
                 Ok(0) | Err(_) => break,
                 Ok(n) => if to.write_all(&buf[..n]).await.is_err() { break },
             },
@@ -194,7 +210,7 @@ async fn copy_stdin(mut from: pipe::Receiver, mut to: pipe::Sender, mut close: o
 }
 
 async fn copy_to_pty(
-    mut from: pipe::Receiver,
+    from: pipe::Receiver,
     pty: std::sync::Arc<AsyncFd<OwnedFd>>,
     mut close: oneshot::Receiver<()>,
 ) {
@@ -206,7 +222,7 @@ async fn copy_to_pty(
                 let _ = pty_write_all(&pty, &[4]).await;
                 break;
             }
-            n = from.read(&mut buf) => match n {
+            n = read_fifo(&from, &mut buf) => match n {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             },

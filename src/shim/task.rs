@@ -100,7 +100,7 @@ pub struct Tasks {
     seq: AtomicU64,
 }
 
-fn ts(t: SystemTime) -> MessageField<Timestamp> {
+pub fn timestamp(t: SystemTime) -> MessageField<Timestamp> {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let mut ts = Timestamp::new();
     ts.seconds = d.as_secs() as i64;
@@ -274,7 +274,7 @@ impl Tasks {
                     id,
                     pid: exit.pid as u32,
                     exit_status: exit.status,
-                    exited_at: ts(exit.at),
+                    exited_at: timestamp(exit.at),
                     ..Default::default()
                 })
                 .await;
@@ -556,7 +556,7 @@ impl Tasks {
             stderr: proc.stdio.stderr.clone(),
             terminal: proc.stdio.terminal,
             exit_status: st.exit.map(|e| e.status).unwrap_or_default(),
-            exited_at: st.exit.map(|e| ts(e.at)).unwrap_or_default(),
+            exited_at: st.exit.map(|e| timestamp(e.at)).unwrap_or_default(),
             exec_id: req.exec_id.clone(),
             ..Default::default()
         })
@@ -568,7 +568,7 @@ impl Tasks {
         let exit = proc.wait().await;
         Ok(api::WaitResponse {
             exit_status: exit.status,
-            exited_at: ts(exit.at),
+            exited_at: timestamp(exit.at),
             ..Default::default()
         })
     }
@@ -736,7 +736,7 @@ fn delete_response(pid: i32, exit: Option<Exit>) -> api::DeleteResponse {
     api::DeleteResponse {
         pid: pid as u32,
         exit_status: exit.map(|e| e.status).unwrap_or(137),
-        exited_at: ts(exit.map(|e| e.at).unwrap_or_else(SystemTime::now)),
+        exited_at: timestamp(exit.map(|e| e.at).unwrap_or_else(SystemTime::now)),
         ..Default::default()
     }
 }
