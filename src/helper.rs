@@ -125,12 +125,15 @@ impl Helpers {
             .stdout(io(stdio.stdout))
             .stderr(io(stdio.stderr))
             .env_clear()
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            );
         crate::sys::pass_fd(&mut cmd, reply_w.as_raw_fd(), REPLY_FD);
         let since = Instant::now();
-        let child = cmd
-            .spawn()
-            .map_err(|e| HelperError::Failed(format!("spawn helper {}: {e}", self.exe.display())))?;
+        let child = cmd.spawn().map_err(|e| {
+            HelperError::Failed(format!("spawn helper {}: {e}", self.exe.display()))
+        })?;
         drop(reply_w);
         let exited = self.reaper.subscribe(child.id() as i32, since);
         drop(child); // never waited on here: the reaper owns wait().
@@ -155,7 +158,10 @@ async fn read_reply(fd: OwnedFd) -> Option<Reply> {
     use tokio::io::AsyncBufReadExt;
     let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok()?;
     let mut line = String::new();
-    tokio::io::BufReader::new(rx).read_line(&mut line).await.ok()?;
+    tokio::io::BufReader::new(rx)
+        .read_line(&mut line)
+        .await
+        .ok()?;
     serde_json::from_str(&line).ok()
 }
 
@@ -294,7 +300,9 @@ fn execute(req: Request) -> Reply {
 fn load(root: &Path, id: &str) -> Result<libcontainer::container::Container, HelperError> {
     let dir = root.join(id);
     if !dir.exists() {
-        return Err(HelperError::NotFound(format!("container {id} does not exist")));
+        return Err(HelperError::NotFound(format!(
+            "container {id} does not exist"
+        )));
     }
     libcontainer::container::Container::load(dir)
         .map_err(|e| HelperError::Failed(format!("load state of container {id}: {e}")))

@@ -14,11 +14,10 @@ use crate::cgroups::Cgroup;
 /// The channel closes when the cgroup goes away.
 pub fn watch(pid: i32) -> io::Result<mpsc::Receiver<()>> {
     match Cgroup::of_pid(pid)? {
-        Cgroup::V1 { memory: Some(dir), .. } => watch_v1(&dir),
-        Cgroup::V1 { memory: None, .. } => Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            "no memory cgroup",
-        )),
+        cg @ Cgroup::V1(_) => match cg.dir("memory") {
+            Some(dir) => watch_v1(dir),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, "no memory cgroup")),
+        },
         Cgroup::V2(dir) => watch_v2(dir),
     }
 }
@@ -38,7 +37,9 @@ fn watch_v1(dir: &Path) -> io::Result<mpsc::Receiver<()>> {
     tokio::spawn(async move {
         let _control = control; // keep registered for the eventfd's life
         loop {
-            let Ok(mut guard) = afd.readable().await else { break };
+            let Ok(mut guard) = afd.readable().await else {
+                break;
+            };
             let mut buf = [0u8; 8];
             match guard.try_io(|fd| Ok(nix::unistd::read(fd.as_raw_fd(), &mut buf)?)) {
                 Ok(Ok(8)) => {
@@ -77,7 +78,9 @@ fn watch_v2(dir: PathBuf) -> io::Result<mpsc::Receiver<()>> {
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
         loop {
-            let Ok(mut guard) = afd.readable().await else { break };
+            let Ok(mut guard) = afd.readable().await else {
+                break;
+            };
             let mut buf = [0u8; 4096];
             match guard.try_io(|fd| Ok(nix::unistd::read(fd.as_raw_fd(), &mut buf)?)) {
                 Ok(Ok(_)) => {}

@@ -112,7 +112,8 @@ pub fn async_fd(
 ) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // SAFETY: the AsyncFd takes ownership of `fd`, so the descriptor can be
     // neither closed nor reused while it is registered.
-    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }.map_err(|e| e.into_parts().1)
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }
+        .map_err(|e| e.into_parts().1)
 }
 
 /// Takes ownership of a descriptor this process inherited at a known number.

@@ -37,5 +37,4 @@ async fn reaper_hands_each_exit_to_its_waiter_once() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut rx = reaper.subscribe(pid, Instant::now());
     assert!(rx.try_recv().is_err(), "a stale exit was delivered");
-
 }

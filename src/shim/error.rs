@@ -68,7 +68,10 @@ mod tests {
     fn every_error_maps_to_the_code_containerd_expects() {
         assert_eq!(code(Error::NotFound("x".into())), Code::NOT_FOUND);
         assert_eq!(code(Error::AlreadyExists("x".into())), Code::ALREADY_EXISTS);
-        assert_eq!(code(Error::InvalidArgument("x".into())), Code::INVALID_ARGUMENT);
+        assert_eq!(
+            code(Error::InvalidArgument("x".into())),
+            Code::INVALID_ARGUMENT
+        );
         assert_eq!(
             code(Error::FailedPrecondition("x".into())),
             Code::FAILED_PRECONDITION
@@ -87,7 +90,9 @@ mod tests {
             code(HelperError::WrongState("running".into()).into()),
             Code::FAILED_PRECONDITION
         );
-        let msg = TtrpcError::from(Error::from(crate::ids::validate("container id", "../x").unwrap_err()));
+        let msg = TtrpcError::from(Error::from(
+            crate::ids::validate("container id", "../x").unwrap_err(),
+        ));
         assert!(format!("{msg:?}").contains("../x"));
     }
 }

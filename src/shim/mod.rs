@@ -84,14 +84,17 @@ pub async fn run(args: &[String]) -> i32 {
         "delete" => delete(&flags).await.and_then(|resp| {
             use std::io::Write;
             let bytes = resp.write_to_bytes().map_err(|e| e.to_string())?;
-            std::io::stdout().write_all(&bytes).map_err(|e| e.to_string())
+            std::io::stdout()
+                .write_all(&bytes)
+                .map_err(|e| e.to_string())
         }),
         "" if flags.info => {
             let info = containerd_shim::protos::types::introspection::RuntimeInfo {
                 name: RUNTIME_ID.to_string(),
                 ..Default::default()
             };
-            info.write_to_writer(&mut std::io::stdout()).map_err(|e| e.to_string())
+            info.write_to_writer(&mut std::io::stdout())
+                .map_err(|e| e.to_string())
         }
         "" => serve(&flags).await,
         other => Err(format!("unknown action {other:?}")),
@@ -135,14 +138,25 @@ fn start(flags: &Flags) -> Result<String, String> {
     };
     let fd: OwnedFd = listener.into();
     let mut cmd = std::process::Command::new(self_exe());
-    cmd.args(["-namespace", &flags.namespace, "-id", &flags.id, "-address", &flags.address])
-        .args(["-socket", &address])
-        .args(if flags.debug { &["-debug"][..] } else { &[][..] })
-        .env(STATE_DIR_ENV, state_dir())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .process_group(0);
+    cmd.args([
+        "-namespace",
+        &flags.namespace,
+        "-id",
+        &flags.id,
+        "-address",
+        &flags.address,
+    ])
+    .args(["-socket", &address])
+    .args(if flags.debug {
+        &["-debug"][..]
+    } else {
+        &[][..]
+    })
+    .env(STATE_DIR_ENV, state_dir())
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .process_group(0);
     crate::sys::pass_fd(&mut cmd, fd.as_raw_fd(), LISTENER_FD);
     let child = cmd.spawn();
     if let Err(e) = child {
@@ -198,7 +212,8 @@ async fn serve(flags: &Flags) -> Result<(), String> {
     use containerd_shim::protos::ttrpc::r#async::Server;
 
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("subreaper: {e}"))?;
-    if let Err(e) = containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id) {
+    if let Err(e) = containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id)
+    {
         eprintln!("{RUNTIME_ID}: no log fifo: {e}");
     }
     // SAFETY: `start` passed the bound listener at LISTENER_FD for us alone.
@@ -208,7 +223,8 @@ async fn serve(flags: &Flags) -> Result<(), String> {
     let socket = flags.socket.trim_start_matches("unix://").to_string();
 
     let reaper = Reaper::start().map_err(|e| format!("SIGCHLD handler: {e}"))?;
-    let ttrpc_address = std::env::var(TTRPC_ADDRESS).map_err(|_| format!("{TTRPC_ADDRESS} is not set"))?;
+    let ttrpc_address =
+        std::env::var(TTRPC_ADDRESS).map_err(|_| format!("{TTRPC_ADDRESS} is not set"))?;
     let publisher = RemotePublisher::new(&ttrpc_address)
         .await
         .map_err(|e| format!("connect to containerd at {ttrpc_address}: {e}"))?;
@@ -230,7 +246,9 @@ async fn serve(flags: &Flags) -> Result<(), String> {
         services.insert("containerd.task.v2.Task".to_string(), v3);
     }
     let listener = Listener::try_from(listener).map_err(|e| format!("listener: {e}"))?;
-    let mut server = Server::new().add_listener(listener).register_service(services);
+    let mut server = Server::new()
+        .add_listener(listener)
+        .register_service(services);
     server.start().await.map_err(|e| format!("serve: {e}"))?;
     log::info!("tidal shim serving on {socket}");
     exit.wait().await;

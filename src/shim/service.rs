@@ -25,7 +25,11 @@ impl Task for Service {
     async fn state(&self, _: &TtrpcContext, req: api::StateRequest) -> R<api::StateResponse> {
         Ok(self.0.state(&req).await?)
     }
-    async fn create(&self, _: &TtrpcContext, req: api::CreateTaskRequest) -> R<api::CreateTaskResponse> {
+    async fn create(
+        &self,
+        _: &TtrpcContext,
+        req: api::CreateTaskRequest,
+    ) -> R<api::CreateTaskResponse> {
         Ok(self.0.create(&req).await?)
     }
     async fn start(&self, _: &TtrpcContext, req: api::StartRequest) -> R<api::StartResponse> {

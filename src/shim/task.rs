@@ -12,8 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 use containerd_shim::api::{self, Status as ApiStatus};
 use containerd_shim::event::Event;
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM,
-    TaskPaused, TaskResumed, TaskStart,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
+    TaskResumed, TaskStart,
 };
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
@@ -75,7 +75,12 @@ impl Container {
             .unwrap()
             .get(exec_id)
             .cloned()
-            .ok_or_else(|| Error::NotFound(format!("exec {exec_id} in container {} does not exist", self.id)))
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "exec {exec_id} in container {} does not exist",
+                    self.id
+                ))
+            })
     }
 
     fn exec_by_pid(&self, pid: i32) -> Option<String> {
@@ -149,16 +154,22 @@ impl Tasks {
     /// A short path for a per-process socket or file under the state root.
     fn scratch_path(&self, kind: &str) -> PathBuf {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        self.root.join(format!(".{kind}-{}-{n}", std::process::id()))
+        self.root
+            .join(format!(".{kind}-{}-{n}", std::process::id()))
     }
 
     pub async fn create(&self, req: &api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
         crate::ids::validate("container id", &req.id)?;
         if self.containers.lock().unwrap().contains_key(&req.id) {
-            return Err(Error::AlreadyExists(format!("container {} already exists", req.id)));
+            return Err(Error::AlreadyExists(format!(
+                "container {} already exists",
+                req.id
+            )));
         }
         if !req.checkpoint.is_empty() {
-            return Err(Error::Unimplemented("restoring from a checkpoint is not supported".into()));
+            return Err(Error::Unimplemented(
+                "restoring from a checkpoint is not supported".into(),
+            ));
         }
         let bundle = PathBuf::from(&req.bundle);
         if !bundle.join("config.json").is_file() {
@@ -251,7 +262,12 @@ impl Tasks {
 
     /// Waits for `proc` to end, records the exit and publishes TaskExit once
     /// the process's start (or kill) has been published.
-    fn spawn_monitor(&self, c: Arc<Container>, proc: Arc<Process>, exited: oneshot::Receiver<Exit>) {
+    fn spawn_monitor(
+        &self,
+        c: Arc<Container>,
+        proc: Arc<Process>,
+        exited: oneshot::Receiver<Exit>,
+    ) {
         let events = self.events.clone();
         tokio::spawn(async move {
             let exit = match exited.await {
@@ -365,7 +381,9 @@ impl Tasks {
             Ok(p) => p,
             Err(e) => {
                 let _ = std::fs::remove_file(&spec_path);
-                return Err(Error::InvalidArgument(format!("open stdio of exec {exec_id}: {e}")));
+                return Err(Error::InvalidArgument(format!(
+                    "open stdio of exec {exec_id}: {e}"
+                )));
             }
         };
         let request = Request::Exec {
@@ -384,7 +402,8 @@ impl Tasks {
         let pid = started?.ok_or_else(|| Error::Internal("helper returned no pid".into()))?;
         let exited = self.reaper.subscribe(pid, since);
         if let Err(e) = console {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
             log::warn!("terminal of exec {exec_id}: {e}");
         }
         *proc.handles.lock().unwrap() = Some(Arc::new(prepared.handles));
@@ -458,7 +477,10 @@ impl Tasks {
             .and_then(|s| nix::sys::signal::Signal::try_from(s).ok())
             .ok_or_else(|| Error::InvalidArgument(format!("invalid signal {}", req.signal)))?;
         if proc.status() == Status::Stopped {
-            return Err(Error::NotFound(format!("process of {} already finished", req.id)));
+            return Err(Error::NotFound(format!(
+                "process of {} already finished",
+                req.id
+            )));
         }
         if !req.exec_id.is_empty() {
             let pid = proc.pid();
@@ -468,11 +490,14 @@ impl Tasks {
                     req.exec_id, req.id
                 )));
             }
-            return nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
-                .map_err(|e| match e {
-                    nix::errno::Errno::ESRCH => Error::NotFound(format!("exec {} already finished", req.exec_id)),
+            return nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).map_err(|e| {
+                match e {
+                    nix::errno::Errno::ESRCH => {
+                        Error::NotFound(format!("exec {} already finished", req.exec_id))
+                    }
                     e => Error::Internal(format!("kill exec {}: {e}", req.exec_id)),
-                });
+                }
+            });
         }
         proc.open_gate();
         let result = self
@@ -501,17 +526,24 @@ impl Tasks {
         let c = self.container(&req.id)?;
         crate::ids::validate("exec id", &req.exec_id)?;
         if matches!(c.init.status(), Status::Stopped) {
-            return Err(Error::FailedPrecondition(format!("container {} is not running", req.id)));
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                req.id
+            )));
         }
         let spec = req
             .spec
             .as_ref()
             .map(|any| String::from_utf8_lossy(&any.value).into_owned())
             .ok_or_else(|| Error::InvalidArgument("exec without a process spec".into()))?;
-        let parsed: oci_spec::runtime::Process = serde_json::from_str(&spec)
-            .map_err(|e| Error::InvalidArgument(format!("exec {} process spec: {e}", req.exec_id)))?;
+        let parsed: oci_spec::runtime::Process = serde_json::from_str(&spec).map_err(|e| {
+            Error::InvalidArgument(format!("exec {} process spec: {e}", req.exec_id))
+        })?;
         if parsed.args().as_ref().is_none_or(|a| a.is_empty()) {
-            return Err(Error::InvalidArgument(format!("exec {} has no args", req.exec_id)));
+            return Err(Error::InvalidArgument(format!(
+                "exec {} has no args",
+                req.exec_id
+            )));
         }
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
@@ -547,7 +579,11 @@ impl Tasks {
         let proc = c.process(&req.exec_id)?;
         let st = proc.state();
         Ok(api::StateResponse {
-            id: if req.exec_id.is_empty() { req.id.clone() } else { req.exec_id.clone() },
+            id: if req.exec_id.is_empty() {
+                req.id.clone()
+            } else {
+                req.exec_id.clone()
+            },
             bundle: c.bundle.to_string_lossy().into_owned(),
             pid: st.pid as u32,
             status: api_status(st.status).into(),
@@ -604,7 +640,10 @@ impl Tasks {
     pub async fn pause(&self, req: &api::PauseRequest) -> Result<()> {
         let c = self.container(&req.id)?;
         if c.init.status() != Status::Running {
-            return Err(Error::FailedPrecondition(format!("container {} is not running", req.id)));
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                req.id
+            )));
         }
         self.helpers
             .run(
@@ -628,7 +667,10 @@ impl Tasks {
     pub async fn resume(&self, req: &api::ResumeRequest) -> Result<()> {
         let c = self.container(&req.id)?;
         if c.init.status() != Status::Paused {
-            return Err(Error::FailedPrecondition(format!("container {} is not paused", req.id)));
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not paused",
+                req.id
+            )));
         }
         self.helpers
             .run(
@@ -664,8 +706,10 @@ impl Tasks {
         let c = self.container(&req.id)?;
         let proc = c.process(&req.exec_id)?;
         let (w, h) = (
-            u16::try_from(req.width).map_err(|_| Error::InvalidArgument(format!("width {} too large", req.width)))?,
-            u16::try_from(req.height).map_err(|_| Error::InvalidArgument(format!("height {} too large", req.height)))?,
+            u16::try_from(req.width)
+                .map_err(|_| Error::InvalidArgument(format!("width {} too large", req.width)))?,
+            u16::try_from(req.height)
+                .map_err(|_| Error::InvalidArgument(format!("height {} too large", req.height)))?,
         );
         let handles = proc
             .stdio_handles()
@@ -695,7 +739,8 @@ impl Tasks {
         if c.init.status() == Status::Stopped {
             return Err(Error::NotFound(format!("container {} has exited", req.id)));
         }
-        let any = crate::cgroups::metrics(c.init.pid())
+        let any = crate::cgroups::Cgroup::of_pid(c.init.pid())
+            .and_then(|cg| crate::cgroups::stats::metrics(&cg))
             .map_err(|e| Error::Internal(format!("stats of {}: {e}", req.id)))?;
         Ok(api::StatsResponse {
             stats: MessageField::some(any),

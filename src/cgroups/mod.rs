@@ -1,17 +1,18 @@
 //! Finding a container's cgroups (v1 and v2) and reading them: the pids in
-//! it, containerd's Metrics, OOM notifications.
+//! it, containerd's Metrics (`stats.rs`), OOM notifications (`oom.rs`).
 
+pub mod stats;
+
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-
-use containerd_shim::protos::protobuf::well_known_types::any::Any;
-use containerd_shim::protos::protobuf::Message;
 
 /// Where one process's cgroups are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cgroup {
-    /// cgroup v1: one directory per controller; the ones tidal reads.
-    V1 { memory: Option<PathBuf>, pids: Option<PathBuf> },
+    /// cgroup v1: one directory per controller (`cpu`, `cpuacct`, `memory`,
+    /// `pids`, ...).
+    V1(BTreeMap<String, PathBuf>),
     /// cgroup v2: one directory.
     V2(PathBuf),
 }
@@ -24,12 +25,17 @@ impl Cgroup {
         resolve(&cgroup, &mountinfo)
     }
 
-    /// The directory whose `cgroup.procs` lists every process of the group.
-    fn procs_dir(&self) -> Option<&Path> {
+    /// The directory of controller `name` (v1), or the one directory (v2).
+    pub fn dir(&self, name: &str) -> Option<&Path> {
         match self {
-            Cgroup::V1 { pids, memory } => pids.as_deref().or(memory.as_deref()),
+            Cgroup::V1(dirs) => dirs.get(name).map(PathBuf::as_path),
             Cgroup::V2(dir) => Some(dir),
         }
+    }
+
+    /// The directory whose `cgroup.procs` lists every process of the group.
+    fn procs_dir(&self) -> Option<&Path> {
+        self.dir("pids").or_else(|| self.dir("memory"))
     }
 }
 
@@ -51,8 +57,7 @@ pub fn resolve(proc_cgroup: &str, mountinfo: &str) -> io::Result<Cgroup> {
             ))
         })
         .collect();
-    let mut memory = None;
-    let mut pids = None;
+    let mut v1 = BTreeMap::new();
     let mut unified = None;
     for line in proc_cgroup.lines() {
         let mut parts = line.splitn(3, ':');
@@ -67,21 +72,16 @@ pub fn resolve(proc_cgroup: &str, mountinfo: &str) -> io::Result<Cgroup> {
             continue;
         }
         for ctrl in ctrls.split(',') {
-            let mount = mounts.iter().find(|(_, t, opts)| {
-                t == "cgroup" && opts.split(',').any(|o| o == ctrl)
-            });
+            let mount = mounts
+                .iter()
+                .find(|(_, t, opts)| t == "cgroup" && opts.split(',').any(|o| o == ctrl));
             if let Some((mp, _, _)) = mount {
-                let dir = Path::new(mp).join(rel);
-                match ctrl {
-                    "memory" => memory = Some(dir),
-                    "pids" => pids = Some(dir),
-                    _ => {}
-                }
+                v1.insert(ctrl.to_string(), Path::new(mp).join(rel));
             }
         }
     }
-    if memory.is_some() || pids.is_some() {
-        return Ok(Cgroup::V1 { memory, pids });
+    if v1.contains_key("memory") || v1.contains_key("pids") {
+        return Ok(Cgroup::V1(v1));
     }
     unified
         .map(Cgroup::V2)
@@ -100,23 +100,6 @@ pub fn pids_of(pid: i32) -> io::Result<Vec<i32>> {
 pub fn read_procs(dir: &Path) -> io::Result<Vec<i32>> {
     let text = std::fs::read_to_string(dir.join("cgroup.procs"))?;
     Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
-}
-
-/// containerd's Metrics for the cgroup of `pid`, as the Any that Stats returns.
-pub fn metrics(pid: i32) -> io::Result<Any> {
-    let to_io = |e: containerd_shim::Error| io::Error::other(e.to_string());
-    let cg = containerd_shim::cgroup::get_cgroup(pid as u32).map_err(to_io)?;
-    let (type_url, value) = if cg.v2() {
-        let m = containerd_shim::cgroup::collect_metrics_v2(&cg).map_err(to_io)?;
-        ("io.containerd.cgroups.v2.Metrics", m.write_to_bytes())
-    } else {
-        let m = containerd_shim::cgroup::collect_metrics(&cg).map_err(to_io)?;
-        ("io.containerd.cgroups.v1.Metrics", m.write_to_bytes())
-    };
-    let mut any = Any::new();
-    any.type_url = type_url.to_string();
-    any.value = value.map_err(io::Error::other)?;
-    Ok(any)
 }
 
 /// Applies OCI resources to the cgroup of `pid`.
@@ -141,13 +124,21 @@ mod tests {
     #[test]
     fn hybrid_host_resolves_to_v1_controllers() {
         let proc_cgroup = "9:pids:/ns/c1\n4:memory:/ns/c1\n2:cpu:/ns/c1\n0::/ns/c1\n";
+        let cg = resolve(proc_cgroup, HYBRID_MOUNTINFO).unwrap();
+        assert!(matches!(cg, Cgroup::V1(_)), "{cg:?}");
         assert_eq!(
-            resolve(proc_cgroup, HYBRID_MOUNTINFO).unwrap(),
-            Cgroup::V1 {
-                memory: Some("/sys/fs/cgroup/memory/ns/c1".into()),
-                pids: Some("/sys/fs/cgroup/pids/ns/c1".into()),
-            }
+            cg.dir("memory").unwrap(),
+            Path::new("/sys/fs/cgroup/memory/ns/c1")
         );
+        assert_eq!(
+            cg.dir("pids").unwrap(),
+            Path::new("/sys/fs/cgroup/pids/ns/c1")
+        );
+        assert_eq!(
+            cg.dir("cpu").unwrap(),
+            Path::new("/sys/fs/cgroup/cpu/ns/c1")
+        );
+        assert_eq!(cg.dir("blkio"), None);
     }
 
     #[test]

@@ -1,0 +1,225 @@
+//! A private containerd per test, with tidal registered, driven through `ctr`.
+//! Root only: these tests create real containers.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TIDAL: &str = "io.containerd.tidal.v2";
+pub const RUNC: &str = "io.containerd.runc.v2";
+pub const IMAGE: &str = "docker.io/library/tidal-busybox:latest";
+pub const NS: &str = "tidal";
+
+/// Fails loudly rather than passing vacuously when not root.
+pub fn require_root() {
+    if !nix::unistd::Uid::effective().is_root() {
+        panic!("integration tests need root (they start containerd and real containers); run hack/test as root");
+    }
+}
+
+pub struct Env {
+    pub dir: PathBuf,
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+impl Env {
+    /// Starts a private containerd under a fresh temporary directory.
+    pub fn start(name: &str) -> Env {
+        require_root();
+        let dir = PathBuf::from(format!("/tmp/tidal-it-{name}-{}", std::process::id()));
+        let _ = Command::new(repo().join("hack/containerd-env"))
+            .args(["down"])
+            .arg(&dir)
+            .status();
+        let shim = PathBuf::from(env!("CARGO_BIN_EXE_containerd-shim-tidal-v2"));
+        let out = Command::new(repo().join("hack/containerd-env"))
+            .arg("up")
+            .arg(&dir)
+            .arg(shim.parent().unwrap())
+            .output()
+            .expect("run hack/containerd-env");
+        assert!(
+            out.status.success(),
+            "containerd-env up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Env { dir }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("containerd.sock")
+    }
+
+    pub fn ctr_cmd(&self) -> Command {
+        let mut c = Command::new("ctr");
+        c.arg("--address").arg(self.socket()).args(["-n", NS]);
+        c
+    }
+
+    /// Runs ctr with `args`, returning its output whatever the exit code.
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        self.ctr_cmd()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ctr")
+    }
+
+    /// Runs ctr and insists it succeeds; returns stdout.
+    pub fn ctr_ok(&self, args: &[&str]) -> String {
+        let out = self.ctr(args);
+        assert!(
+            out.status.success(),
+            "ctr {args:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `ctr run --rm` of `cmd` under `runtime`: (exit code, stdout).
+    pub fn run(&self, runtime: &str, id: &str, cmd: &[&str]) -> (i32, String) {
+        let mut args = vec!["run", "--rm", "--runtime", runtime, IMAGE, id];
+        args.extend_from_slice(cmd);
+        let out = self.ctr(&args);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// Starts a detached container; returns its init pid.
+    pub fn run_detached(&self, runtime: &str, id: &str, extra: &[&str], cmd: &[&str]) -> i32 {
+        let mut args = vec!["run", "-d", "--runtime", runtime];
+        args.extend_from_slice(extra);
+        args.push(IMAGE);
+        args.push(id);
+        args.extend_from_slice(cmd);
+        self.ctr_ok(&args);
+        self.task_pid(id).expect("task has a pid")
+    }
+
+    /// (pid, status) of task `id` from `ctr task ls`.
+    pub fn task(&self, id: &str) -> Option<(i32, String)> {
+        let out = self.ctr_ok(&["task", "ls"]);
+        out.lines().skip(1).find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&id)).then(|| (f[1].parse().unwrap_or(0), f[2].to_string()))
+        })
+    }
+
+    pub fn task_pid(&self, id: &str) -> Option<i32> {
+        self.task(id).map(|t| t.0)
+    }
+
+    pub fn wait_status(&self, id: &str, status: &str, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.task(id).map(|t| t.1) == Some(status.to_string()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Kills (SIGKILL), deletes the task and removes the container.
+    pub fn remove(&self, id: &str) {
+        let _ = self.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+        self.wait_status(id, "STOPPED", Duration::from_secs(10));
+        let _ = self.ctr(&["task", "delete", id]);
+        let _ = self.ctr(&["container", "rm", id]);
+    }
+
+    /// The bundle containerd made for container `id`.
+    pub fn bundle(&self, id: &str) -> PathBuf {
+        self.dir
+            .join("state/io.containerd.runtime.v2.task")
+            .join(NS)
+            .join(id)
+    }
+
+    /// Running tidal shim processes of this environment.
+    pub fn shims(&self) -> Vec<i32> {
+        processes_with(&format!("containerd-shim-tidal-v2 -namespace {NS} -id"))
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| {
+                        String::from_utf8_lossy(&c).contains(&*self.socket().to_string_lossy())
+                    })
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+
+    /// tidal's shim sockets.
+    pub fn shim_sockets(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.dir.join("tidal/s"))
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("hack/containerd-env"))
+            .arg("down")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+/// Cgroup directories of container `id` (ctr puts it at /NS/id) that exist.
+pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+        let Ok(entries) = std::fs::read_dir(base) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path().join(NS).join(id);
+            if p.exists() {
+                found.push(p);
+            }
+        }
+        let p = Path::new(base).join(NS).join(id);
+        if p.exists() {
+            found.push(p);
+        }
+    }
+    found
+}
+
+/// Mount points that mention `needle`.
+pub fn mounts_with(needle: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(String::from)
+        .collect()
+}
+
+/// Pids whose command line mentions `needle`.
+pub fn processes_with(needle: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            // Arguments are NUL-separated.
+            let cmd: Vec<u8> = cmd.iter().map(|&b| if b == 0 { b' ' } else { b }).collect();
+            if String::from_utf8_lossy(&cmd).contains(needle) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}

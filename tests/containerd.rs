@@ -1,0 +1,376 @@
+//! tidal under a real, private containerd: what a user of `ctr` sees.
+
+mod common;
+
+use std::io::Read;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn output_arrives_and_exit_codes_are_reported() {
+    let env = Env::start("exit");
+    let (code, out) = env.run(TIDAL, "hello", &["echo", "hello from tidal"]);
+    assert_eq!((code, out.as_str()), (0, "hello from tidal\n"));
+    let (code, _) = env.run(TIDAL, "three", &["sh", "-c", "exit 3"]);
+    assert_eq!(code, 3);
+}
+
+#[test]
+fn signals_reach_the_container_and_sigkill_reports_137() {
+    let env = Env::start("signal");
+    // SIGTERM is delivered to a process that traps it.
+    let mut child = env
+        .ctr_cmd()
+        .args(["run", "--rm", "--runtime", TIDAL, IMAGE, "trap"])
+        .args([
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 42' TERM; echo ready; while :; do sleep 0.05; done",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(env.wait_status("trap", "RUNNING", Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_millis(300));
+    env.ctr_ok(&["task", "kill", "-s", "SIGTERM", "trap"]);
+    let status = child.wait().unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(status.code(), Some(42), "output: {out}");
+    assert!(out.contains("got-term"), "output: {out}");
+
+    // SIGKILL: 128 + 9.
+    let mut child = env
+        .ctr_cmd()
+        .args([
+            "run",
+            "--rm",
+            "--runtime",
+            TIDAL,
+            IMAGE,
+            "victim",
+            "sleep",
+            "1000",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(env.wait_status("victim", "RUNNING", Duration::from_secs(10)));
+    env.ctr_ok(&["task", "kill", "-s", "SIGKILL", "victim"]);
+    assert_eq!(child.wait().unwrap().code(), Some(137));
+}
+
+#[test]
+fn exec_has_its_own_output_and_exit_code() {
+    let env = Env::start("exec");
+    env.run_detached(TIDAL, "box", &[], &["sleep", "1000"]);
+    let out = env.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "box",
+        "sh",
+        "-c",
+        "echo in-exec; exit 5",
+    ]);
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "in-exec\n");
+    // The same exec id can be used again once the first one is gone.
+    let out = env.ctr(&["task", "exec", "--exec-id", "e1", "box", "true"]);
+    assert_eq!(out.status.code(), Some(0));
+    env.remove("box");
+}
+
+#[test]
+fn tty_exec_gets_a_terminal_of_the_clients_size() {
+    let env = Env::start("tty");
+    env.run_detached(TIDAL, "term", &[], &["sleep", "1000"]);
+    // `script` gives ctr a terminal; ctr sends its size with ResizePty.
+    let ctr = format!(
+        "stty rows 41 cols 103; ctr --address {} -n {NS} task exec -t --exec-id t1 term sh -c 'tty; stty size'",
+        env.socket().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &ctr, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("/dev/pts/"), "no terminal: {text}");
+    assert!(
+        text.contains("41 103"),
+        "terminal size not passed on: {text}"
+    );
+    env.remove("term");
+}
+
+fn read_counter(env: &Env, id: &str) -> u64 {
+    std::fs::read_to_string(env.bundle(id).join("rootfs/tmp/count"))
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[test]
+fn pause_really_freezes_and_resume_thaws() {
+    let env = Env::start("pause");
+    env.run_detached(
+        TIDAL,
+        "ticker",
+        &[],
+        &[
+            "sh",
+            "-c",
+            "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.02; done",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(read_counter(&env, "ticker") > 0, "ticker does not tick");
+    env.ctr_ok(&["task", "pause", "ticker"]);
+    assert_eq!(env.task("ticker").unwrap().1, "PAUSED");
+    let frozen = read_counter(&env, "ticker");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        read_counter(&env, "ticker"),
+        frozen,
+        "paused container kept running"
+    );
+    env.ctr_ok(&["task", "resume", "ticker"]);
+    assert_eq!(env.task("ticker").unwrap().1, "RUNNING");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        read_counter(&env, "ticker") > frozen,
+        "resumed container does not run"
+    );
+    env.remove("ticker");
+}
+
+#[test]
+fn pids_lists_the_init_and_exec_processes() {
+    let env = Env::start("pids");
+    let init = env.run_detached(TIDAL, "procs", &[], &["sleep", "1000"]);
+    let mut exec = env
+        .ctr_cmd()
+        .args([
+            "task",
+            "exec",
+            "--exec-id",
+            "sleeper",
+            "procs",
+            "sleep",
+            "1000",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let mut pids = Vec::new();
+    while start.elapsed() < Duration::from_secs(10) {
+        pids = env
+            .ctr_ok(&["task", "ps", "procs"])
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next()?.parse::<i32>().ok())
+            .collect::<Vec<_>>();
+        if pids.len() == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(pids.contains(&init), "init {init} not in {pids:?}");
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    env.remove("procs");
+    let _ = exec.wait();
+}
+
+#[test]
+fn stats_report_real_cgroup_values() {
+    let env = Env::start("stats");
+    env.run_detached(
+        TIDAL,
+        "busy",
+        &["--memory-limit", "67108864"],
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; sleep 1000",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = env.ctr_ok(&["task", "metrics", "busy"]);
+    let value = |key: &str| -> u64 {
+        out.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {out}"))
+    };
+    assert!(value("cpuacct.usage ") > 10_000_000, "{out}");
+    assert!(value("memory.usage_in_bytes") > 0, "{out}");
+    assert_eq!(value("memory.limit_in_bytes"), 67108864, "{out}");
+    assert_eq!(value("pids.current"), 1, "{out}");
+    env.remove("busy");
+}
+
+#[test]
+fn a_container_over_its_memory_limit_gets_an_oom_event() {
+    let env = Env::start("oom");
+    let mut events = env
+        .ctr_cmd()
+        .args(["events"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let out = env.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        TIDAL,
+        "--memory-limit",
+        "16777216",
+        IMAGE,
+        "hog",
+        "sh",
+        "-c",
+        "a=xxxxxxxxxxxxxxxx; while :; do a=$a$a; done",
+    ]);
+    assert_eq!(out.status.code(), Some(137), "{out:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = events.kill();
+    let mut text = String::new();
+    events
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    let _ = events.wait();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("/tasks/oom") && l.contains("hog")),
+        "no OOM event: {text}"
+    );
+}
+
+#[test]
+fn nothing_is_left_after_delete() {
+    let env = Env::start("leak");
+    let (code, _) = env.run(TIDAL, "tidy", &["sh", "-c", "sleep 0.1"]);
+    assert_eq!(code, 0);
+    let bundle = env.bundle("tidy");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) && !env.shim_sockets().is_empty() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        env.shim_sockets(),
+        Vec::<std::path::PathBuf>::new(),
+        "shim socket left"
+    );
+    assert!(
+        cgroup_dirs("tidy").is_empty(),
+        "cgroups left: {:?}",
+        cgroup_dirs("tidy")
+    );
+    assert!(
+        mounts_with(&bundle.to_string_lossy()).is_empty(),
+        "mounts left"
+    );
+    assert!(
+        env.shims().is_empty(),
+        "shim processes left: {:?}",
+        env.shims()
+    );
+    assert!(
+        !env.dir.join("tidal").join(NS).join("tidy").exists(),
+        "state left"
+    );
+}
+
+#[test]
+fn a_flooding_container_does_not_slow_its_neighbour_in_the_same_shim() {
+    let env = Env::start("flood");
+    let pod = "io.kubernetes.cri.sandbox-id=pod1";
+    let timed = |id: &str| {
+        let start = Instant::now();
+        let out = env.ctr(&[
+            "run",
+            "--rm",
+            "--runtime",
+            TIDAL,
+            "--annotation",
+            pod,
+            IMAGE,
+            id,
+            "echo",
+            "fine",
+        ]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "fine\n");
+        start.elapsed()
+    };
+    // Keep the pod's shim alive across the measurements.
+    env.run_detached(TIDAL, "anchor", &["--annotation", pod], &["sleep", "1000"]);
+    let baseline = timed("before");
+    // A floods its stdout; nobody reads it, so it blocks on a full fifo.
+    let mut flood = env
+        .ctr_cmd()
+        .args([
+            "run",
+            "--rm",
+            "--runtime",
+            TIDAL,
+            "--annotation",
+            pod,
+            IMAGE,
+            "flood",
+        ])
+        .args([
+            "sh",
+            "-c",
+            "while :; do echo xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; done",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(env.wait_status("flood", "RUNNING", Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_millis(500));
+    let during = timed("during");
+    let shims = env.shims();
+    assert_eq!(
+        shims.len(),
+        1,
+        "containers of one pod must share one shim: {shims:?}"
+    );
+    assert!(
+        during < baseline * 5 + Duration::from_secs(1),
+        "neighbour took {during:?} during the flood, {baseline:?} before"
+    );
+    env.remove("flood");
+    let _ = flood.kill();
+    let _ = flood.wait();
+    env.remove("anchor");
+}
+
+#[test]
+fn no_host_descriptor_leaks_into_a_container() {
+    let env = Env::start("fds");
+    let (code, out) = env.run(TIDAL, "fds", &["ls", "/proc/self/fd"]);
+    assert_eq!(code, 0);
+    let fds: Vec<&str> = out.split_whitespace().collect();
+    // 0-2 are stdio, 3 is the directory `ls` itself is reading.
+    assert_eq!(fds, vec!["0", "1", "2", "3"], "unexpected fds: {out}");
+}
