@@ -2,9 +2,12 @@
 //! youki's libcontainer, with live in-place resize. See docs/ARCHITECTURE.md.
 
 pub mod cgroups;
+pub mod ctl;
 pub mod helper;
 pub mod ids;
+pub mod node;
 pub mod oom;
+pub mod quantity;
 pub mod reaper;
 pub mod shim;
 pub mod sys;

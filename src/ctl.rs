@@ -1,0 +1,298 @@
+//! `tidalctl`: the operator's command line. Lists tidal's containers with
+//! their live limits, and resizes one through its shim's Task.Update, the
+//! same validated path kubelet's resizes take.
+
+use std::path::PathBuf;
+
+use crate::node::{self, ContainerInfo};
+use crate::quantity::{self, format_memory};
+
+pub const USAGE: &str = "\
+usage: tidalctl [--state-dir DIR] COMMAND
+
+commands:
+  ps [-o table|json]                  list tidal's containers with live limits
+  resize [-n NAMESPACE] ID [--cpu Q] [--memory Q] [--cpuset CPUS]
+                                      change a running container's limits in place
+                                      (Q: cpu as 500m or 1.5; memory as 256Mi or bytes)
+  version                             print the version
+
+--state-dir defaults to $TIDAL_STATE_DIR or /run/tidal.";
+
+/// A parsed command line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Ps { json: bool },
+    Resize(Resize),
+    Version,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Resize {
+    pub namespace: Option<String>,
+    pub id: String,
+    pub cpu_millis: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub cpuset: Option<String>,
+}
+
+/// CFS period tidal uses when it sets a CPU quota.
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error("{0}\n\n{USAGE}")]
+    Usage(String),
+    #[error(transparent)]
+    Quantity(#[from] quantity::QuantityError),
+    #[error("{0}")]
+    Node(#[from] std::io::Error),
+    #[error("resize of {id} refused: {reason}\ncurrent limits: {current}")]
+    Refused {
+        id: String,
+        reason: String,
+        current: String,
+    },
+}
+
+/// Parses everything after the program name; returns the state dir too.
+pub fn parse(args: &[String]) -> Result<(PathBuf, Command), CtlError> {
+    let usage = |m: &str| CtlError::Usage(m.to_string());
+    let mut state_dir = crate::shim::state_dir();
+    let mut it = args.iter().peekable();
+    while let Some(a) = it.peek() {
+        if *a == "--state-dir" {
+            it.next();
+            state_dir = PathBuf::from(it.next().ok_or_else(|| usage("--state-dir needs a value"))?);
+        } else {
+            break;
+        }
+    }
+    let cmd = it.next().ok_or_else(|| usage("missing command"))?;
+    let rest: Vec<&String> = it.collect();
+    let value = |i: &mut usize, flag: &str| -> Result<String, CtlError> {
+        *i += 1;
+        rest.get(*i)
+            .map(|s| s.to_string())
+            .ok_or_else(|| CtlError::Usage(format!("{flag} needs a value")))
+    };
+    let command = match cmd.as_str() {
+        "ps" => {
+            let mut json = false;
+            let mut i = 0;
+            while i < rest.len() {
+                match rest[i].as_str() {
+                    "-o" | "--output" => match value(&mut i, "-o")?.as_str() {
+                        "json" => json = true,
+                        "table" => json = false,
+                        other => return Err(usage(&format!("unknown output format {other:?}"))),
+                    },
+                    other => return Err(usage(&format!("unexpected argument {other:?}"))),
+                }
+                i += 1;
+            }
+            Command::Ps { json }
+        }
+        "resize" => {
+            let mut r = Resize::default();
+            let mut i = 0;
+            while i < rest.len() {
+                match rest[i].as_str() {
+                    "-n" | "--namespace" => r.namespace = Some(value(&mut i, "-n")?),
+                    "--cpu" => r.cpu_millis = Some(quantity::parse_cpu(&value(&mut i, "--cpu")?)?),
+                    "--memory" => {
+                        r.memory_bytes = Some(quantity::parse_memory(&value(&mut i, "--memory")?)?)
+                    }
+                    "--cpuset" => r.cpuset = Some(value(&mut i, "--cpuset")?),
+                    s if s.starts_with('-') => return Err(usage(&format!("unknown flag {s:?}"))),
+                    s if r.id.is_empty() => r.id = s.to_string(),
+                    s => return Err(usage(&format!("unexpected argument {s:?}"))),
+                }
+                i += 1;
+            }
+            if r.id.is_empty() {
+                return Err(usage("resize needs a container ID"));
+            }
+            if r.cpu_millis.is_none() && r.memory_bytes.is_none() && r.cpuset.is_none() {
+                return Err(usage("resize needs at least one of --cpu, --memory, --cpuset"));
+            }
+            Command::Resize(r)
+        }
+        "version" | "--version" => Command::Version,
+        other => return Err(usage(&format!("unknown command {other:?}"))),
+    };
+    Ok((state_dir, command))
+}
+
+/// The OCI LinuxResources that express a resize, as JSON.
+pub fn resources_json(r: &Resize) -> serde_json::Value {
+    let mut res = serde_json::Map::new();
+    let mut cpu = serde_json::Map::new();
+    if let Some(m) = r.cpu_millis {
+        cpu.insert("quota".into(), (m * CPU_PERIOD_US / 1000).into());
+        cpu.insert("period".into(), CPU_PERIOD_US.into());
+    }
+    if let Some(set) = &r.cpuset {
+        cpu.insert("cpus".into(), set.clone().into());
+    }
+    if !cpu.is_empty() {
+        res.insert("cpu".into(), cpu.into());
+    }
+    if let Some(b) = r.memory_bytes {
+        res.insert("memory".into(), serde_json::json!({ "limit": b }));
+    }
+    res.into()
+}
+
+pub fn describe_limits(c: &ContainerInfo) -> String {
+    let cpu = c
+        .limits
+        .cpu_millis()
+        .map(|m| format!("{m}m"))
+        .unwrap_or_else(|| "unlimited".into());
+    let mem = c
+        .limits
+        .memory_bytes
+        .map(format_memory)
+        .unwrap_or_else(|| "unlimited".into());
+    let set = if c.limits.cpuset.is_empty() { "-" } else { &c.limits.cpuset };
+    format!("cpu={cpu} memory={mem} cpuset={set}")
+}
+
+pub fn table(containers: &[ContainerInfo]) -> String {
+    let mut out = format!(
+        "{:<24} {:<12} {:>8} {:<8} {:>10} {:>10} {:>8} {:>10} {:>10}\n",
+        "ID", "NAMESPACE", "PID", "STATUS", "CPU", "MEMORY", "CPUSET", "CPU-TIME", "MEM-USED"
+    );
+    for c in containers {
+        let cpu = c.limits.cpu_millis().map(|m| format!("{m}m")).unwrap_or_else(|| "-".into());
+        let mem = c.limits.memory_bytes.map(format_memory).unwrap_or_else(|| "-".into());
+        let set = if c.limits.cpuset.is_empty() { "-" } else { &c.limits.cpuset };
+        out.push_str(&format!(
+            "{:<24} {:<12} {:>8} {:<8} {:>10} {:>10} {:>8} {:>9.2}s {:>10}\n",
+            c.id,
+            c.namespace,
+            c.pid,
+            c.status,
+            cpu,
+            mem,
+            set,
+            c.usage.cpu_ns as f64 / 1e9,
+            format_memory(c.usage.memory_bytes)
+        ));
+    }
+    out
+}
+
+/// Runs a parsed command, printing its result to stdout.
+pub async fn run(state_dir: PathBuf, cmd: Command) -> Result<(), CtlError> {
+    match cmd {
+        Command::Version => println!("tidalctl {}", env!("CARGO_PKG_VERSION")),
+        Command::Ps { json } => {
+            let all = node::list(&state_dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+            } else {
+                print!("{}", table(&all));
+            }
+        }
+        Command::Resize(r) => {
+            let c = node::find(&state_dir, r.namespace.as_deref(), &r.id)?;
+            let refused = |reason: String| CtlError::Refused {
+                id: r.id.clone(),
+                reason,
+                current: describe_limits(&c),
+            };
+            if c.status == "stopped" {
+                return Err(refused("the container is not running".into()));
+            }
+            update_through_shim(&c, &resources_json(&r)).await.map_err(refused)?;
+            let now = node::find(&state_dir, Some(&c.namespace), &c.id)?;
+            println!("{}: {}", c.id, describe_limits(&now));
+        }
+    }
+    Ok(())
+}
+
+/// Sends Task.Update to the shim that owns `c`.
+async fn update_through_shim(c: &ContainerInfo, resources: &serde_json::Value) -> Result<(), String> {
+    use containerd_shim::api::UpdateTaskRequest;
+    use containerd_shim::protos::protobuf::well_known_types::any::Any;
+    use containerd_shim::protos::shim_async::{Client, TaskClient};
+
+    let address = c
+        .shim_address()
+        .map_err(|e| format!("no shim address for {}: {e}", c.id))?;
+    let client = Client::connect(&address)
+        .await
+        .map_err(|e| format!("connect to shim at {address}: {e}"))?;
+    let mut any = Any::new();
+    any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into();
+    any.value = resources.to_string().into_bytes();
+    let req = UpdateTaskRequest {
+        id: c.id.clone(),
+        resources: Some(any).into(),
+        ..Default::default()
+    };
+    let ctx = containerd_shim::protos::ttrpc::context::with_timeout(10_000_000_000);
+    TaskClient::new(client)
+        .update(ctx, &req)
+        .await
+        .map(|_| ())
+        .map_err(|e| match e {
+            containerd_shim::protos::ttrpc::Error::RpcStatus(s) => s.message().to_string(),
+            other => other.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn resize_command_line() {
+        let (dir, cmd) = parse(&args("--state-dir /x resize -n k8s.io web --cpu 500m --memory 256Mi")).unwrap();
+        assert_eq!(dir, PathBuf::from("/x"));
+        assert_eq!(
+            cmd,
+            Command::Resize(Resize {
+                namespace: Some("k8s.io".into()),
+                id: "web".into(),
+                cpu_millis: Some(500),
+                memory_bytes: Some(256 << 20),
+                cpuset: None,
+            })
+        );
+    }
+
+    #[test]
+    fn bad_command_lines_say_what_is_wrong() {
+        let err = |s: &str| parse(&args(s)).unwrap_err().to_string();
+        assert!(err("resize web").contains("at least one of --cpu"));
+        assert!(err("resize --cpu 1").contains("needs a container ID"));
+        assert!(err("resize web --cpu").contains("--cpu needs a value"));
+        assert!(err("resize web --cpu lots").contains("\"lots\""));
+        assert!(err("resize web --memory 0").contains("greater than zero"));
+        assert!(err("frobnicate").contains("unknown command"));
+        assert!(err("ps -o yaml").contains("unknown output format"));
+    }
+
+    #[test]
+    fn resize_becomes_oci_resources() {
+        let r = Resize {
+            id: "web".into(),
+            cpu_millis: Some(250),
+            memory_bytes: Some(64 << 20),
+            cpuset: Some("0".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            resources_json(&r),
+            serde_json::json!({"cpu": {"quota": 25000, "period": 100000, "cpus": "0"}, "memory": {"limit": 67108864}})
+        );
+    }
+}
