@@ -63,7 +63,10 @@ pub fn parse(args: &[String]) -> Result<(PathBuf, Command), CtlError> {
     while let Some(a) = it.peek() {
         if *a == "--state-dir" {
             it.next();
-            state_dir = PathBuf::from(it.next().ok_or_else(|| usage("--state-dir needs a value"))?);
+            state_dir = PathBuf::from(
+                it.next()
+                    .ok_or_else(|| usage("--state-dir needs a value"))?,
+            );
         } else {
             break;
         }
@@ -114,7 +117,9 @@ pub fn parse(args: &[String]) -> Result<(PathBuf, Command), CtlError> {
                 return Err(usage("resize needs a container ID"));
             }
             if r.cpu_millis.is_none() && r.memory_bytes.is_none() && r.cpuset.is_none() {
-                return Err(usage("resize needs at least one of --cpu, --memory, --cpuset"));
+                return Err(usage(
+                    "resize needs at least one of --cpu, --memory, --cpuset",
+                ));
             }
             Command::Resize(r)
         }
@@ -155,7 +160,11 @@ pub fn describe_limits(c: &ContainerInfo) -> String {
         .memory_bytes
         .map(format_memory)
         .unwrap_or_else(|| "unlimited".into());
-    let set = if c.limits.cpuset.is_empty() { "-" } else { &c.limits.cpuset };
+    let set = if c.limits.cpuset.is_empty() {
+        "-"
+    } else {
+        &c.limits.cpuset
+    };
     format!("cpu={cpu} memory={mem} cpuset={set}")
 }
 
@@ -165,9 +174,21 @@ pub fn table(containers: &[ContainerInfo]) -> String {
         "ID", "NAMESPACE", "PID", "STATUS", "CPU", "MEMORY", "CPUSET", "CPU-TIME", "MEM-USED"
     );
     for c in containers {
-        let cpu = c.limits.cpu_millis().map(|m| format!("{m}m")).unwrap_or_else(|| "-".into());
-        let mem = c.limits.memory_bytes.map(format_memory).unwrap_or_else(|| "-".into());
-        let set = if c.limits.cpuset.is_empty() { "-" } else { &c.limits.cpuset };
+        let cpu = c
+            .limits
+            .cpu_millis()
+            .map(|m| format!("{m}m"))
+            .unwrap_or_else(|| "-".into());
+        let mem = c
+            .limits
+            .memory_bytes
+            .map(format_memory)
+            .unwrap_or_else(|| "-".into());
+        let set = if c.limits.cpuset.is_empty() {
+            "-"
+        } else {
+            &c.limits.cpuset
+        };
         out.push_str(&format!(
             "{:<24} {:<12} {:>8} {:<8} {:>10} {:>10} {:>8} {:>9.2}s {:>10}\n",
             c.id,
@@ -206,7 +227,9 @@ pub async fn run(state_dir: PathBuf, cmd: Command) -> Result<(), CtlError> {
             if c.status == "stopped" {
                 return Err(refused("the container is not running".into()));
             }
-            update_through_shim(&c, &resources_json(&r)).await.map_err(refused)?;
+            update_through_shim(&c, &resources_json(&r))
+                .await
+                .map_err(refused)?;
             let now = node::find(&state_dir, Some(&c.namespace), &c.id)?;
             println!("{}: {}", c.id, describe_limits(&now));
         }
@@ -215,7 +238,10 @@ pub async fn run(state_dir: PathBuf, cmd: Command) -> Result<(), CtlError> {
 }
 
 /// Sends Task.Update to the shim that owns `c`.
-async fn update_through_shim(c: &ContainerInfo, resources: &serde_json::Value) -> Result<(), String> {
+async fn update_through_shim(
+    c: &ContainerInfo,
+    resources: &serde_json::Value,
+) -> Result<(), String> {
     use containerd_shim::api::UpdateTaskRequest;
     use containerd_shim::protos::protobuf::well_known_types::any::Any;
     use containerd_shim::protos::shim_async::{Client, TaskClient};
@@ -255,7 +281,10 @@ mod tests {
 
     #[test]
     fn resize_command_line() {
-        let (dir, cmd) = parse(&args("--state-dir /x resize -n k8s.io web --cpu 500m --memory 256Mi")).unwrap();
+        let (dir, cmd) = parse(&args(
+            "--state-dir /x resize -n k8s.io web --cpu 500m --memory 256Mi",
+        ))
+        .unwrap();
         assert_eq!(dir, PathBuf::from("/x"));
         assert_eq!(
             cmd,

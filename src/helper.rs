@@ -7,6 +7,11 @@
 //! creates container processes as *siblings* (CLONE_PARENT), so they are
 //! children of the shim, which reaps them. The reply travels back as JSON on
 //! fd 3; the helper's fds 0-2 are the container's stdio.
+//!
+//! Two operations have in-process fast paths when the container has no OCI
+//! hooks (hooks are run by libcontainer with `pre_exec`): Start is a write on
+//! libcontainer's notify socket, Delete removes cgroups, state and mounts.
+//! Neither forks or changes process-wide state.
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -139,6 +144,11 @@ impl Helpers {
         drop(child); // never waited on here: the reaper owns wait().
 
         let reply = read_reply(reply_r).await;
+        log::debug!(
+            "helper {} replied after {:?}",
+            op_name(req),
+            since.elapsed()
+        );
         let exit = exited.await.ok();
         match reply {
             Some(reply) => reply,
@@ -154,6 +164,83 @@ impl Helpers {
 
 /// Reads the helper's one-line reply. The line ends the reply: the pipe itself
 /// may stay open in a container process that inherited it until it execs.
+impl Helpers {
+    /// Starts a created container. Without OCI hooks this needs no process-wide
+    /// state, so it runs in the shim: a connect and a write on libcontainer's
+    /// notify socket, reached through `/proc/self/fd` instead of `chdir`.
+    pub async fn start(&self, id: &str, root: &Path) -> Reply {
+        if has_hooks(root, id) {
+            let req = Request::Start {
+                id: id.to_string(),
+                root: root.to_path_buf(),
+            };
+            return self.run(&req, HelperStdio::default()).await;
+        }
+        start_in_process(root, id).map(|_| None)
+    }
+
+    /// Deletes a container's state, cgroups and rootfs mounts. Without OCI
+    /// hooks libcontainer's delete forks nothing and changes no process-wide
+    /// state, so it runs in the shim, on a blocking thread.
+    pub async fn delete(&self, id: &str, root: &Path, bundle: &Path) -> Reply {
+        if has_hooks(root, id) {
+            let req = Request::Delete {
+                id: id.to_string(),
+                root: root.to_path_buf(),
+                bundle: bundle.to_path_buf(),
+            };
+            return self.run(&req, HelperStdio::default()).await;
+        }
+        let (id, root, bundle) = (id.to_string(), root.to_path_buf(), bundle.to_path_buf());
+        tokio::task::spawn_blocking(move || delete(&id, &root, &bundle))
+            .await
+            .map_err(|e| HelperError::Failed(format!("delete task: {e}")))?
+    }
+}
+
+/// Whether the container's spec has OCI hooks, which must run in a helper.
+fn has_hooks(root: &Path, id: &str) -> bool {
+    let Ok(config) = std::fs::read(root.join(id).join("youki_config.json")) else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Value>(&config)
+        .map(|v| !v.get("hooks").is_none_or(|h| h.is_null()))
+        .unwrap_or(true)
+}
+
+fn start_in_process(root: &Path, id: &str) -> Result<(), HelperError> {
+    use libcontainer::container::ContainerStatus;
+    let dir = std::fs::File::open(root.join(id))
+        .map_err(|_| HelperError::NotFound(format!("container {id} does not exist")))?;
+    let notify = format!("/proc/self/fd/{}/notify.sock", dir.as_raw_fd());
+    let mut c = load(root, id)?;
+    if !c.can_start() {
+        return Err(HelperError::WrongState(format!(
+            "start container {id}: it is {:?}",
+            c.status()
+        )));
+    }
+    let mut sock = std::os::unix::net::UnixStream::connect(&notify)
+        .map_err(|e| HelperError::Failed(format!("start container {id}: notify socket: {e}")))?;
+    sock.write_all(b"start container")
+        .map_err(|e| HelperError::Failed(format!("start container {id}: {e}")))?;
+    drop(sock);
+    c.set_status(ContainerStatus::Running)
+        .save()
+        .map_err(|e| lc_error("save state of", id, e))?;
+    Ok(())
+}
+
+fn delete(id: &str, root: &Path, bundle: &Path) -> Reply {
+    let result = match load(root, id) {
+        Ok(mut c) => c.delete(true).map_err(|e| lc_error("delete", id, e)),
+        Err(HelperError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e),
+    };
+    unmount_rootfs(&bundle.join("rootfs"));
+    result.map(|_| None)
+}
+
 async fn read_reply(fd: OwnedFd) -> Option<Reply> {
     use tokio::io::AsyncBufReadExt;
     let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok()?;
@@ -285,15 +372,7 @@ fn execute(req: Request) -> Reply {
                 .map_err(|e| lc_error("resume", &id, e))?;
             Ok(None)
         }
-        Request::Delete { id, root, bundle } => {
-            let result = match load(&root, &id) {
-                Ok(mut c) => c.delete(true).map_err(|e| lc_error("delete", &id, e)),
-                Err(HelperError::NotFound(_)) => Ok(()),
-                Err(e) => Err(e),
-            };
-            unmount_rootfs(&bundle.join("rootfs"));
-            result.map(|_| None)
-        }
+        Request::Delete { id, root, bundle } => delete(&id, &root, &bundle),
     }
 }
 

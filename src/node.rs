@@ -107,7 +107,11 @@ fn read_one(namespace: &str, dir: &Path) -> Option<ContainerInfo> {
     let state: State = serde_json::from_slice(&std::fs::read(dir.join("state.json")).ok()?).ok()?;
     let pid = state.pid.unwrap_or(0);
     let alive = pid > 0 && Path::new(&format!("/proc/{pid}")).exists();
-    let status = if alive { state.status } else { "stopped".into() };
+    let status = if alive {
+        state.status
+    } else {
+        "stopped".into()
+    };
     let (limits, usage) = match alive.then(|| Cgroup::of_pid(pid).ok()).flatten() {
         Some(cg) => (read_limits(&cg), read_usage(&cg)),
         None => Default::default(),
@@ -136,10 +140,14 @@ pub fn read_limits(cg: &Cgroup) -> Limits {
     match cg {
         Cgroup::V1(_) => {
             let cpu = cg.dir("cpu");
-            let quota: i64 = read(cpu, "cpu.cfs_quota_us").and_then(|s| s.parse().ok()).unwrap_or(-1);
+            let quota: i64 = read(cpu, "cpu.cfs_quota_us")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(-1);
             Limits {
                 cpu_quota_us: u64::try_from(quota).ok(),
-                cpu_period_us: read(cpu, "cpu.cfs_period_us").and_then(|s| s.parse().ok()).unwrap_or(0),
+                cpu_period_us: read(cpu, "cpu.cfs_period_us")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
                 cpuset: read(cg.dir("cpuset"), "cpuset.cpus").unwrap_or_default(),
                 memory_bytes: read(cg.dir("memory"), "memory.limit_in_bytes")
                     .and_then(|s| s.parse().ok())
@@ -164,7 +172,9 @@ pub fn read_limits(cg: &Cgroup) -> Limits {
 pub fn read_usage(cg: &Cgroup) -> Usage {
     match cg {
         Cgroup::V1(_) => Usage {
-            cpu_ns: read(cg.dir("cpuacct"), "cpuacct.usage").and_then(|s| s.parse().ok()).unwrap_or(0),
+            cpu_ns: read(cg.dir("cpuacct"), "cpuacct.usage")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
             memory_bytes: read(cg.dir("memory"), "memory.usage_in_bytes")
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0),
@@ -179,7 +189,9 @@ pub fn read_usage(cg: &Cgroup) -> Usage {
                 .unwrap_or(0);
             Usage {
                 cpu_ns: usec * 1000,
-                memory_bytes: read(d, "memory.current").and_then(|s| s.parse().ok()).unwrap_or(0),
+                memory_bytes: read(d, "memory.current")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
             }
         }
     }
@@ -217,18 +229,37 @@ mod tests {
         assert_eq!(l.cpu_millis(), Some(500));
         assert_eq!(l.memory_bytes, Some(256 << 20));
         assert_eq!(l.cpuset, "0-1");
-        assert_eq!(read_usage(&cg), Usage { cpu_ns: 2_000_000, memory_bytes: 1234 });
+        assert_eq!(
+            read_usage(&cg),
+            Usage {
+                cpu_ns: 2_000_000,
+                memory_bytes: 1234
+            }
+        );
         std::fs::write(dir.join("cpu.max"), "max 100000\n").unwrap();
         std::fs::write(dir.join("memory.max"), "max\n").unwrap();
         let l = read_limits(&cg);
-        assert_eq!((l.cpu_quota_us, l.memory_bytes), (None, None), "max is unlimited");
+        assert_eq!(
+            (l.cpu_quota_us, l.memory_bytes),
+            (None, None),
+            "max is unlimited"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn v1_limits_with_unlimited_values() {
-        let cpu = fake("v1cpu", &[("cpu.cfs_quota_us", "-1\n"), ("cpu.cfs_period_us", "100000\n")]);
-        let mem = fake("v1mem", &[("memory.limit_in_bytes", "9223372036854771712\n")]);
+        let cpu = fake(
+            "v1cpu",
+            &[
+                ("cpu.cfs_quota_us", "-1\n"),
+                ("cpu.cfs_period_us", "100000\n"),
+            ],
+        );
+        let mem = fake(
+            "v1mem",
+            &[("memory.limit_in_bytes", "9223372036854771712\n")],
+        );
         let cg = Cgroup::V1(BTreeMap::from([
             ("cpu".to_string(), cpu.clone()),
             ("memory".to_string(), mem.clone()),
@@ -256,7 +287,10 @@ mod tests {
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].id, "web");
         assert_eq!(all[0].status, "stopped", "pid is not alive");
-        assert_eq!(find(&root, Some("default"), "web").unwrap().bundle, PathBuf::from("/b/web"));
+        assert_eq!(
+            find(&root, Some("default"), "web").unwrap().bundle,
+            PathBuf::from("/b/web")
+        );
         let err = find(&root, None, "nope").unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
         assert!(find(&root, None, "../etc").is_err());

@@ -131,10 +131,19 @@ mod tests {
         assert_eq!(parse_cpu("1.5"), Ok(1500));
         assert_eq!(parse_cpu(".25"), Ok(250));
         for bad in ["", "m", "-1", "1.2345", "abc", "1e3", "5 m"] {
-            assert!(matches!(parse_cpu(bad), Err(QuantityError::Malformed { .. })), "{bad}");
+            assert!(
+                matches!(parse_cpu(bad), Err(QuantityError::Malformed { .. })),
+                "{bad}"
+            );
         }
-        assert!(matches!(parse_cpu("0m"), Err(QuantityError::NotPositive { .. })));
-        assert!(matches!(parse_cpu("99999999999999999999"), Err(QuantityError::TooLarge { .. })));
+        assert!(matches!(
+            parse_cpu("0m"),
+            Err(QuantityError::NotPositive { .. })
+        ));
+        assert!(matches!(
+            parse_cpu("99999999999999999999"),
+            Err(QuantityError::TooLarge { .. })
+        ));
     }
 
     #[test]
@@ -143,10 +152,19 @@ mod tests {
         assert_eq!(parse_memory("1G"), Ok(1_000_000_000));
         assert_eq!(parse_memory("4096"), Ok(4096));
         for bad in ["", "Mi", "-5Mi", "1.5Gi", "12XB"] {
-            assert!(matches!(parse_memory(bad), Err(QuantityError::Malformed { .. })), "{bad}");
+            assert!(
+                matches!(parse_memory(bad), Err(QuantityError::Malformed { .. })),
+                "{bad}"
+            );
         }
-        assert!(matches!(parse_memory("0"), Err(QuantityError::NotPositive { .. })));
-        assert!(matches!(parse_memory("99999999Pi"), Err(QuantityError::TooLarge { .. })));
+        assert!(matches!(
+            parse_memory("0"),
+            Err(QuantityError::NotPositive { .. })
+        ));
+        assert!(matches!(
+            parse_memory("99999999Pi"),
+            Err(QuantityError::TooLarge { .. })
+        ));
         let msg = parse_memory("lots").unwrap_err().to_string();
         assert!(msg.contains("\"lots\"") && msg.contains("256Mi"), "{msg}");
     }

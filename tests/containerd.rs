@@ -95,9 +95,11 @@ fn exec_has_its_own_output_and_exit_code() {
 fn tty_exec_gets_a_terminal_of_the_clients_size() {
     let env = Env::start("tty");
     env.run_detached(TIDAL, "term", &[], &["sleep", "1000"]);
-    // `script` gives ctr a terminal; ctr sends its size with ResizePty.
+    // `script` gives ctr a terminal; ctr sends its size with ResizePty just
+    // after Start, so the process waits until the size has arrived.
     let ctr = format!(
-        "stty rows 41 cols 103; ctr --address {} -n {NS} task exec -t --exec-id t1 term sh -c 'tty; stty size'",
+        "stty rows 41 cols 103; ctr --address {} -n {NS} task exec -t --exec-id t1 term sh -c \
+         'tty; for i in $(seq 50); do s=$(stty size 2>/dev/null); [ -n \"$s\" ] && [ \"$s\" != \"0 0\" ] && break; sleep 0.1; done; echo size=$s'",
         env.socket().display()
     );
     let out = std::process::Command::new("script")

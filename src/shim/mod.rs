@@ -26,7 +26,7 @@ use containerd_shim::protos::protobuf::Message;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{ExitSignal, Flags};
 
-use crate::helper::{Helpers, Request};
+use crate::helper::Helpers;
 use crate::reaper::Reaper;
 
 /// The runtime name containerd knows tidal by.
@@ -189,12 +189,8 @@ async fn delete(flags: &Flags) -> Result<api::DeleteResponse, String> {
     let bundle = std::env::current_dir().map_err(|e| e.to_string())?;
     let reaper = Reaper::start().map_err(|e| e.to_string())?;
     let helpers = Helpers::new(self_exe(), reaper);
-    let req = Request::Delete {
-        id: flags.id.clone(),
-        root: state_dir().join(&flags.namespace),
-        bundle: bundle.clone(),
-    };
-    if let Err(e) = helpers.run(&req, Default::default()).await {
+    let root = state_dir().join(&flags.namespace);
+    if let Err(e) = helpers.delete(&flags.id, &root, &bundle).await {
         log::warn!("cleanup of {}: {e}", flags.id);
     }
     remove_dead_socket(&bundle).await;

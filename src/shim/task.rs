@@ -251,12 +251,7 @@ impl Tasks {
     }
 
     async fn remove_container_state(&self, c: &Container) -> Result<()> {
-        let req = Request::Delete {
-            id: c.id.clone(),
-            root: self.root.clone(),
-            bundle: c.bundle.clone(),
-        };
-        self.helpers.run(&req, Default::default()).await?;
+        self.helpers.delete(&c.id, &self.root, &c.bundle).await?;
         Ok(())
     }
 
@@ -335,17 +330,7 @@ impl Tasks {
                 init.status()
             )));
         }
-        let result = self
-            .helpers
-            .run(
-                &Request::Start {
-                    id: c.id.clone(),
-                    root: self.root.clone(),
-                },
-                Default::default(),
-            )
-            .await;
-        if let Err(e) = result {
+        if let Err(e) = self.helpers.start(&c.id, &self.root).await {
             init.open_gate();
             return Err(e.into());
         }
