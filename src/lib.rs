@@ -1,6 +1,7 @@
 //! tidal: a containerd shim v2 runtime that runs containers in process through
 //! youki's libcontainer, with live in-place resize. See docs/ARCHITECTURE.md.
 
+pub mod agent;
 pub mod cgroups;
 pub mod ctl;
 pub mod helper;
