@@ -61,10 +61,18 @@ pub fn parse(args: &[String]) -> Result<Config, AgentError> {
     Ok(cfg)
 }
 
+/// One exported series: name, type, help, and its value for a container.
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ContainerInfo) -> Option<f64>,
+);
+
 /// Prometheus text exposition of `containers`.
 pub fn render(containers: &[ContainerInfo]) -> String {
     let mut out = String::new();
-    let series: [(&str, &str, &str, fn(&ContainerInfo) -> Option<f64>); 4] = [
+    let series: [Series; 4] = [
         (
             "tidal_container_cpu_usage_seconds_total",
             "counter",
