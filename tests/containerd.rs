@@ -376,3 +376,167 @@ fn no_host_descriptor_leaks_into_a_container() {
     // 0-2 are stdio, 3 is the directory `ls` itself is reading.
     assert_eq!(fds, vec!["0", "1", "2", "3"], "unexpected fds: {out}");
 }
+
+#[test]
+fn events_come_once_each_in_containerd_order() {
+    let env = Env::start("events");
+    let mut events = env
+        .ctr_cmd()
+        .args(["events"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    for i in 0..5 {
+        let (code, _) = env.run(TIDAL, &format!("ev{i}"), &["sh", "-c", "exit 7"]);
+        assert_eq!(code, 7);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = events.kill();
+    let mut text = String::new();
+    events
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    let _ = events.wait();
+    for i in 0..5 {
+        let id = format!("\"container_id\":\"ev{i}\"");
+        let topics: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(&id) && l.contains("/tasks/"))
+            .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("/tasks/")))
+            .collect();
+        assert_eq!(
+            topics,
+            vec![
+                "/tasks/create",
+                "/tasks/start",
+                "/tasks/exit",
+                "/tasks/delete"
+            ],
+            "ev{i}: {text}"
+        );
+        let exit = text
+            .lines()
+            .find(|l| l.contains(&id) && l.contains("/tasks/exit"))
+            .unwrap();
+        assert!(exit.contains("\"exit_status\":7"), "{exit}");
+    }
+}
+
+#[test]
+fn stdin_reaches_the_container_and_its_end_closes_it() {
+    let env = Env::start("stdin");
+    let mut child = env
+        .ctr_cmd()
+        .args([
+            "run",
+            "--rm",
+            "--runtime",
+            TIDAL,
+            IMAGE,
+            "cat",
+            "sh",
+            "-c",
+            "cat; echo eof-seen",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"line one\nline two\n").unwrap();
+    } // closing our end must end the container's stdin
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "line one\nline two\neof-seen\n"
+    );
+}
+
+#[test]
+fn isolation_follows_the_oci_spec() {
+    let env = Env::start("isolation");
+    let out = env.ctr(&[
+        "run", "--rm", "--runtime", TIDAL, "--seccomp", IMAGE, "iso", "sh", "-c",
+        "grep -E '^(CapInh|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status; \
+         echo nofile=$(ulimit -n); echo pid=$$; for n in uts ipc mnt pid net; do echo ns-$n=$(readlink /proc/self/ns/$n); done; \
+         touch /proc/sys/kernel/tidal-test 2>/dev/null && echo sys-writable || echo sys-readonly; \
+         [ -s /proc/kcore ] && echo kcore-visible || echo kcore-masked; ls /sys/firmware 2>/dev/null | wc -l",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for want in [
+        "CapInh:\t0000000000000000",
+        "CapAmb:\t0000000000000000",
+        "NoNewPrivs:\t1",
+        "Seccomp:\t2",
+        "nofile=1024",
+        "pid=1",
+        "sys-readonly",
+        "kcore-masked",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    for ns in ["uts", "ipc", "mnt", "pid", "net"] {
+        let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        let line = format!("ns-{ns}={}", host.display());
+        assert!(
+            !text.contains(&line),
+            "container shares the host's {ns} namespace:\n{text}"
+        );
+        assert!(
+            text.contains(&format!("ns-{ns}={ns}:[")),
+            "no {ns} namespace in:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn a_shim_killed_with_sigkill_is_cleaned_up() {
+    let env = Env::start("sigkill");
+    let pid = env.run_detached(TIDAL, "orphan", &[], &["sleep", "1000"]);
+    let shims = env.shims();
+    assert_eq!(shims.len(), 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shims[0]),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    // containerd notices, runs `containerd-shim-tidal-v2 delete`, reports the task gone.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10)
+        && std::path::Path::new(&format!("/proc/{pid}")).exists()
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "container process {pid} survived its shim"
+    );
+    let _ = env.ctr(&["task", "delete", "orphan"]);
+    env.ctr_ok(&["container", "rm", "orphan"]);
+    assert!(
+        cgroup_dirs("orphan").is_empty(),
+        "cgroups left: {:?}",
+        cgroup_dirs("orphan")
+    );
+    assert!(
+        mounts_with(&env.bundle("orphan").to_string_lossy()).is_empty(),
+        "mounts left"
+    );
+    assert!(
+        env.shim_sockets().is_empty(),
+        "sockets left: {:?}",
+        env.shim_sockets()
+    );
+    assert!(
+        !env.dir.join("tidal").join(NS).join("orphan").exists(),
+        "state left"
+    );
+}
