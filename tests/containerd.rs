@@ -540,3 +540,34 @@ fn a_shim_killed_with_sigkill_is_cleaned_up() {
         "state left"
     );
 }
+
+#[test]
+fn the_shim_keeps_no_descriptor_from_finished_processes() {
+    let env = Env::start("fdleak");
+    env.run_detached(TIDAL, "host", &[], &["sleep", "1000"]);
+    let shim = env.shims()[0];
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{shim}/fd"))
+            .unwrap()
+            .count()
+    };
+    // Warm up: the first exec may set up lasting state (e.g. the runtime's pools).
+    env.ctr_ok(&["task", "exec", "--exec-id", "warm", "host", "true"]);
+    let before = fds();
+    for i in 0..30 {
+        let out = env.ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            &format!("e{i}"),
+            "host",
+            "sh",
+            "-c",
+            "echo x; exit 1",
+        ]);
+        assert_eq!(out.status.code(), Some(1));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(fds(), before, "the shim's descriptors grew over 30 execs");
+    env.remove("host");
+}
