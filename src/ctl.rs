@@ -6,15 +6,23 @@ use std::path::PathBuf;
 
 use crate::node::{self, ContainerInfo};
 use crate::quantity::{self, format_memory};
+use crate::resize::{history, Limit, Update};
+use crate::shim::task::{
+    ANNOTATION_REASON, ANNOTATION_RECLAIM, ANNOTATION_ROLLBACK, ANNOTATION_SOURCE,
+};
 
 pub const USAGE: &str = "\
 usage: tidalctl [--state-dir DIR] COMMAND
 
 commands:
   ps [-o table|json]                  list tidal's containers with live limits
-  resize [-n NAMESPACE] ID [--cpu Q] [--memory Q] [--cpuset CPUS]
+  resize [-n NAMESPACE] ID [--cpu Q] [--memory Q] [--cpuset CPUS] [--reason TEXT] [--reclaim]
                                       change a running container's limits in place
                                       (Q: cpu as 500m or 1.5; memory as 256Mi or bytes)
+  history [-n NAMESPACE] ID [-o table|json]
+                                      the container's resize revisions
+  rollback [-n NAMESPACE] ID REVISION restore the limits as they were right after REVISION
+                                      (0: before the first)
   version                             print the version
 
 --state-dir defaults to $TIDAL_STATE_DIR or /run/tidal.";
@@ -24,7 +32,16 @@ commands:
 pub enum Command {
     Ps { json: bool },
     Resize(Resize),
+    History { target: Target, json: bool },
+    Rollback { target: Target, revision: u64 },
     Version,
+}
+
+/// A container named on the command line.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Target {
+    pub namespace: Option<String>,
+    pub id: String,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -34,6 +51,8 @@ pub struct Resize {
     pub cpu_millis: Option<u64>,
     pub memory_bytes: Option<u64>,
     pub cpuset: Option<String>,
+    pub reason: Option<String>,
+    pub reclaim: bool,
 }
 
 /// CFS period tidal uses when it sets a CPU quota.
@@ -107,6 +126,8 @@ pub fn parse(args: &[String]) -> Result<(PathBuf, Command), CtlError> {
                         r.memory_bytes = Some(quantity::parse_memory(&value(&mut i, "--memory")?)?)
                     }
                     "--cpuset" => r.cpuset = Some(value(&mut i, "--cpuset")?),
+                    "--reason" => r.reason = Some(value(&mut i, "--reason")?),
+                    "--reclaim" => r.reclaim = true,
                     s if s.starts_with('-') => return Err(usage(&format!("unknown flag {s:?}"))),
                     s if r.id.is_empty() => r.id = s.to_string(),
                     s => return Err(usage(&format!("unexpected argument {s:?}"))),
@@ -122,6 +143,47 @@ pub fn parse(args: &[String]) -> Result<(PathBuf, Command), CtlError> {
                 ));
             }
             Command::Resize(r)
+        }
+        "history" | "rollback" => {
+            let mut target = Target::default();
+            let mut json = false;
+            let mut positional = Vec::new();
+            let mut i = 0;
+            while i < rest.len() {
+                match rest[i].as_str() {
+                    "-n" | "--namespace" => target.namespace = Some(value(&mut i, "-n")?),
+                    "-o" | "--output" if cmd == "history" => {
+                        json = match value(&mut i, "-o")?.as_str() {
+                            "json" => true,
+                            "table" => false,
+                            other => {
+                                return Err(usage(&format!("unknown output format {other:?}")))
+                            }
+                        }
+                    }
+                    s if s.starts_with('-') => return Err(usage(&format!("unknown flag {s:?}"))),
+                    s => positional.push(s.to_string()),
+                }
+                i += 1;
+            }
+            let mut positional = positional.into_iter();
+            target.id = positional
+                .next()
+                .ok_or_else(|| usage(&format!("{cmd} needs a container ID")))?;
+            if cmd == "history" {
+                if let Some(extra) = positional.next() {
+                    return Err(usage(&format!("unexpected argument {extra:?}")));
+                }
+                Command::History { target, json }
+            } else {
+                let rev = positional
+                    .next()
+                    .ok_or_else(|| usage("rollback needs a REVISION"))?;
+                let revision = rev
+                    .parse()
+                    .map_err(|_| usage(&format!("revision {rev:?} is not a number")))?;
+                Command::Rollback { target, revision }
+            }
         }
         "version" | "--version" => Command::Version,
         other => return Err(usage(&format!("unknown command {other:?}"))),
@@ -227,20 +289,114 @@ pub async fn run(state_dir: PathBuf, cmd: Command) -> Result<(), CtlError> {
             if c.status == "stopped" {
                 return Err(refused("the container is not running".into()));
             }
-            update_through_shim(&c, &resources_json(&r))
+            let mut notes = vec![(ANNOTATION_SOURCE, "operator".to_string())];
+            if let Some(reason) = &r.reason {
+                notes.push((ANNOTATION_REASON, reason.clone()));
+            }
+            if r.reclaim {
+                notes.push((ANNOTATION_RECLAIM, "true".into()));
+            }
+            update_through_shim(&c, &resources_json(&r), &notes)
                 .await
                 .map_err(refused)?;
             let now = node::find(&state_dir, Some(&c.namespace), &c.id)?;
             println!("{}: {}", c.id, describe_limits(&now));
         }
+        Command::History { target, json } => {
+            let c = node::find(&state_dir, target.namespace.as_deref(), &target.id)?;
+            let revs = history::read(&history::path(&state_dir.join(&c.namespace).join(&c.id)))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&revs).unwrap_or_default()
+                );
+            } else {
+                print!("{}", history_table(&revs));
+            }
+        }
+        Command::Rollback { target, revision } => {
+            let c = node::find(&state_dir, target.namespace.as_deref(), &target.id)?;
+            let notes = vec![
+                (ANNOTATION_SOURCE, "operator".to_string()),
+                (ANNOTATION_ROLLBACK, revision.to_string()),
+            ];
+            update_through_shim(&c, &serde_json::json!({}), &notes)
+                .await
+                .map_err(|reason| CtlError::Refused {
+                    id: c.id.clone(),
+                    reason,
+                    current: describe_limits(&c),
+                })?;
+            let now = node::find(&state_dir, Some(&c.namespace), &c.id)?;
+            println!(
+                "{}: rolled back to revision {revision}: {}",
+                c.id,
+                describe_limits(&now)
+            );
+        }
     }
     Ok(())
+}
+
+/// One line per revision: what changed, from what to what.
+pub fn history_table(revs: &[history::Revision]) -> String {
+    let mut out = format!(
+        "{:>4}  {:>10}  {:<12}  {:<44}  {}\n",
+        "REV", "TIME", "SOURCE", "CHANGE", "REASON"
+    );
+    for r in revs {
+        out.push_str(&format!(
+            "{:>4}  {:>10}  {:<12}  {:<44}  {}\n",
+            r.revision,
+            r.time,
+            r.source,
+            describe_change(&r.before, &r.after),
+            r.reason
+        ));
+    }
+    out
+}
+
+fn describe_change(before: &Update, after: &Update) -> String {
+    let show = |l: Option<Limit>, mem: bool| match l {
+        None => "-".to_string(),
+        Some(Limit::Max) => "max".to_string(),
+        Some(Limit::Value(v)) if mem => format_memory(v),
+        Some(Limit::Value(v)) => v.to_string(),
+    };
+    let mut parts = Vec::new();
+    if before.cpu_quota.is_some() || after.cpu_quota.is_some() {
+        parts.push(format!(
+            "cpu.quota {}->{}",
+            show(before.cpu_quota, false),
+            show(after.cpu_quota, false)
+        ));
+    }
+    if before.memory_limit.is_some() || after.memory_limit.is_some() {
+        parts.push(format!(
+            "memory {}->{}",
+            show(before.memory_limit, true),
+            show(after.memory_limit, true)
+        ));
+    }
+    if before.cpuset_cpus.is_some() || after.cpuset_cpus.is_some() {
+        parts.push(format!(
+            "cpuset {}->{}",
+            before.cpuset_cpus.as_deref().unwrap_or("-"),
+            after.cpuset_cpus.as_deref().unwrap_or("-")
+        ));
+    }
+    if parts.is_empty() {
+        parts.push("other limits".into());
+    }
+    parts.join(", ")
 }
 
 /// Sends Task.Update to the shim that owns `c`.
 async fn update_through_shim(
     c: &ContainerInfo,
     resources: &serde_json::Value,
+    notes: &[(&str, String)],
 ) -> Result<(), String> {
     use containerd_shim::api::UpdateTaskRequest;
     use containerd_shim::protos::protobuf::well_known_types::any::Any;
@@ -258,6 +414,10 @@ async fn update_through_shim(
     let req = UpdateTaskRequest {
         id: c.id.clone(),
         resources: Some(any).into(),
+        annotations: notes
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
         ..Default::default()
     };
     let ctx = containerd_shim::protos::ttrpc::context::with_timeout(10_000_000_000);
@@ -294,7 +454,20 @@ mod tests {
                 cpu_millis: Some(500),
                 memory_bytes: Some(256 << 20),
                 cpuset: None,
+                reason: None,
+                reclaim: false,
             })
+        );
+        let (_, cmd) = parse(&args("rollback -n k8s.io web 3")).unwrap();
+        assert_eq!(
+            cmd,
+            Command::Rollback {
+                target: Target {
+                    namespace: Some("k8s.io".into()),
+                    id: "web".into()
+                },
+                revision: 3
+            }
         );
     }
 
@@ -308,6 +481,9 @@ mod tests {
         assert!(err("resize web --memory 0").contains("greater than zero"));
         assert!(err("frobnicate").contains("unknown command"));
         assert!(err("ps -o yaml").contains("unknown output format"));
+        assert!(err("rollback web").contains("needs a REVISION"));
+        assert!(err("rollback web x").contains("not a number"));
+        assert!(err("history").contains("needs a container ID"));
     }
 
     #[test]

@@ -10,5 +10,6 @@ pub mod node;
 pub mod oom;
 pub mod quantity;
 pub mod reaper;
+pub mod resize;
 pub mod shim;
 pub mod sys;

@@ -136,3 +136,143 @@ fn tidald_exports_metrics_of_running_containers() {
     assert!(body.contains("tidal_containers 1"), "{body}");
     env.remove("web");
 }
+
+#[test]
+fn memory_below_usage_is_refused_and_the_container_keeps_running() {
+    let env = Env::start("shrink");
+    // Hold 20 MB on the container's /dev/shm: tmpfs pages are charged to its
+    // memory cgroup and cannot be reclaimed without swap.
+    let pid = env.run_detached(
+        TIDAL,
+        "holder",
+        &[],
+        &[
+            "sh",
+            "-c",
+            "head -c 20000000 /dev/zero > /dev/shm/fill; sleep 1000",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let out = tidalctl(&env, &["resize", "holder", "--memory", "8Mi"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("below current usage"), "{err}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        env.task("holder"),
+        Some((pid, "RUNNING".to_string())),
+        "the container was hurt"
+    );
+    let cg = tidal::cgroups::Cgroup::of_pid(pid).unwrap();
+    assert_eq!(
+        tidal::node::read_limits(&cg).memory_bytes,
+        None,
+        "the limit changed anyway"
+    );
+    env.remove("holder");
+}
+
+#[test]
+fn every_resize_is_a_revision_and_rollback_restores_it() {
+    let env = Env::start("history");
+    let pid = env.run_detached(TIDAL, "web", &[], &["sleep", "1000"]);
+    let ok = |args: &[&str]| {
+        let out = tidalctl(&env, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(&[
+        "resize", "web", "--cpu", "500m", "--memory", "128Mi", "--reason", "first",
+    ]);
+    ok(&["resize", "web", "--cpu", "250m", "--reason", "second"]);
+    ok(&["resize", "web", "--memory", "64Mi"]);
+    let revs: serde_json::Value =
+        serde_json::from_str(&ok(&["history", "web", "-o", "json"])).unwrap();
+    let revs = revs.as_array().unwrap();
+    assert_eq!(revs.len(), 3);
+    assert_eq!(revs[0]["source"], "operator");
+    assert_eq!(revs[1]["reason"], "second");
+    assert_eq!(revs[1]["before"]["cpu_quota"]["value"], 50_000);
+    assert_eq!(revs[1]["after"]["cpu_quota"]["value"], 25_000);
+    let table = ok(&["history", "web"]);
+    assert!(table.contains("cpu.quota 50000->25000"), "{table}");
+
+    // Back to right after revision 1: 500m and 128Mi.
+    ok(&["rollback", "web", "1"]);
+    let limits = tidal::node::read_limits(&tidal::cgroups::Cgroup::of_pid(pid).unwrap());
+    assert_eq!(
+        (limits.cpu_millis(), limits.memory_bytes),
+        (Some(500), Some(128 << 20))
+    );
+    let revs: serde_json::Value =
+        serde_json::from_str(&ok(&["history", "web", "-o", "json"])).unwrap();
+    assert_eq!(
+        revs.as_array().unwrap().len(),
+        4,
+        "the rollback is a revision too"
+    );
+    assert_eq!(revs[3]["reason"], "rollback to revision 1");
+    // Back to the start: no limits.
+    ok(&["rollback", "web", "0"]);
+    let limits = tidal::node::read_limits(&tidal::cgroups::Cgroup::of_pid(pid).unwrap());
+    assert_eq!((limits.cpu_quota_us, limits.memory_bytes), (None, None));
+    let out = tidalctl(&env, &["rollback", "web", "99"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such revision"));
+    env.remove("web");
+}
+
+#[test]
+fn a_paused_container_stays_paused_through_a_resize() {
+    let env = Env::start("paused");
+    env.run_detached(TIDAL, "frozen", &[], &["sleep", "1000"]);
+    env.ctr_ok(&["task", "pause", "frozen"]);
+    let out = tidalctl(&env, &["resize", "frozen", "--cpu", "300m"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.task("frozen").unwrap().1, "PAUSED");
+    env.ctr_ok(&["task", "resume", "frozen"]);
+    env.remove("frozen");
+}
+
+#[test]
+fn resize_racing_delete_never_breaks_the_shim_or_leaves_a_cgroup() {
+    let env = Env::start("race");
+    let pod = "io.kubernetes.cri.sandbox-id=racepod";
+    env.run_detached(TIDAL, "anchor", &["--annotation", pod], &["sleep", "1000"]);
+    let shim = env.shims()[0];
+    for i in 0..15 {
+        let id = format!("r{i}");
+        env.run_detached(TIDAL, &id, &["--annotation", pod], &["sleep", "1000"]);
+        let resizer = {
+            let dir = env.dir.join("tidal");
+            let id = id.clone();
+            std::thread::spawn(move || {
+                for n in 0..20 {
+                    let cpu = format!("{}m", 100 + n * 10);
+                    let _ = Command::new(env!("CARGO_BIN_EXE_tidalctl"))
+                        .arg("--state-dir")
+                        .arg(&dir)
+                        .args(["resize", &id, "--cpu", &cpu])
+                        .output();
+                }
+            })
+        };
+        env.remove(&id);
+        resizer.join().unwrap();
+        assert!(
+            cgroup_dirs(&id).is_empty(),
+            "{id}: cgroup left or re-created: {:?}",
+            cgroup_dirs(&id)
+        );
+    }
+    assert_eq!(env.shims(), vec![shim], "the pod's shim died");
+    assert_eq!(env.task("anchor").unwrap().1, "RUNNING");
+    env.remove("anchor");
+}

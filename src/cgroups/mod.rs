@@ -102,13 +102,6 @@ pub fn read_procs(dir: &Path) -> io::Result<Vec<i32>> {
     Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
 }
 
-/// Applies OCI resources to the cgroup of `pid`.
-pub fn update(pid: i32, resources: &oci_spec::runtime::LinuxResources) -> io::Result<()> {
-    let to_io = |e: containerd_shim::Error| io::Error::other(e.to_string());
-    let cg = containerd_shim::cgroup::get_cgroup(pid as u32).map_err(to_io)?;
-    containerd_shim::cgroup::update_resources(&cg, resources).map_err(to_io)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,18 @@ impl From<crate::ids::IdError> for Error {
     }
 }
 
+impl From<crate::resize::ResizeError> for Error {
+    fn from(e: crate::resize::ResizeError) -> Self {
+        use crate::resize::ResizeError as R;
+        match e {
+            R::Invalid { .. } => Error::InvalidArgument(e.to_string()),
+            R::BelowUsage { .. } => Error::FailedPrecondition(e.to_string()),
+            R::Gone(_) => Error::NotFound(e.to_string()),
+            R::Write { .. } => Error::Internal(e.to_string()),
+        }
+    }
+}
+
 impl From<HelperError> for Error {
     fn from(e: HelperError) -> Self {
         match e {

@@ -28,6 +28,15 @@ use super::stdio::{self, StdioPaths};
 use crate::helper::{Helpers, Request, RootfsMount};
 use crate::reaper::{Exit, Reaper};
 
+/// Who asked for a Task.Update: kubelet (the default), operator, policy, trait:NAME.
+pub const ANNOTATION_SOURCE: &str = "tidal.dev/source";
+/// Why, in words, recorded in the revision.
+pub const ANNOTATION_REASON: &str = "tidal.dev/reason";
+/// "true": reclaim memory first when shrinking below current usage.
+pub const ANNOTATION_RECLAIM: &str = "tidal.dev/reclaim";
+/// A revision number: restore the limits as they were right after it.
+pub const ANNOTATION_ROLLBACK: &str = "tidal.dev/rollback-to";
+
 /// How long the shim waits for a terminal's last output before reporting an exit.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 /// How long a created container may take to send its pty.
@@ -61,6 +70,11 @@ pub struct Container {
     pub id: String,
     pub bundle: PathBuf,
     pub init: Arc<Process>,
+    /// The container's cgroup, resolved once at create: resizes never look it
+    /// up again from a pid that may be gone or reused.
+    cgroup: Option<crate::cgroups::Cgroup>,
+    /// One resize at a time per container (held across the write, never map-wide).
+    resize_lock: tokio::sync::Mutex<()>,
     /// Exec processes by exec id. Lock never held across an `.await`.
     execs: Mutex<HashMap<String, Arc<Process>>>,
 }
@@ -215,6 +229,8 @@ impl Tasks {
             id: req.id.clone(),
             bundle,
             init: init.clone(),
+            cgroup: crate::cgroups::Cgroup::of_pid(pid).ok(),
+            resize_lock: tokio::sync::Mutex::new(()),
             execs: Mutex::new(HashMap::new()),
         });
         if let Err(e) = console {
@@ -704,19 +720,95 @@ impl Tasks {
             .map_err(|e| Error::FailedPrecondition(format!("resize terminal of {}: {e}", req.id)))
     }
 
+    /// Task.Update: the one write path for a running container's resources,
+    /// whoever asks (kubelet through CRI, or tidal's tools). Annotations on the
+    /// request say who and why (`tidal.dev/source`, `tidal.dev/reason`), ask
+    /// to reclaim memory before shrinking (`tidal.dev/reclaim`), or ask for a
+    /// rollback (`tidal.dev/rollback-to`). Every change becomes a revision.
     pub async fn update(&self, req: &api::UpdateTaskRequest) -> Result<()> {
+        use crate::resize::{self, history};
         let c = self.container(&req.id)?;
+        let note = |k: &str| req.annotations.get(k).map(String::as_str);
+        let source = note(ANNOTATION_SOURCE).unwrap_or("kubelet").to_string();
+        history::validate_source(&source)?;
+        let reason = note(ANNOTATION_REASON).unwrap_or_default();
+        if reason.len() > 1024 {
+            return Err(Error::InvalidArgument(format!(
+                "{ANNOTATION_REASON} is longer than 1024 bytes"
+            )));
+        }
+        let reclaim = match note(ANNOTATION_RECLAIM) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{ANNOTATION_RECLAIM} must be true or false, not {other:?}"
+                )))
+            }
+        };
+        let _one_writer = c.resize_lock.lock().await;
         if c.init.status() == Status::Stopped {
             return Err(Error::NotFound(format!("container {} has exited", req.id)));
         }
-        let any = req
-            .resources
-            .as_ref()
-            .ok_or_else(|| Error::InvalidArgument("update without resources".into()))?;
-        let resources: oci_spec::runtime::LinuxResources = serde_json::from_slice(&any.value)
-            .map_err(|e| Error::InvalidArgument(format!("resources of {}: {e}", req.id)))?;
-        crate::cgroups::update(c.init.pid(), &resources)
-            .map_err(|e| Error::InvalidArgument(format!("update {}: {e}", req.id)))
+        let cg = c.cgroup.clone().ok_or_else(|| {
+            Error::FailedPrecondition(format!("container {} has no cgroup", req.id))
+        })?;
+        let history_file = history::path(&self.root.join(&c.id));
+        let (update, reason) = match note(ANNOTATION_ROLLBACK) {
+            Some(to) => {
+                let to: u64 = to.parse().map_err(|_| {
+                    Error::InvalidArgument(format!(
+                        "{ANNOTATION_ROLLBACK} {to:?} is not a revision number"
+                    ))
+                })?;
+                let all = history::read(&history_file)
+                    .map_err(|e| Error::Internal(format!("history of {}: {e}", req.id)))?;
+                let why = if reason.is_empty() {
+                    format!("rollback to revision {to}")
+                } else {
+                    reason.to_string()
+                };
+                (history::rollback_target(&all, to)?, why)
+            }
+            None => {
+                let any = req
+                    .resources
+                    .as_ref()
+                    .ok_or_else(|| Error::InvalidArgument("update without resources".into()))?;
+                let oci: oci_spec::runtime::LinuxResources = serde_json::from_slice(&any.value)
+                    .map_err(|e| Error::InvalidArgument(format!("resources of {}: {e}", req.id)))?;
+                (
+                    resize::Update::from_oci(&oci, &resize::update::Node::read())?,
+                    reason.to_string(),
+                )
+            }
+        };
+        if update.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "update of {} changes nothing",
+                req.id
+            )));
+        }
+        let before = resize::current::read(&cg).restricted_to(&update);
+        resize::apply(&cg, &update, reclaim)?;
+        let after = resize::current::read(&cg).restricted_to(&update);
+        let time = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let rev = history::Revision {
+            revision: 0,
+            time,
+            source,
+            reason,
+            before,
+            after,
+        };
+        if let Err(e) = history::append(&history_file, rev) {
+            // The change is in place; losing its record must not undo it.
+            log::error!("record revision of {}: {e}", req.id);
+        }
+        Ok(())
     }
 
     pub async fn stats(&self, req: &api::StatsRequest) -> Result<api::StatsResponse> {

@@ -1,0 +1,125 @@
+//! The live values of a container's resources, read back in `Update` terms
+//! (for a revision's before and after).
+
+use std::path::Path;
+
+use super::update::{Limit, Update};
+use crate::cgroups::Cgroup;
+
+fn text(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+fn num(path: &Path) -> Option<u64> {
+    text(path)?.parse().ok()
+}
+
+/// v1 byte limits at or above this are "unlimited".
+const V1_UNLIMITED: u64 = 1 << 62;
+
+fn v1_limit(path: &Path) -> Option<Limit> {
+    let t = text(path)?;
+    if t == "-1" {
+        return Some(Limit::Max);
+    }
+    let v: u64 = t.parse().ok()?;
+    Some(if v >= V1_UNLIMITED {
+        Limit::Max
+    } else {
+        Limit::Value(v)
+    })
+}
+
+fn max_or(path: &Path) -> Option<Limit> {
+    let t = text(path)?;
+    if t == "max" {
+        Some(Limit::Max)
+    } else {
+        t.parse().ok().map(Limit::Value)
+    }
+}
+
+/// Every value tidal manages that can be read from `cg`.
+pub fn read(cg: &Cgroup) -> Update {
+    let mut u = Update::default();
+    match cg {
+        Cgroup::V1(_) => {
+            if let Some(d) = cg.dir("cpu") {
+                u.cpu_shares = num(&d.join("cpu.shares"));
+                u.cpu_period = num(&d.join("cpu.cfs_period_us"));
+                u.cpu_quota = v1_limit(&d.join("cpu.cfs_quota_us"));
+            }
+            if let Some(d) = cg.dir("cpuset") {
+                u.cpuset_cpus = text(&d.join("cpuset.cpus"));
+                u.cpuset_mems = text(&d.join("cpuset.mems"));
+            }
+            if let Some(d) = cg.dir("memory") {
+                u.memory_limit = v1_limit(&d.join("memory.limit_in_bytes"));
+                u.memory_swap = v1_limit(&d.join("memory.memsw.limit_in_bytes"));
+                u.memory_reservation = v1_limit(&d.join("memory.soft_limit_in_bytes"));
+            }
+            if let Some(d) = cg.dir("pids") {
+                u.pids_limit = max_or(&d.join("pids.max"));
+            }
+        }
+        Cgroup::V2(d) => {
+            // Inverse of the shares -> weight mapping, rounded up so it round-trips.
+            u.cpu_shares = num(&d.join("cpu.weight"))
+                .map(|w| 2 + (w.saturating_sub(1) * 262_142).div_ceil(9_999));
+            if let Some(max) = text(&d.join("cpu.max")) {
+                let mut p = max.split_whitespace();
+                u.cpu_quota = p
+                    .next()
+                    .map(|q| q.parse().map(Limit::Value).unwrap_or(Limit::Max));
+                u.cpu_period = p.next().and_then(|p| p.parse().ok());
+            }
+            u.cpuset_cpus = text(&d.join("cpuset.cpus")).filter(|s| !s.is_empty());
+            u.cpuset_mems = text(&d.join("cpuset.mems")).filter(|s| !s.is_empty());
+            u.memory_limit = max_or(&d.join("memory.max"));
+            u.memory_swap = match (u.memory_limit, max_or(&d.join("memory.swap.max"))) {
+                (Some(Limit::Value(m)), Some(Limit::Value(s))) => Some(Limit::Value(m + s)),
+                (_, Some(_)) => Some(Limit::Max),
+                _ => None,
+            };
+            u.memory_reservation = max_or(&d.join("memory.low"));
+            u.pids_limit = max_or(&d.join("pids.max"));
+        }
+    }
+    u
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v2_values_read_back_in_oci_terms() {
+        let dir = std::env::temp_dir().join(format!("tidal-current-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (f, v) in [
+            ("cpu.weight", "39"),
+            ("cpu.max", "50000 100000"),
+            ("memory.max", "1000"),
+            ("memory.swap.max", "500"),
+            ("pids.max", "max"),
+        ] {
+            std::fs::write(dir.join(f), v).unwrap();
+        }
+        let u = read(&Cgroup::V2(dir.clone()));
+        assert_eq!(u.cpu_quota, Some(Limit::Value(50_000)));
+        assert_eq!(u.cpu_period, Some(100_000));
+        assert_eq!(u.memory_limit, Some(Limit::Value(1000)));
+        assert_eq!(
+            u.memory_swap,
+            Some(Limit::Value(1500)),
+            "OCI swap is memory plus swap"
+        );
+        assert_eq!(u.pids_limit, Some(Limit::Max));
+        // shares -> weight -> shares lands on the same weight again.
+        let w = crate::resize::plan::shares_to_weight(u.cpu_shares.unwrap());
+        assert_eq!(w, 39);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

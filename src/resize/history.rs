@@ -1,0 +1,192 @@
+//! Revisions: every applied resize, persisted beside the container's state
+//! (one JSON line each) so history survives a shim restart, and the target
+//! of a rollback computed from it.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::update::Update;
+use super::ResizeError;
+
+/// Who asked for a change.
+pub const SOURCES: [&str; 3] = ["kubelet", "operator", "policy"];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revision {
+    pub revision: u64,
+    /// Seconds since the epoch.
+    pub time: u64,
+    /// kubelet, operator, policy or trait:NAME.
+    pub source: String,
+    pub reason: String,
+    /// The changed values as they were before...
+    pub before: Update,
+    /// ...and after the change.
+    pub after: Update,
+}
+
+/// Checks a source name: one of `SOURCES` or `trait:NAME`.
+pub fn validate_source(s: &str) -> Result<(), ResizeError> {
+    let ok = SOURCES.contains(&s)
+        || s.strip_prefix("trait:").is_some_and(|t| {
+            !t.is_empty()
+                && t.len() <= 63
+                && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ResizeError::Invalid {
+            field: "source",
+            value: format!("{s:?}"),
+            why: "must be kubelet, operator, policy or trait:NAME".into(),
+        })
+    }
+}
+
+/// The history file of a container whose libcontainer state is in `dir`.
+pub fn path(container_dir: &Path) -> PathBuf {
+    container_dir.join("tidal-revisions.jsonl")
+}
+
+pub fn read(file: &Path) -> std::io::Result<Vec<Revision>> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Appends `rev`, numbering it after the last one; returns its number.
+pub fn append(file: &Path, mut rev: Revision) -> std::io::Result<u64> {
+    rev.revision = read(file)?.last().map(|r| r.revision).unwrap_or(0) + 1;
+    let mut line = serde_json::to_vec(&rev).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)?;
+    f.write_all(&line)?;
+    f.sync_data()?;
+    Ok(rev.revision)
+}
+
+/// The values that bring the container back to how it was right after
+/// revision `to` (0: before any revision): for every field changed later,
+/// its value before the first later change.
+pub fn rollback_target(history: &[Revision], to: u64) -> Result<Update, ResizeError> {
+    let last = history.last().map(|r| r.revision).unwrap_or(0);
+    if to > last {
+        return Err(ResizeError::Invalid {
+            field: "revision",
+            value: to.to_string(),
+            why: format!("no such revision; the latest is {last}"),
+        });
+    }
+    let mut target = Update::default();
+    for r in history.iter().filter(|r| r.revision > to) {
+        target.fill_missing(&r.before);
+    }
+    if target.is_empty() {
+        return Err(ResizeError::Invalid {
+            field: "revision",
+            value: to.to_string(),
+            why: "nothing changed after it".into(),
+        });
+    }
+    Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resize::Limit;
+
+    fn rev(n: u64, before: Update, after: Update) -> Revision {
+        Revision {
+            revision: n,
+            time: 0,
+            source: "operator".into(),
+            reason: String::new(),
+            before,
+            after,
+        }
+    }
+
+    fn mem(v: u64) -> Update {
+        Update {
+            memory_limit: Some(Limit::Value(v)),
+            ..Default::default()
+        }
+    }
+
+    fn quota(v: u64) -> Update {
+        Update {
+            cpu_quota: Some(Limit::Value(v)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn rollback_restores_every_field_changed_since() {
+        let h = vec![
+            rev(1, mem(100), mem(200)),
+            rev(2, quota(10_000), quota(20_000)),
+            rev(3, mem(200), mem(300)),
+        ];
+        // Back to right after revision 1: memory 200 (before rev 3), quota 10000 (before rev 2).
+        let t = rollback_target(&h, 1).unwrap();
+        assert_eq!(t.memory_limit, Some(Limit::Value(200)));
+        assert_eq!(t.cpu_quota, Some(Limit::Value(10_000)));
+        // Back to the start: memory 100.
+        assert_eq!(
+            rollback_target(&h, 0).unwrap().memory_limit,
+            Some(Limit::Value(100))
+        );
+        assert!(rollback_target(&h, 3)
+            .unwrap_err()
+            .to_string()
+            .contains("nothing changed"));
+        assert!(rollback_target(&h, 9)
+            .unwrap_err()
+            .to_string()
+            .contains("latest is 3"));
+    }
+
+    #[test]
+    fn revisions_persist_and_number_themselves() {
+        let dir = std::env::temp_dir().join(format!("tidal-hist-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = path(&dir);
+        let _ = std::fs::remove_file(&f);
+        assert_eq!(append(&f, rev(0, mem(1), mem(2))).unwrap(), 1);
+        assert_eq!(append(&f, rev(0, mem(2), mem(3))).unwrap(), 2);
+        let all = read(&f).unwrap();
+        assert_eq!(
+            all.iter().map(|r| r.revision).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!(all[1].after, mem(3));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn sources_are_an_allowlist() {
+        for ok in [
+            "kubelet",
+            "operator",
+            "policy",
+            "trait:cron-vertical-scaler",
+        ] {
+            assert!(validate_source(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "root", "trait:", "trait:../x", "kubelet "] {
+            assert!(validate_source(bad).is_err(), "{bad:?}");
+        }
+    }
+}

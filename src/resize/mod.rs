@@ -1,0 +1,40 @@
+//! The one write path for a running container's resources (issue "live
+//! resize"): an OCI LinuxResources request becomes a validated partial update
+//! (`Update`), then an ordered plan of cgroup file writes (`plan`), applied
+//! with what was already written restored if a later write fails (`apply`).
+//! Pure functions up to `apply`, so the rules are tested without a kernel.
+
+pub mod apply;
+pub mod current;
+pub mod history;
+pub mod plan;
+pub mod update;
+
+pub use apply::{apply, Applied};
+pub use plan::{plan, Write};
+pub use update::{Limit, Update};
+
+/// Why a resize was refused or failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ResizeError {
+    /// The request itself makes no sense.
+    #[error("{field} {value}: {why}")]
+    Invalid {
+        field: &'static str,
+        value: String,
+        why: String,
+    },
+    /// Memory below what the container uses now.
+    #[error("memory limit {requested} is below current usage {usage}: refused (ask to reclaim first to try shrinking)")]
+    BelowUsage { requested: u64, usage: u64 },
+    /// The container's cgroup is gone: it exited or is being deleted.
+    #[error("the container's cgroup is gone: {0}")]
+    Gone(String),
+    /// A cgroup write failed; everything written before it was restored.
+    #[error("write {value:?} to {file}: {error}; earlier writes of this update were undone")]
+    Write {
+        file: String,
+        value: String,
+        error: String,
+    },
+}

@@ -1,0 +1,389 @@
+//! A resize request as a partial update: every field optional, validated when
+//! built from OCI LinuxResources, never a value that means something else.
+
+use std::collections::BTreeMap;
+
+use oci_spec::runtime::LinuxResources;
+use serde::{Deserialize, Serialize};
+
+use super::ResizeError;
+
+/// A limit that may be lifted entirely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Limit {
+    Max,
+    Value(u64),
+}
+
+impl Limit {
+    pub fn value(self) -> Option<u64> {
+        match self {
+            Limit::Max => None,
+            Limit::Value(v) => Some(v),
+        }
+    }
+}
+
+/// Kernel bounds for the CFS period, in microseconds.
+pub const PERIOD_RANGE: std::ops::RangeInclusive<u64> = 1_000..=1_000_000;
+/// Smallest CFS quota the kernel takes, in microseconds.
+pub const MIN_QUOTA: u64 = 1_000;
+/// cgroup v1 cpu.shares bounds.
+pub const SHARES_RANGE: std::ops::RangeInclusive<u64> = 2..=262_144;
+/// blkio weight bounds.
+pub const BLKIO_RANGE: std::ops::RangeInclusive<u16> = 10..=1_000;
+/// Largest byte value a cgroup file takes (an i64).
+const MAX_BYTES: u64 = i64::MAX as u64;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Update {
+    pub cpu_shares: Option<u64>,
+    /// CFS quota in microseconds per period.
+    pub cpu_quota: Option<Limit>,
+    pub cpu_period: Option<u64>,
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
+    pub memory_limit: Option<Limit>,
+    /// Memory plus swap, as OCI counts it.
+    pub memory_swap: Option<Limit>,
+    pub memory_reservation: Option<Limit>,
+    pub pids_limit: Option<Limit>,
+    pub blkio_weight: Option<u16>,
+    /// Page size ("2MB") -> limit in bytes.
+    pub hugetlb: BTreeMap<String, u64>,
+    /// cgroup v2 file -> value.
+    pub unified: BTreeMap<String, String>,
+}
+
+fn invalid(field: &'static str, value: impl ToString, why: impl Into<String>) -> ResizeError {
+    ResizeError::Invalid {
+        field,
+        value: value.to_string(),
+        why: why.into(),
+    }
+}
+
+/// A byte limit from OCI: -1 lifts it, 0 means "not set", anything else
+/// negative or beyond i64 is refused.
+fn bytes(field: &'static str, v: Option<i64>) -> Result<Option<Limit>, ResizeError> {
+    match v {
+        None | Some(0) => Ok(None),
+        Some(-1) => Ok(Some(Limit::Max)),
+        Some(n) if n < 0 => Err(invalid(field, n, "negative; use -1 for unlimited")),
+        Some(n) => Ok(Some(Limit::Value(n as u64))),
+    }
+}
+
+/// Checks a cpu or memory-node list ("0-3,6") against the node's list.
+pub fn check_set(field: &'static str, list: &str, node: &str) -> Result<(), ResizeError> {
+    let wanted = parse_set(list).map_err(|why| invalid(field, format!("{list:?}"), why))?;
+    let have = parse_set(node).unwrap_or_default();
+    if let Some(bad) = wanted.iter().find(|c| !have.contains(c)) {
+        return Err(invalid(
+            field,
+            format!("{list:?}"),
+            format!("{bad} is not among this node's {node:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses "0-3,6" into [0,1,2,3,6].
+pub fn parse_set(list: &str) -> Result<Vec<u32>, String> {
+    let mut out = Vec::new();
+    if list.trim().is_empty() {
+        return Err("empty list".into());
+    }
+    for part in list.trim().split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let a: u32 = a
+            .parse()
+            .map_err(|_| format!("{part:?} is not a number or range"))?;
+        let b: u32 = b
+            .parse()
+            .map_err(|_| format!("{part:?} is not a number or range"))?;
+        if a > b || b - a > 4096 {
+            return Err(format!("{part:?} is not a valid range"));
+        }
+        out.extend(a..=b);
+    }
+    Ok(out)
+}
+
+/// What a node offers, for validating a request against it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub cpus: String,
+    pub mems: String,
+}
+
+impl Node {
+    pub fn read() -> Self {
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "0".into())
+        };
+        Node {
+            cpus: read("/sys/devices/system/cpu/online"),
+            mems: read("/sys/devices/system/node/online"),
+        }
+    }
+}
+
+impl Update {
+    /// Builds and validates an update from OCI resources.
+    pub fn from_oci(r: &LinuxResources, node: &Node) -> Result<Self, ResizeError> {
+        let mut u = Update::default();
+        if let Some(cpu) = r.cpu() {
+            if let Some(s) = cpu.shares() {
+                if s != 0 {
+                    if !SHARES_RANGE.contains(&s) {
+                        return Err(invalid("cpu shares", s, "must be within 2..=262144"));
+                    }
+                    u.cpu_shares = Some(s);
+                }
+            }
+            if let Some(p) = cpu.period() {
+                if p != 0 {
+                    if !PERIOD_RANGE.contains(&p) {
+                        return Err(invalid(
+                            "cpu period",
+                            p,
+                            "must be within 1000..=1000000 microseconds",
+                        ));
+                    }
+                    u.cpu_period = Some(p);
+                }
+            }
+            if let Some(q) = cpu.quota() {
+                u.cpu_quota = Some(match q {
+                    -1 => Limit::Max,
+                    q if q <= 0 => {
+                        return Err(invalid(
+                            "cpu quota",
+                            q,
+                            "zero or negative quota is refused; use -1 for unlimited",
+                        ))
+                    }
+                    q if (q as u64) < MIN_QUOTA => {
+                        return Err(invalid(
+                            "cpu quota",
+                            q,
+                            "below the kernel's minimum of 1000 microseconds",
+                        ))
+                    }
+                    q => Limit::Value(q as u64),
+                });
+            }
+            if let Some(c) = cpu.cpus().as_deref().filter(|c| !c.is_empty()) {
+                check_set("cpuset cpus", c, &node.cpus)?;
+                u.cpuset_cpus = Some(c.to_string());
+            }
+            if let Some(m) = cpu.mems().as_deref().filter(|m| !m.is_empty()) {
+                check_set("cpuset mems", m, &node.mems)?;
+                u.cpuset_mems = Some(m.to_string());
+            }
+        }
+        if let Some(mem) = r.memory() {
+            u.memory_limit = bytes("memory limit", mem.limit())?;
+            u.memory_swap = bytes("memory swap", mem.swap())?;
+            u.memory_reservation = bytes("memory reservation", mem.reservation())?;
+            if let (Some(Limit::Value(l)), Some(Limit::Value(s))) = (u.memory_limit, u.memory_swap)
+            {
+                if s < l {
+                    return Err(invalid(
+                        "memory swap",
+                        s,
+                        format!("below the memory limit {l}: swap counts memory plus swap"),
+                    ));
+                }
+            }
+            for (f, v) in [
+                ("memory limit", u.memory_limit),
+                ("memory swap", u.memory_swap),
+            ] {
+                if let Some(Limit::Value(b)) = v {
+                    if b > MAX_BYTES {
+                        return Err(invalid(f, b, "too large"));
+                    }
+                }
+            }
+        }
+        if let Some(p) = r.pids() {
+            u.pids_limit = Some(match p.limit() {
+                -1 => Limit::Max,
+                n if n <= 0 => {
+                    return Err(invalid(
+                        "pids limit",
+                        n,
+                        "must be positive, or -1 for unlimited",
+                    ))
+                }
+                n => Limit::Value(n as u64),
+            });
+        }
+        if let Some(b) = r.block_io() {
+            if let Some(w) = b.weight() {
+                if !BLKIO_RANGE.contains(&w) {
+                    return Err(invalid("blkio weight", w, "must be within 10..=1000"));
+                }
+                u.blkio_weight = Some(w);
+            }
+        }
+        for h in r.hugepage_limits().iter().flatten() {
+            let size = h.page_size();
+            if size.is_empty() || !size.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(invalid(
+                    "hugepage size",
+                    format!("{size:?}"),
+                    "must look like 2MB or 1GB",
+                ));
+            }
+            u.hugetlb.insert(size.clone(), h.limit() as u64);
+        }
+        for (k, v) in r.unified().iter().flatten() {
+            let well_formed = k.contains('.')
+                && !k.starts_with('.')
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_');
+            if !well_formed || k.starts_with("cgroup.") {
+                return Err(invalid(
+                    "unified key",
+                    format!("{k:?}"),
+                    "must name a controller file such as memory.high",
+                ));
+            }
+            if v.len() > 4096 || v.contains('\n') {
+                return Err(invalid("unified value", k, "must be one line"));
+            }
+            u.unified.insert(k.clone(), v.clone());
+        }
+        Ok(u)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Update::default()
+    }
+
+    /// Sets every field that is unset here and set in `other`.
+    pub fn fill_missing(&mut self, other: &Update) {
+        macro_rules! fill {
+            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = other.$f.clone(); } )* };
+        }
+        fill!(
+            cpu_shares,
+            cpu_quota,
+            cpu_period,
+            cpuset_cpus,
+            cpuset_mems,
+            memory_limit,
+            memory_swap,
+            memory_reservation,
+            pids_limit,
+            blkio_weight
+        );
+        for (k, v) in &other.hugetlb {
+            self.hugetlb.entry(k.clone()).or_insert(*v);
+        }
+        for (k, v) in &other.unified {
+            self.unified.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+
+    /// Keeps only the fields that are set in `mask`.
+    pub fn restricted_to(&self, mask: &Update) -> Update {
+        let mut out = Update::default();
+        macro_rules! keep {
+            ($($f:ident),*) => { $( if mask.$f.is_some() { out.$f = self.$f.clone(); } )* };
+        }
+        keep!(
+            cpu_shares,
+            cpu_quota,
+            cpu_period,
+            cpuset_cpus,
+            cpuset_mems,
+            memory_limit,
+            memory_swap,
+            memory_reservation,
+            pids_limit,
+            blkio_weight
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> Node {
+        Node {
+            cpus: "0-3".into(),
+            mems: "0".into(),
+        }
+    }
+
+    fn res(json: &str) -> LinuxResources {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn err(json: &str) -> String {
+        Update::from_oci(&res(json), &node())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_kubelet_resize_becomes_an_update() {
+        let u = Update::from_oci(
+            &res(r#"{"cpu":{"shares":512,"quota":50000,"period":100000},"memory":{"limit":268435456}}"#),
+            &node(),
+        )
+        .unwrap();
+        assert_eq!(u.cpu_shares, Some(512));
+        assert_eq!(u.cpu_quota, Some(Limit::Value(50_000)));
+        assert_eq!(u.cpu_period, Some(100_000));
+        assert_eq!(u.memory_limit, Some(Limit::Value(256 << 20)));
+        assert_eq!(u.memory_swap, None);
+    }
+
+    #[test]
+    fn values_that_would_mean_something_else_are_refused() {
+        assert!(err(r#"{"cpu":{"quota":0}}"#).contains("zero or negative quota"));
+        assert!(err(r#"{"cpu":{"quota":-5}}"#).contains("use -1 for unlimited"));
+        assert!(err(r#"{"cpu":{"quota":500}}"#).contains("minimum"));
+        assert!(err(r#"{"cpu":{"period":100}}"#).contains("1000..=1000000"));
+        assert!(err(r#"{"cpu":{"period":2000000}}"#).contains("1000..=1000000"));
+        assert!(err(r#"{"cpu":{"shares":1}}"#).contains("2..=262144"));
+        assert!(err(r#"{"memory":{"limit":-2}}"#).contains("negative"));
+        assert!(err(r#"{"memory":{"limit":1000,"swap":500}}"#).contains("below the memory limit"));
+        assert!(err(r#"{"pids":{"limit":0}}"#).contains("must be positive"));
+        assert!(err(r#"{"blockIO":{"weight":5}}"#).contains("10..=1000"));
+        assert!(err(r#"{"unified":{"../../etc/passwd":"x"}}"#).contains("controller file"));
+        assert!(err(r#"{"unified":{"cgroup.procs":"1"}}"#).contains("controller file"));
+    }
+
+    #[test]
+    fn unlimited_is_spelled_minus_one() {
+        let u = Update::from_oci(
+            &res(r#"{"cpu":{"quota":-1},"memory":{"limit":-1},"pids":{"limit":-1}}"#),
+            &node(),
+        )
+        .unwrap();
+        assert_eq!(u.cpu_quota, Some(Limit::Max));
+        assert_eq!(u.memory_limit, Some(Limit::Max));
+        assert_eq!(u.pids_limit, Some(Limit::Max));
+    }
+
+    #[test]
+    fn cpusets_must_exist_on_the_node() {
+        assert!(Update::from_oci(&res(r#"{"cpu":{"cpus":"0-1,3"}}"#), &node()).is_ok());
+        let e = err(r#"{"cpu":{"cpus":"2-5"}}"#);
+        assert!(e.contains("4 is not among this node's \"0-3\""), "{e}");
+        assert!(err(r#"{"cpu":{"cpus":"a-b"}}"#).contains("not a number"));
+        assert!(err(r#"{"cpu":{"cpus":"3-1"}}"#).contains("not a valid range"));
+        assert!(err(r#"{"cpu":{"mems":"1"}}"#).contains("not among"));
+    }
+}
