@@ -62,9 +62,14 @@ pub fn read(file: &Path) -> std::io::Result<Vec<Revision>> {
     }
 }
 
-/// Appends `rev`, numbering it after the last one; returns its number.
-pub fn append(file: &Path, mut rev: Revision) -> std::io::Result<u64> {
-    rev.revision = read(file)?.last().map(|r| r.revision).unwrap_or(0) + 1;
+/// The number of the last revision in `file` (0 when there is none).
+pub fn last(file: &Path) -> std::io::Result<u64> {
+    Ok(read(file)?.last().map(|r| r.revision).unwrap_or(0))
+}
+
+/// Appends `rev` as number `last + 1`; returns that number.
+pub fn append(file: &Path, last: u64, mut rev: Revision) -> std::io::Result<u64> {
+    rev.revision = last + 1;
     let mut line = serde_json::to_vec(&rev).map_err(std::io::Error::other)?;
     line.push(b'\n');
     let mut f = std::fs::OpenOptions::new()
@@ -164,8 +169,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let f = path(&dir);
         let _ = std::fs::remove_file(&f);
-        assert_eq!(append(&f, rev(0, mem(1), mem(2))).unwrap(), 1);
-        assert_eq!(append(&f, rev(0, mem(2), mem(3))).unwrap(), 2);
+        assert_eq!(
+            append(&f, last(&f).unwrap(), rev(0, mem(1), mem(2))).unwrap(),
+            1
+        );
+        assert_eq!(
+            append(&f, last(&f).unwrap(), rev(0, mem(2), mem(3))).unwrap(),
+            2
+        );
         let all = read(&f).unwrap();
         assert_eq!(
             all.iter().map(|r| r.revision).collect::<Vec<_>>(),

@@ -73,8 +73,10 @@ pub struct Container {
     /// The container's cgroup, resolved once at create: resizes never look it
     /// up again from a pid that may be gone or reused.
     cgroup: Option<crate::cgroups::Cgroup>,
-    /// One resize at a time per container (held across the write, never map-wide).
-    resize_lock: tokio::sync::Mutex<()>,
+    /// One resize at a time per container (held across the write, never
+    /// map-wide); guards the number of its last revision, read from the
+    /// history file on first use.
+    resize_lock: tokio::sync::Mutex<Option<u64>>,
     /// Exec processes by exec id. Lock never held across an `.await`.
     execs: Mutex<HashMap<String, Arc<Process>>>,
 }
@@ -230,7 +232,7 @@ impl Tasks {
             bundle,
             init: init.clone(),
             cgroup: crate::cgroups::Cgroup::of_pid(pid).ok(),
-            resize_lock: tokio::sync::Mutex::new(()),
+            resize_lock: tokio::sync::Mutex::new(None),
             execs: Mutex::new(HashMap::new()),
         });
         if let Err(e) = console {
@@ -746,7 +748,7 @@ impl Tasks {
                 )))
             }
         };
-        let _one_writer = c.resize_lock.lock().await;
+        let mut last_revision = c.resize_lock.lock().await;
         if c.init.status() == Status::Stopped {
             return Err(Error::NotFound(format!("container {} has exited", req.id)));
         }
@@ -804,9 +806,14 @@ impl Tasks {
             before,
             after,
         };
-        if let Err(e) = history::append(&history_file, rev) {
+        let last = match *last_revision {
+            Some(n) => Ok(n),
+            None => history::last(&history_file),
+        };
+        match last.and_then(|n| history::append(&history_file, n, rev)) {
+            Ok(n) => *last_revision = Some(n),
             // The change is in place; losing its record must not undo it.
-            log::error!("record revision of {}: {e}", req.id);
+            Err(e) => log::error!("record revision of {}: {e}", req.id),
         }
         Ok(())
     }
