@@ -20,6 +20,7 @@ use containerd_client::services::v1::{
 };
 use containerd_client::tonic::Request;
 use containerd_client::with_namespace;
+use containerd_shim::protos::protobuf::well_known_types::any as containerd_shim_protos_any;
 
 const IMAGE: &str = "docker.io/library/tidal-busybox:latest";
 const RUNTIMES: [(&str, &str); 2] = [
@@ -231,6 +232,198 @@ fn memory(ctx: &Ctx, grouped: bool) -> Vec<String> {
     rows
 }
 
+fn pct_table(name: &str, clients: usize, mut s: Vec<Duration>) -> String {
+    s.sort();
+    format!(
+        "| {name} | {clients} | {} | {:.3} | {:.3} |",
+        s.len(),
+        percentile(&s, 0.5).as_secs_f64() * 1e3,
+        percentile(&s, 0.99).as_secs_f64() * 1e3
+    )
+}
+
+fn quota_file(pid: i32) -> std::path::PathBuf {
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = cg
+        .lines()
+        .find_map(|l| {
+            let mut p = l.splitn(3, ':');
+            let (_, ctrl, path) = (p.next()?, p.next()?, p.next()?);
+            ctrl.split(',')
+                .any(|c| c == "cpu")
+                .then(|| path.to_string())
+        })
+        .expect("cpu cgroup");
+    std::path::PathBuf::from(format!("/sys/fs/cgroup/cpu{path}/cpu.cfs_quota_us"))
+}
+
+fn task_pid(ctx: &Ctx, id: &str) -> i32 {
+    ctx.ctr(&["task", "ls"])
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&id)).then(|| f[1].parse().unwrap())
+        })
+        .expect("task pid")
+}
+
+fn resources(quota: i64) -> containerd_shim_protos_any::Any {
+    let mut any = containerd_shim_protos_any::Any::new();
+    any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into();
+    any.value = format!(r#"{{"cpu":{{"quota":{quota},"period":100000}}}}"#).into_bytes();
+    any
+}
+
+/// tidal: Task.Update straight to the shim that owns the container, until the
+/// new quota reads back from the cgroup file.
+async fn tidal_resize(ctx: &Ctx, clients: usize, calls: usize) -> Vec<Duration> {
+    use containerd_shim::api::UpdateTaskRequest;
+    use containerd_shim::protos::shim_async::{Client, TaskClient};
+    let dir = std::path::Path::new(&ctx.address)
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut handles = Vec::new();
+    for c in 0..clients {
+        let id = format!("rs-tidal-{c}");
+        ctx.ctr(&[
+            "run",
+            "-d",
+            "--null-io",
+            "--runtime",
+            "io.containerd.tidal.v2",
+            "--annotation",
+            "io.kubernetes.cri.sandbox-id=rs-pod",
+            IMAGE,
+            &id,
+            "sleep",
+            "100000",
+        ]);
+        let file = quota_file(task_pid(ctx, &id));
+        let address = std::fs::read_to_string(
+            dir.join("state/io.containerd.runtime.v2.task")
+                .join(&ctx.ns)
+                .join(&id)
+                .join("address"),
+        )
+        .unwrap();
+        let client = TaskClient::new(Client::connect(address.trim()).await.unwrap());
+        let per_client = calls / clients;
+        handles.push(tokio::spawn(async move {
+            let mut samples = Vec::with_capacity(per_client);
+            for i in 0..per_client {
+                let quota = 50_000 + (i % 2) as i64 * 10_000;
+                let req = UpdateTaskRequest {
+                    id: id.clone(),
+                    resources: Some(resources(quota)).into(),
+                    ..Default::default()
+                };
+                let start = Instant::now();
+                client
+                    .update(
+                        containerd_shim::protos::ttrpc::context::with_timeout(5_000_000_000),
+                        &req,
+                    )
+                    .await
+                    .expect("update");
+                let now = std::fs::read_to_string(&file).unwrap();
+                assert_eq!(now.trim(), quota.to_string());
+                samples.push(start.elapsed());
+            }
+            samples
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    for c in 0..clients {
+        remove(ctx, &format!("rs-tidal-{c}"));
+    }
+    all
+}
+
+fn remove(ctx: &Ctx, id: &str) {
+    for args in [
+        vec!["task", "kill", "-s", "SIGKILL", id],
+        vec!["task", "delete", "-f", id],
+        vec!["container", "rm", id],
+    ] {
+        let _ = Command::new("ctr")
+            .args(["--address", &ctx.address, "-n", &ctx.ns])
+            .args(&args)
+            .output();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// containerd's Tasks.Update through the runc shim, and `runc update`.
+async fn runc_resize(ctx: &Ctx, calls: usize, cli_calls: usize) -> (Vec<Duration>, Vec<Duration>) {
+    use containerd_client::services::v1::UpdateTaskRequest;
+    let id = "rs-runc";
+    ctx.ctr(&[
+        "run",
+        "-d",
+        "--null-io",
+        "--runtime",
+        "io.containerd.runc.v2",
+        IMAGE,
+        id,
+        "sleep",
+        "100000",
+    ]);
+    let file = quota_file(task_pid(ctx, id));
+    let mut tasks = TasksClient::new(ctx.channel.clone());
+    let mut via_containerd = Vec::new();
+    for i in 0..calls {
+        let quota = 50_000 + (i % 2) as i64 * 10_000;
+        let req = UpdateTaskRequest {
+            container_id: id.into(),
+            resources: Some(prost_types::Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into(),
+                value: format!(r#"{{"cpu":{{"quota":{quota},"period":100000}}}}"#).into_bytes(),
+            }),
+            ..Default::default()
+        };
+        let ns = ctx.ns.as_str();
+        let start = Instant::now();
+        tasks
+            .update(with_namespace!(req, ns))
+            .await
+            .expect("containerd update");
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap().trim(),
+            quota.to_string()
+        );
+        via_containerd.push(start.elapsed());
+    }
+    let root = format!("/run/containerd/runc/{}", ctx.ns);
+    let mut cli = Vec::new();
+    for i in 0..cli_calls {
+        let quota = 50_000 + (i % 2) as i64 * 10_000;
+        let start = Instant::now();
+        let st = Command::new("runc")
+            .args([
+                "--root",
+                &root,
+                "update",
+                "--cpu-quota",
+                &quota.to_string(),
+                id,
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "runc update failed");
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap().trim(),
+            quota.to_string()
+        );
+        cli.push(start.elapsed());
+    }
+    remove(ctx, id);
+    (via_containerd, cli)
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
@@ -295,6 +488,43 @@ async fn main() {
     for (name, _) in RUNTIMES {
         ctx.ctr(&["container", "rm", &format!("cycle-{name}")]);
     }
+
+    let resize_calls: usize = std::env::var("RESIZE_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    println!("## Live resize: call -> new CPU quota readable in the cgroup file\n");
+    println!("| path | concurrent clients | calls | p50 ms | p99 ms |");
+    println!("|---|---|---|---|---|");
+    let one = tidal_resize(&ctx, 1, resize_calls).await;
+    let eight = tidal_resize(&ctx, 8, resize_calls).await;
+    let (via_containerd, cli) = runc_resize(&ctx, resize_calls / 10, resize_calls / 30).await;
+    let p50 = |mut v: Vec<Duration>| {
+        v.sort();
+        percentile(&v, 0.5)
+    };
+    let (t1, rc) = (p50(one.clone()), p50(cli.clone()));
+    println!(
+        "{}",
+        pct_table("tidal: Task.Update to the owning shim", 1, one)
+    );
+    println!(
+        "{}",
+        pct_table(
+            "tidal: Task.Update to the owning shim (8 containers, one pod shim)",
+            8,
+            eight
+        )
+    );
+    println!(
+        "{}",
+        pct_table("runc shim: containerd Tasks.Update", 1, via_containerd)
+    );
+    println!("{}", pct_table("runc update (CLI)", 1, cli));
+    println!(
+        "\n`runc update` / tidal at p50: {:.1}x\n",
+        rc.as_secs_f64() / t1.as_secs_f64()
+    );
 
     println!("## Shim memory (RSS and PSS of every shim process, from /proc/PID/smaps_rollup)\n");
     println!("| grouping | runtime | containers | shim processes | RSS total MiB | RSS per container MiB | PSS per container MiB |");
