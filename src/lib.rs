@@ -13,3 +13,5 @@ pub mod reaper;
 pub mod resize;
 pub mod shim;
 pub mod sys;
+#[cfg(test)]
+pub(crate) mod testfs;

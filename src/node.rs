@@ -202,19 +202,9 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    fn fake(name: &str, files: &[(&str, &str)]) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("tidal-node-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        for (f, c) in files {
-            std::fs::write(dir.join(f), c).unwrap();
-        }
-        dir
-    }
-
     #[test]
     fn v2_limits_and_usage() {
-        let dir = fake(
+        let dir = crate::testfs::FakeDir::new(
             "v2",
             &[
                 ("cpu.max", "50000 100000\n"),
@@ -224,7 +214,7 @@ mod tests {
                 ("memory.current", "1234\n"),
             ],
         );
-        let cg = Cgroup::V2(dir.clone());
+        let cg = Cgroup::V2(dir.path());
         let l = read_limits(&cg);
         assert_eq!(l.cpu_millis(), Some(500));
         assert_eq!(l.memory_bytes, Some(256 << 20));
@@ -244,37 +234,34 @@ mod tests {
             (None, None),
             "max is unlimited"
         );
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn v1_limits_with_unlimited_values() {
-        let cpu = fake(
+        let cpu = crate::testfs::FakeDir::new(
             "v1cpu",
             &[
                 ("cpu.cfs_quota_us", "-1\n"),
                 ("cpu.cfs_period_us", "100000\n"),
             ],
         );
-        let mem = fake(
+        let mem = crate::testfs::FakeDir::new(
             "v1mem",
             &[("memory.limit_in_bytes", "9223372036854771712\n")],
         );
         let cg = Cgroup::V1(BTreeMap::from([
-            ("cpu".to_string(), cpu.clone()),
-            ("memory".to_string(), mem.clone()),
+            ("cpu".to_string(), cpu.path()),
+            ("memory".to_string(), mem.path()),
         ]));
         let l = read_limits(&cg);
         assert_eq!(l.cpu_quota_us, None);
         assert_eq!(l.cpu_period_us, 100_000);
         assert_eq!(l.memory_bytes, None);
-        std::fs::remove_dir_all(cpu).unwrap();
-        std::fs::remove_dir_all(mem).unwrap();
     }
 
     #[test]
     fn containers_are_listed_from_the_state_dir() {
-        let root = fake("list", &[]);
+        let root = crate::testfs::FakeDir::new("list", &[]);
         let c = root.join("default").join("web");
         std::fs::create_dir_all(&c).unwrap();
         std::fs::write(
@@ -294,6 +281,5 @@ mod tests {
         let err = find(&root, None, "nope").unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
         assert!(find(&root, None, "../etc").is_err());
-        std::fs::remove_dir_all(root).unwrap();
     }
 }

@@ -208,23 +208,10 @@ pub fn v2_metrics(dir: &Path) -> v2::Metrics {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
-    use std::path::PathBuf;
-
-    /// A fake cgroupfs under a temp dir: cgroup v2's controllers do not
-    /// exist on the hybrid hosts tidal is developed on.
-    fn fake(name: &str, files: &[(&str, &str)]) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("tidal-stats-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        for (f, content) in files {
-            std::fs::write(dir.join(f), content).unwrap();
-        }
-        dir
-    }
 
     #[test]
     fn v2_metrics_come_from_the_unified_files() {
-        let dir = fake(
+        let dir = crate::testfs::FakeDir::new(
             "v2",
             &[
                 ("cpu.stat", "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 10\nnr_throttled 2\nthrottled_usec 77\n"),
@@ -245,14 +232,13 @@ mod tests {
         assert_eq!(m.memory.anon, 1024);
         assert_eq!(m.memory_events.oom_kill, 1);
         assert_eq!((m.pids.current, m.pids.limit), (2, 100));
-        let any = metrics(&Cgroup::V2(dir.clone())).unwrap();
+        let any = metrics(&Cgroup::V2(dir.path())).unwrap();
         assert_eq!(any.type_url, "io.containerd.cgroups.v2.Metrics");
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn v1_metrics_come_from_each_controller() {
-        let cpuacct = fake(
+        let cpuacct = crate::testfs::FakeDir::new(
             "v1acct",
             &[
                 ("cpuacct.usage", "123456789\n"),
@@ -260,14 +246,14 @@ mod tests {
                 ("cpuacct.stat", "user 5\nsystem 2\n"),
             ],
         );
-        let cpu = fake(
+        let cpu = crate::testfs::FakeDir::new(
             "v1cpu",
             &[(
                 "cpu.stat",
                 "nr_periods 4\nnr_throttled 1\nthrottled_time 999\n",
             )],
         );
-        let memory = fake(
+        let memory = crate::testfs::FakeDir::new(
             "v1mem",
             &[
                 ("memory.usage_in_bytes", "8192\n"),
@@ -282,9 +268,9 @@ mod tests {
             ],
         );
         let cg = Cgroup::V1(BTreeMap::from([
-            ("cpuacct".to_string(), cpuacct.clone()),
-            ("cpu".to_string(), cpu.clone()),
-            ("memory".to_string(), memory.clone()),
+            ("cpuacct".to_string(), cpuacct.path()),
+            ("cpu".to_string(), cpu.path()),
+            ("memory".to_string(), memory.path()),
         ]));
         let m = v1_metrics(&cg);
         assert_eq!(m.cpu.usage.total, 123456789);
@@ -297,8 +283,5 @@ mod tests {
         assert_eq!(m.memory.rss, 20);
         assert_eq!(m.memory_oom_control.oom_kill, 2);
         assert!(m.pids.is_none(), "no pids controller, no pids stats");
-        for d in [cpuacct, cpu, memory] {
-            std::fs::remove_dir_all(d).unwrap();
-        }
     }
 }

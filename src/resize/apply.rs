@@ -119,17 +119,6 @@ fn undo(done: &[(Write, String)]) {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
-    use std::path::PathBuf;
-
-    fn fake(name: &str, files: &[(&str, &str)]) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("tidal-apply-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        for (f, c) in files {
-            std::fs::write(dir.join(f), c).unwrap();
-        }
-        dir
-    }
 
     fn get(dir: &Path, f: &str) -> String {
         std::fs::read_to_string(dir.join(f))
@@ -140,7 +129,7 @@ mod tests {
 
     #[test]
     fn v2_resize_writes_and_reports_old_values() {
-        let dir = fake(
+        let dir = crate::testfs::FakeDir::new(
             "v2",
             &[
                 ("cpu.max", "max 100000"),
@@ -148,7 +137,7 @@ mod tests {
                 ("memory.current", "1000"),
             ],
         );
-        let cg = Cgroup::V2(dir.clone());
+        let cg = Cgroup::V2(dir.path());
         let u = Update {
             cpu_quota: Some(Limit::Value(50_000)),
             memory_limit: Some(Limit::Value(4096)),
@@ -159,12 +148,11 @@ mod tests {
         assert_eq!(get(&dir, "memory.max"), "4096");
         let olds: Vec<&str> = applied.writes.iter().map(|(_, o)| o.as_str()).collect();
         assert_eq!(olds, vec!["max 100000", "max"]);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn shrinking_memory_below_usage_is_refused_and_nothing_changes() {
-        let dir = fake(
+        let dir = crate::testfs::FakeDir::new(
             "below",
             &[
                 ("cpu.max", "max 100000"),
@@ -172,7 +160,7 @@ mod tests {
                 ("memory.current", "8192"),
             ],
         );
-        let cg = Cgroup::V2(dir.clone());
+        let cg = Cgroup::V2(dir.path());
         let u = Update {
             cpu_quota: Some(Limit::Value(50_000)),
             memory_limit: Some(Limit::Value(4096)),
@@ -201,16 +189,18 @@ mod tests {
             "4096",
             "reclaim asked for the excess"
         );
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn a_failed_write_puts_back_what_was_written() {
-        let dir = fake("undo", &[("cpu.max", "max 100000"), ("memory.max", "max")]);
+        let dir = crate::testfs::FakeDir::new(
+            "undo",
+            &[("cpu.max", "max 100000"), ("memory.max", "max")],
+        );
         // memory.max is a directory: writing it fails after cpu.max was written.
         std::fs::remove_file(dir.join("memory.max")).unwrap();
         std::fs::create_dir(dir.join("memory.max")).unwrap();
-        let cg = Cgroup::V2(dir.clone());
+        let cg = Cgroup::V2(dir.path());
         let u = Update {
             cpu_quota: Some(Limit::Value(50_000)),
             memory_limit: Some(Limit::Value(1 << 30)),
@@ -224,7 +214,6 @@ mod tests {
             "max 100000",
             "cpu.max was not restored"
         );
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

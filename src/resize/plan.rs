@@ -251,18 +251,6 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    /// A fake cgroupfs in a temp dir (cgroup v2 controllers do not exist on
-    /// the hybrid hosts tidal is developed on).
-    pub(crate) fn fake(name: &str, files: &[(&str, &str)]) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("tidal-plan-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        for (f, c) in files {
-            std::fs::write(dir.join(f), c).unwrap();
-        }
-        dir
-    }
-
     fn files(w: &[Write]) -> Vec<(String, String)> {
         w.iter()
             .map(|w| {
@@ -274,8 +262,8 @@ mod tests {
             .collect()
     }
 
-    fn v1_memory(name: &str, limit: &str, memsw: &str) -> (Cgroup, PathBuf) {
-        let mem = fake(
+    fn v1_memory(name: &str, limit: &str, memsw: &str) -> (Cgroup, crate::testfs::FakeDir) {
+        let mem = crate::testfs::FakeDir::new(
             name,
             &[
                 ("memory.limit_in_bytes", limit),
@@ -283,14 +271,14 @@ mod tests {
             ],
         );
         (
-            Cgroup::V1(BTreeMap::from([("memory".to_string(), mem.clone())])),
+            Cgroup::V1(BTreeMap::from([("memory".to_string(), mem.path())])),
             mem,
         )
     }
 
     #[test]
     fn v1_growing_memory_raises_swap_first() {
-        let (cg, dir) = v1_memory("grow", "104857600", "104857600");
+        let (cg, _dir) = v1_memory("grow", "104857600", "104857600");
         let u = Update {
             memory_limit: Some(Limit::Value(200 << 20)),
             ..Default::default()
@@ -305,12 +293,11 @@ mod tests {
                 ("memory.limit_in_bytes".into(), (200u64 << 20).to_string()),
             ]
         );
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn v1_shrinking_memory_lowers_the_limit_first() {
-        let (cg, dir) = v1_memory("shrink", "209715200", "209715200");
+        let (cg, _dir) = v1_memory("shrink", "209715200", "209715200");
         let u = Update {
             memory_limit: Some(Limit::Value(100 << 20)),
             ..Default::default()
@@ -325,12 +312,11 @@ mod tests {
                 ),
             ]
         );
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn v1_unlimited_swap_is_left_alone() {
-        let (cg, dir) = v1_memory("noswap", "209715200", "9223372036854771712");
+        let (cg, _dir) = v1_memory("noswap", "209715200", "9223372036854771712");
         let u = Update {
             memory_limit: Some(Limit::Value(100 << 20)),
             ..Default::default()
@@ -339,13 +325,12 @@ mod tests {
             files(&plan(&cg, &u).unwrap()),
             vec![("memory.limit_in_bytes".into(), (100u64 << 20).to_string())]
         );
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn v1_cpu_writes_period_before_quota_and_max_as_minus_one() {
-        let cpu = fake("cpu", &[]);
-        let cg = Cgroup::V1(BTreeMap::from([("cpu".to_string(), cpu.clone())]));
+        let cpu = crate::testfs::FakeDir::new("cpu", &[]);
+        let cg = Cgroup::V1(BTreeMap::from([("cpu".to_string(), cpu.path())]));
         let u = Update {
             cpu_quota: Some(Limit::Max),
             cpu_period: Some(50_000),
@@ -369,16 +354,15 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("no such controller"), "{e}");
-        std::fs::remove_dir_all(cpu).unwrap();
     }
 
     #[test]
     fn v2_cpu_max_keeps_the_part_not_asked_for() {
-        let dir = fake(
+        let dir = crate::testfs::FakeDir::new(
             "v2cpu",
             &[("cpu.max", "max 100000\n"), ("memory.max", "max\n")],
         );
-        let cg = Cgroup::V2(dir.clone());
+        let cg = Cgroup::V2(dir.path());
         let u = Update {
             cpu_quota: Some(Limit::Value(25_000)),
             cpu_shares: Some(1024),
@@ -400,16 +384,15 @@ mod tests {
             files(&plan(&cg, &u).unwrap()),
             vec![("cpu.max".into(), "25000 50000".into())]
         );
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn v2_memory_swap_is_swap_alone_and_unified_keys_must_exist() {
-        let dir = fake(
+        let dir = crate::testfs::FakeDir::new(
             "v2mem",
             &[("memory.max", "max\n"), ("memory.high", "max\n")],
         );
-        let cg = Cgroup::V2(dir.clone());
+        let cg = Cgroup::V2(dir.path());
         let u = Update {
             memory_limit: Some(Limit::Value(100)),
             memory_swap: Some(Limit::Value(150)),
@@ -432,7 +415,6 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no such file"));
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
