@@ -105,13 +105,11 @@ mod tests {
 
     #[test]
     fn oom_kill_count_is_read_from_memory_events() {
-        let dir = std::env::temp_dir().join(format!("tidal-oom-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testfs::FakeDir::new("oom", &[]);
         let f = dir.join("memory.events");
         std::fs::write(&f, "low 0\nhigh 0\nmax 4\noom 2\noom_kill 1\n").unwrap();
         assert_eq!(oom_kills(&f), Some(1));
         std::fs::write(&f, "low 0\n").unwrap();
         assert_eq!(oom_kills(&f), None);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -152,10 +152,8 @@ mod tests {
 
     #[test]
     fn procs_are_read_from_a_fake_cgroupfs() {
-        let dir = std::env::temp_dir().join(format!("tidal-procs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testfs::FakeDir::new("procs", &[]);
         std::fs::write(dir.join("cgroup.procs"), "12\n34\n").unwrap();
         assert_eq!(read_procs(&dir).unwrap(), vec![12, 34]);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -96,8 +96,7 @@ mod tests {
 
     #[test]
     fn v2_values_read_back_in_oci_terms() {
-        let dir = std::env::temp_dir().join(format!("tidal-current-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testfs::FakeDir::new("current", &[]);
         for (f, v) in [
             ("cpu.weight", "39"),
             ("cpu.max", "50000 100000"),
@@ -107,7 +106,7 @@ mod tests {
         ] {
             std::fs::write(dir.join(f), v).unwrap();
         }
-        let u = read(&Cgroup::V2(dir.clone()));
+        let u = read(&Cgroup::V2(dir.path()));
         assert_eq!(u.cpu_quota, Some(Limit::Value(50_000)));
         assert_eq!(u.cpu_period, Some(100_000));
         assert_eq!(u.memory_limit, Some(Limit::Value(1000)));
@@ -120,6 +119,5 @@ mod tests {
         // shares -> weight -> shares lands on the same weight again.
         let w = crate::resize::plan::shares_to_weight(u.cpu_shares.unwrap());
         assert_eq!(w, 39);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

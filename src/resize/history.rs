@@ -166,8 +166,7 @@ mod tests {
 
     #[test]
     fn revisions_persist_and_number_themselves() {
-        let dir = std::env::temp_dir().join(format!("tidal-hist-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testfs::FakeDir::new("hist", &[]);
         let f = path(&dir);
         let _ = std::fs::remove_file(&f);
         assert_eq!(
@@ -184,7 +183,6 @@ mod tests {
             vec![1, 2]
         );
         assert_eq!(all[1].after, mem(3));
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

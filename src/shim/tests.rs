@@ -2,8 +2,7 @@ use super::*;
 
 #[test]
 fn containers_of_a_pod_share_its_shim() {
-    let dir = std::env::temp_dir().join(format!("tidal-group-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::testfs::FakeDir::new("group", &[]);
     std::fs::write(
         dir.join("config.json"),
         r#"{"annotations":{"io.kubernetes.cri.sandbox-id":"pod1"}}"#,
@@ -17,12 +16,12 @@ fn containers_of_a_pod_share_its_shim() {
     )
     .unwrap();
     assert_eq!(grouping(&dir, "c1"), "c1");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn socket_is_private_and_named_like_containerd_names_it() {
-    let dir = std::env::temp_dir().join(format!("tidal-sock-{}", std::process::id()));
+    let fake = crate::testfs::FakeDir::new("sock", &[]);
+    let dir = fake.join("s");
     private_dir(&dir).unwrap();
     let p = socket_path(&dir, "/run/containerd/containerd.sock", "default", "c1");
     assert_eq!(p.parent().unwrap(), dir);
@@ -31,5 +30,4 @@ fn socket_is_private_and_named_like_containerd_names_it() {
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&dir), 0o700);
     assert_eq!(mode(&p), 0o600);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
