@@ -43,24 +43,35 @@ fn max_or(path: &Path) -> Option<Limit> {
 
 /// Every value tidal manages that can be read from `cg`.
 pub fn read(cg: &Cgroup) -> Update {
+    read_only(cg, &Update::everything())
+}
+
+/// The values of the fields set in `mask` (a resize reads back only what it changes).
+pub fn read_only(cg: &Cgroup, mask: &Update) -> Update {
     let mut u = Update::default();
     match cg {
         Cgroup::V1(_) => {
-            if let Some(d) = cg.dir("cpu") {
+            let cpu =
+                mask.cpu_shares.is_some() || mask.cpu_period.is_some() || mask.cpu_quota.is_some();
+            let cpuset = mask.cpuset_cpus.is_some() || mask.cpuset_mems.is_some();
+            let memory = mask.memory_limit.is_some()
+                || mask.memory_swap.is_some()
+                || mask.memory_reservation.is_some();
+            if let Some(d) = cg.dir("cpu").filter(|_| cpu) {
                 u.cpu_shares = num(&d.join("cpu.shares"));
                 u.cpu_period = num(&d.join("cpu.cfs_period_us"));
                 u.cpu_quota = v1_limit(&d.join("cpu.cfs_quota_us"));
             }
-            if let Some(d) = cg.dir("cpuset") {
+            if let Some(d) = cg.dir("cpuset").filter(|_| cpuset) {
                 u.cpuset_cpus = text(&d.join("cpuset.cpus"));
                 u.cpuset_mems = text(&d.join("cpuset.mems"));
             }
-            if let Some(d) = cg.dir("memory") {
+            if let Some(d) = cg.dir("memory").filter(|_| memory) {
                 u.memory_limit = v1_limit(&d.join("memory.limit_in_bytes"));
                 u.memory_swap = v1_limit(&d.join("memory.memsw.limit_in_bytes"));
                 u.memory_reservation = v1_limit(&d.join("memory.soft_limit_in_bytes"));
             }
-            if let Some(d) = cg.dir("pids") {
+            if let Some(d) = cg.dir("pids").filter(|_| mask.pids_limit.is_some()) {
                 u.pids_limit = max_or(&d.join("pids.max"));
             }
         }
@@ -87,7 +98,7 @@ pub fn read(cg: &Cgroup) -> Update {
             u.pids_limit = max_or(&d.join("pids.max"));
         }
     }
-    u
+    u.restricted_to(mask)
 }
 
 #[cfg(test)]

@@ -133,8 +133,11 @@ impl Node {
 }
 
 impl Update {
-    /// Builds and validates an update from OCI resources.
-    pub fn from_oci(r: &LinuxResources, node: &Node) -> Result<Self, ResizeError> {
+    /// Builds and validates an update from OCI resources. `node` is asked
+    /// for the node's CPUs and memory nodes only when a cpuset is requested.
+    pub fn from_oci(r: &LinuxResources, node: impl Fn() -> Node) -> Result<Self, ResizeError> {
+        let facts = std::cell::OnceCell::new();
+        let node = || facts.get_or_init(&node);
         let mut u = Update::default();
         if let Some(cpu) = r.cpu() {
             if let Some(s) = cpu.shares() {
@@ -178,11 +181,11 @@ impl Update {
                 });
             }
             if let Some(c) = cpu.cpus().as_deref().filter(|c| !c.is_empty()) {
-                check_set("cpuset cpus", c, &node.cpus)?;
+                check_set("cpuset cpus", c, &node().cpus)?;
                 u.cpuset_cpus = Some(c.to_string());
             }
             if let Some(m) = cpu.mems().as_deref().filter(|m| !m.is_empty()) {
-                check_set("cpuset mems", m, &node.mems)?;
+                check_set("cpuset mems", m, &node().mems)?;
                 u.cpuset_mems = Some(m.to_string());
             }
         }
@@ -267,6 +270,23 @@ impl Update {
         *self == Update::default()
     }
 
+    /// A mask with every field tidal reads back set.
+    pub fn everything() -> Update {
+        Update {
+            cpu_shares: Some(0),
+            cpu_quota: Some(Limit::Max),
+            cpu_period: Some(0),
+            cpuset_cpus: Some(String::new()),
+            cpuset_mems: Some(String::new()),
+            memory_limit: Some(Limit::Max),
+            memory_swap: Some(Limit::Max),
+            memory_reservation: Some(Limit::Max),
+            pids_limit: Some(Limit::Max),
+            blkio_weight: Some(0),
+            ..Default::default()
+        }
+    }
+
     /// Sets every field that is unset here and set in `other`.
     pub fn fill_missing(&mut self, other: &Update) {
         macro_rules! fill {
@@ -330,16 +350,14 @@ mod tests {
     }
 
     fn err(json: &str) -> String {
-        Update::from_oci(&res(json), &node())
-            .unwrap_err()
-            .to_string()
+        Update::from_oci(&res(json), node).unwrap_err().to_string()
     }
 
     #[test]
     fn a_kubelet_resize_becomes_an_update() {
         let u = Update::from_oci(
             &res(r#"{"cpu":{"shares":512,"quota":50000,"period":100000},"memory":{"limit":268435456}}"#),
-            &node(),
+            node,
         )
         .unwrap();
         assert_eq!(u.cpu_shares, Some(512));
@@ -369,7 +387,7 @@ mod tests {
     fn unlimited_is_spelled_minus_one() {
         let u = Update::from_oci(
             &res(r#"{"cpu":{"quota":-1},"memory":{"limit":-1},"pids":{"limit":-1}}"#),
-            &node(),
+            node,
         )
         .unwrap();
         assert_eq!(u.cpu_quota, Some(Limit::Max));
@@ -379,7 +397,7 @@ mod tests {
 
     #[test]
     fn cpusets_must_exist_on_the_node() {
-        assert!(Update::from_oci(&res(r#"{"cpu":{"cpus":"0-1,3"}}"#), &node()).is_ok());
+        assert!(Update::from_oci(&res(r#"{"cpu":{"cpus":"0-1,3"}}"#), node).is_ok());
         let e = err(r#"{"cpu":{"cpus":"2-5"}}"#);
         assert!(e.contains("4 is not among this node's \"0-3\""), "{e}");
         assert!(err(r#"{"cpu":{"cpus":"a-b"}}"#).contains("not a number"));

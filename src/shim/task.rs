@@ -780,7 +780,7 @@ impl Tasks {
                 let oci: oci_spec::runtime::LinuxResources = serde_json::from_slice(&any.value)
                     .map_err(|e| Error::InvalidArgument(format!("resources of {}: {e}", req.id)))?;
                 (
-                    resize::Update::from_oci(&oci, &resize::update::Node::read())?,
+                    resize::Update::from_oci(&oci, resize::update::Node::read)?,
                     reason.to_string(),
                 )
             }
@@ -791,9 +791,9 @@ impl Tasks {
                 req.id
             )));
         }
-        let before = resize::current::read(&cg).restricted_to(&update);
+        let before = resize::current::read_only(&cg, &update);
         resize::apply(&cg, &update, reclaim)?;
-        let after = resize::current::read(&cg).restricted_to(&update);
+        let after = resize::current::read_only(&cg, &update);
         let time = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
