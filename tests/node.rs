@@ -276,3 +276,58 @@ fn resize_racing_delete_never_breaks_the_shim_or_leaves_a_cgroup() {
     assert_eq!(env.task("anchor").unwrap().1, "RUNNING");
     env.remove("anchor");
 }
+
+/// containerd's Tasks.Update is the path kubelet's CRI UpdateContainerResources
+/// takes to the shim: it lands in the cgroup and in the history as kubelet's.
+#[test]
+fn containerd_update_is_recorded_as_kubelet() {
+    use containerd_client::services::v1::tasks_client::TasksClient;
+    use containerd_client::services::v1::UpdateTaskRequest;
+    use containerd_client::tonic::Request;
+    use containerd_client::with_namespace;
+
+    let env = Env::start("kubelet");
+    let pid = env.run_detached(TIDAL, "pod-app", &[], &["sleep", "1000"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let channel = containerd_client::connect(env.socket()).await.unwrap();
+        let mut tasks = TasksClient::new(channel);
+        let req = UpdateTaskRequest {
+            container_id: "pod-app".into(),
+            resources: Some(prost_types::Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into(),
+                value: br#"{"cpu":{"quota":30000,"period":100000},"memory":{"limit":100663296}}"#
+                    .to_vec(),
+            }),
+            ..Default::default()
+        };
+        tasks
+            .update(with_namespace!(req, NS))
+            .await
+            .expect("update through containerd");
+        // Nonsense is refused through containerd too, with the reason.
+        let bad = UpdateTaskRequest {
+            container_id: "pod-app".into(),
+            resources: Some(prost_types::Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into(),
+                value: br#"{"cpu":{"quota":0}}"#.to_vec(),
+            }),
+            ..Default::default()
+        };
+        let err = tasks.update(with_namespace!(bad, NS)).await.unwrap_err();
+        assert!(err.message().contains("zero or negative quota"), "{err:?}");
+    });
+    let limits = tidal::node::read_limits(&tidal::cgroups::Cgroup::of_pid(pid).unwrap());
+    assert_eq!(
+        (limits.cpu_millis(), limits.memory_bytes),
+        (Some(300), Some(96 << 20))
+    );
+    let out = tidalctl(&env, &["history", "pod-app", "-o", "json"]);
+    let revs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(revs.as_array().unwrap().len(), 1, "{revs}");
+    assert_eq!(revs[0]["source"], "kubelet");
+    env.remove("pod-app");
+}

@@ -67,9 +67,18 @@ pub fn last(file: &Path) -> std::io::Result<u64> {
     Ok(read(file)?.last().map(|r| r.revision).unwrap_or(0))
 }
 
+/// How many revisions a container's history keeps at least; older ones are
+/// dropped at each compaction, so the file holds at most KEPT + COMPACT_EVERY.
+pub const KEPT: u64 = 1000;
+/// The history is compacted every this many revisions past `KEPT`.
+const COMPACT_EVERY: u64 = 256;
+
 /// Appends `rev` as number `last + 1`; returns that number.
 pub fn append(file: &Path, last: u64, mut rev: Revision) -> std::io::Result<u64> {
     rev.revision = last + 1;
+    if rev.revision > KEPT && rev.revision % COMPACT_EVERY == 0 {
+        compact(file, rev.revision - KEPT)?;
+    }
     let mut line = serde_json::to_vec(&rev).map_err(std::io::Error::other)?;
     line.push(b'\n');
     let mut f = std::fs::OpenOptions::new()
@@ -82,6 +91,23 @@ pub fn append(file: &Path, last: u64, mut rev: Revision) -> std::io::Result<u64>
     Ok(rev.revision)
 }
 
+/// Keeps only revisions numbered above `drop_through`, replacing the file
+/// atomically.
+fn compact(file: &Path, drop_through: u64) -> std::io::Result<()> {
+    let kept: Vec<Revision> = read(file)?
+        .into_iter()
+        .filter(|r| r.revision > drop_through)
+        .collect();
+    let mut text = Vec::new();
+    for r in &kept {
+        text.extend(serde_json::to_vec(r).map_err(std::io::Error::other)?);
+        text.push(b'\n');
+    }
+    let tmp = file.with_extension("jsonl.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(tmp, file)
+}
+
 /// The values that bring the container back to how it was right after
 /// revision `to` (0: before any revision): for every field changed later,
 /// its value before the first later change.
@@ -92,6 +118,14 @@ pub fn rollback_target(history: &[Revision], to: u64) -> Result<Update, ResizeEr
             field: "revision",
             value: to.to_string(),
             why: format!("no such revision; the latest is {last}"),
+        });
+    }
+    let first = history.first().map(|r| r.revision).unwrap_or(1);
+    if to + 1 < first {
+        return Err(ResizeError::Invalid {
+            field: "revision",
+            value: to.to_string(),
+            why: format!("no longer kept; the oldest kept revision is {first}"),
         });
     }
     let mut target = Update::default();
@@ -183,6 +217,32 @@ mod tests {
             vec![1, 2]
         );
         assert_eq!(all[1].after, mem(3));
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let dir = crate::testfs::FakeDir::new("bounded", &[]);
+        let f = path(&dir);
+        let mut last = 0;
+        // Revision 1024 is the first compaction point past KEPT.
+        for i in 0..1024 {
+            last = append(&f, last, rev(0, mem(i), mem(i + 1))).unwrap();
+        }
+        assert_eq!(
+            read(&f).unwrap().len() as u64,
+            KEPT,
+            "older revisions are dropped"
+        );
+        for i in 0..200 {
+            last = append(&f, last, rev(0, mem(i), mem(i + 1))).unwrap();
+        }
+        let all = read(&f).unwrap();
+        assert!(all.len() as u64 <= KEPT + COMPACT_EVERY);
+        assert_eq!(all.last().unwrap().revision, 1224);
+        let first = all[0].revision;
+        assert!(rollback_target(&all, first - 1).is_ok());
+        let e = rollback_target(&all, 1).unwrap_err().to_string();
+        assert!(e.contains("no longer kept"), "{e}");
     }
 
     #[test]
