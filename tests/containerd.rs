@@ -272,34 +272,7 @@ fn nothing_is_left_after_delete() {
     let env = Env::start("leak");
     let (code, _) = env.run(TIDAL, "tidy", &["sh", "-c", "sleep 0.1"]);
     assert_eq!(code, 0);
-    let bundle = env.bundle("tidy");
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(5) && !env.shim_sockets().is_empty() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(
-        env.shim_sockets(),
-        Vec::<std::path::PathBuf>::new(),
-        "shim socket left"
-    );
-    assert!(
-        cgroup_dirs("tidy").is_empty(),
-        "cgroups left: {:?}",
-        cgroup_dirs("tidy")
-    );
-    assert!(
-        mounts_with(&bundle.to_string_lossy()).is_empty(),
-        "mounts left"
-    );
-    assert!(
-        env.shims().is_empty(),
-        "shim processes left: {:?}",
-        env.shims()
-    );
-    assert!(
-        !env.dir.join("tidal").join(NS).join("tidy").exists(),
-        "state left"
-    );
+    env.assert_no_leftovers("tidy");
 }
 
 #[test]
@@ -521,24 +494,7 @@ fn a_shim_killed_with_sigkill_is_cleaned_up() {
     );
     let _ = env.ctr(&["task", "delete", "orphan"]);
     env.ctr_ok(&["container", "rm", "orphan"]);
-    assert!(
-        cgroup_dirs("orphan").is_empty(),
-        "cgroups left: {:?}",
-        cgroup_dirs("orphan")
-    );
-    assert!(
-        mounts_with(&env.bundle("orphan").to_string_lossy()).is_empty(),
-        "mounts left"
-    );
-    assert!(
-        env.shim_sockets().is_empty(),
-        "sockets left: {:?}",
-        env.shim_sockets()
-    );
-    assert!(
-        !env.dir.join("tidal").join(NS).join("orphan").exists(),
-        "state left"
-    );
+    env.assert_no_leftovers("orphan");
 }
 
 #[test]

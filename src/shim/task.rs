@@ -641,56 +641,56 @@ impl Tasks {
     }
 
     pub async fn pause(&self, req: &api::PauseRequest) -> Result<()> {
-        let c = self.container(&req.id)?;
-        if c.init.status() != Status::Running {
-            return Err(Error::FailedPrecondition(format!(
-                "container {} is not running",
-                req.id
-            )));
-        }
-        self.helpers
-            .run(
-                &Request::Pause {
-                    id: req.id.clone(),
-                    root: self.root.clone(),
-                },
-                Default::default(),
-            )
-            .await?;
-        c.init.set_status(Status::Paused);
-        self.events
-            .send(TaskPaused {
-                container_id: req.id.clone(),
-                ..Default::default()
-            })
-            .await;
-        Ok(())
+        self.freeze(&req.id, true).await
     }
 
     pub async fn resume(&self, req: &api::ResumeRequest) -> Result<()> {
-        let c = self.container(&req.id)?;
-        if c.init.status() != Status::Paused {
+        self.freeze(&req.id, false).await
+    }
+
+    /// Pause (freeze) or resume (thaw) a container, and publish it.
+    async fn freeze(&self, id: &str, pause: bool) -> Result<()> {
+        let c = self.container(id)?;
+        let (from, to) = if pause {
+            (Status::Running, Status::Paused)
+        } else {
+            (Status::Paused, Status::Running)
+        };
+        if c.init.status() != from {
+            let state = if pause { "running" } else { "paused" };
             return Err(Error::FailedPrecondition(format!(
-                "container {} is not paused",
-                req.id
+                "container {id} is not {state}"
             )));
         }
-        self.helpers
-            .run(
-                &Request::Resume {
-                    id: req.id.clone(),
-                    root: self.root.clone(),
-                },
-                Default::default(),
-            )
-            .await?;
-        c.init.set_status(Status::Running);
-        self.events
-            .send(TaskResumed {
-                container_id: req.id.clone(),
-                ..Default::default()
-            })
-            .await;
+        let (id, root) = (id.to_string(), self.root.clone());
+        let req = if pause {
+            Request::Pause {
+                id: id.clone(),
+                root,
+            }
+        } else {
+            Request::Resume {
+                id: id.clone(),
+                root,
+            }
+        };
+        self.helpers.run(&req, Default::default()).await?;
+        c.init.set_status(to);
+        if pause {
+            self.events
+                .send(TaskPaused {
+                    container_id: id,
+                    ..Default::default()
+                })
+                .await;
+        } else {
+            self.events
+                .send(TaskResumed {
+                    container_id: id,
+                    ..Default::default()
+                })
+                .await;
+        }
         Ok(())
     }
 

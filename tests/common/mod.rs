@@ -158,6 +158,41 @@ impl Env {
             .collect()
     }
 
+    /// Asserts that container `id` left nothing behind: no cgroup, no mount of
+    /// its bundle, no libcontainer state, no shim socket or shim process.
+    pub fn assert_no_leftovers(&self, id: &str) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5)
+            && !(self.shim_sockets().is_empty() && self.shims().is_empty())
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            cgroup_dirs(id).is_empty(),
+            "cgroups left: {:?}",
+            cgroup_dirs(id)
+        );
+        let bundle = self.bundle(id);
+        assert!(
+            mounts_with(&bundle.to_string_lossy()).is_empty(),
+            "mounts left"
+        );
+        assert!(
+            self.shim_sockets().is_empty(),
+            "sockets left: {:?}",
+            self.shim_sockets()
+        );
+        assert!(
+            self.shims().is_empty(),
+            "shim processes left: {:?}",
+            self.shims()
+        );
+        assert!(
+            !self.dir.join("tidal").join(NS).join(id).exists(),
+            "state left"
+        );
+    }
+
     /// tidal's shim sockets.
     pub fn shim_sockets(&self) -> Vec<PathBuf> {
         std::fs::read_dir(self.dir.join("tidal/s"))
