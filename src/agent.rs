@@ -1,6 +1,7 @@
-//! `tidald`, the node agent. For now it exports Prometheus metrics of tidal's
-//! containers (live limits and usage) on a loopback address; the resize API,
-//! policy engine and trait controllers build on it.
+//! `tidald`, the node agent: the resize API (`api.rs`) on a root-only unix
+//! socket, and Prometheus metrics of tidal's containers (live limits and
+//! usage) on a loopback address. The policy engine and trait controllers
+//! will build on it.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -17,14 +18,23 @@ pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
 pub struct Config {
     pub state_dir: PathBuf,
     pub metrics_addr: SocketAddr,
+    /// The API socket.
+    pub socket: PathBuf,
+    /// Uids besides root that may call the API.
+    pub allowed_uids: Vec<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("{0}\nusage: tidald [--state-dir DIR] [--metrics-addr 127.0.0.1:9464]")]
+    #[error("{0}\nusage: tidald [--state-dir DIR] [--metrics-addr 127.0.0.1:9464] [--socket PATH] [--allow-uid UID]...")]
     Usage(String),
     #[error("metrics address {0} is not a loopback address: tidald does not expose metrics beyond this node")]
     NotLoopback(SocketAddr),
+    #[error("API on {socket}: {source}")]
+    Api {
+        socket: PathBuf,
+        source: std::io::Error,
+    },
     #[error("listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -32,11 +42,19 @@ pub enum AgentError {
     },
 }
 
+/// The API socket's default place: a private directory in the state dir.
+pub fn default_socket(state_dir: &Path) -> PathBuf {
+    state_dir.join(".api").join("tidald.sock")
+}
+
 pub fn parse(args: &[String]) -> Result<Config, AgentError> {
     let mut cfg = Config {
         state_dir: crate::shim::state_dir(),
         metrics_addr: DEFAULT_METRICS_ADDR.parse().unwrap(),
+        socket: PathBuf::new(),
+        allowed_uids: Vec::new(),
     };
+    let mut socket = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || {
@@ -52,9 +70,19 @@ pub fn parse(args: &[String]) -> Result<Config, AgentError> {
                     AgentError::Usage(format!("--metrics-addr {v:?} is not HOST:PORT"))
                 })?;
             }
+            "--socket" => socket = Some(PathBuf::from(value()?)),
+            "--allow-uid" => {
+                let v = value()?;
+                cfg.allowed_uids.push(
+                    v.parse().map_err(|_| {
+                        AgentError::Usage(format!("--allow-uid {v:?} is not a uid"))
+                    })?,
+                );
+            }
             other => return Err(AgentError::Usage(format!("unknown argument {other:?}"))),
         }
     }
+    cfg.socket = socket.unwrap_or_else(|| default_socket(&cfg.state_dir));
     if !cfg.metrics_addr.ip().is_loopback() {
         return Err(AgentError::NotLoopback(cfg.metrics_addr));
     }
@@ -144,7 +172,7 @@ async fn respond(mut stream: tokio::net::TcpStream, state_dir: &Path) -> std::io
     stream.write_all(body.as_bytes()).await
 }
 
-/// Serves until SIGTERM or SIGINT.
+/// Serves the API and the metrics until SIGTERM or SIGINT.
 pub async fn run(cfg: Config) -> Result<(), AgentError> {
     let listener = TcpListener::bind(cfg.metrics_addr)
         .await
@@ -153,7 +181,8 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
             source,
         })?;
     eprintln!(
-        "tidald: metrics on http://{}/metrics, state in {}",
+        "tidald: API on {}, metrics on http://{}/metrics, state in {}",
+        cfg.socket.display(),
         listener
             .local_addr()
             .map(|a| a.to_string())
@@ -162,6 +191,15 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| AgentError::Usage(e.to_string()))?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let api = tokio::spawn(crate::api::serve(
+        cfg.socket.clone(),
+        cfg.state_dir.clone(),
+        cfg.allowed_uids.clone(),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
     loop {
         tokio::select! {
             conn = listener.accept() => {
@@ -170,9 +208,18 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
                     tokio::spawn(async move { let _ = respond(stream, &dir).await; });
                 }
             }
-            _ = term.recv() => return Ok(()),
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
         }
+    }
+    let _ = stop_tx.send(());
+    match api.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(source)) => Err(AgentError::Api {
+            socket: cfg.socket.clone(),
+            source,
+        }),
+        Err(e) => Err(AgentError::Usage(e.to_string())),
     }
 }
 
@@ -192,8 +239,17 @@ mod tests {
             parse(&args("--metrics-addr nope")),
             Err(AgentError::Usage(_))
         ));
-        let cfg = parse(&args("--state-dir /x --metrics-addr 127.0.0.1:1")).unwrap();
+        let cfg = parse(&args(
+            "--state-dir /x --metrics-addr 127.0.0.1:1 --allow-uid 1000",
+        ))
+        .unwrap();
         assert_eq!(cfg.state_dir, PathBuf::from("/x"));
+        assert_eq!(cfg.socket, PathBuf::from("/x/.api/tidald.sock"));
+        assert_eq!(cfg.allowed_uids, vec![1000]);
+        assert!(matches!(
+            parse(&args("--allow-uid bob")),
+            Err(AgentError::Usage(_))
+        ));
     }
 
     #[test]

@@ -296,9 +296,9 @@ pub async fn run(state_dir: PathBuf, cmd: Command) -> Result<(), CtlError> {
             if r.reclaim {
                 notes.push((ANNOTATION_RECLAIM, "true".into()));
             }
-            update_through_shim(&c, &resources_json(&r), &notes)
+            crate::shimclient::update(&c, &resources_json(&r), &notes)
                 .await
-                .map_err(refused)?;
+                .map_err(|e| refused(e.message))?;
             let now = node::find(&state_dir, Some(&c.namespace), &c.id)?;
             println!("{}: {}", c.id, describe_limits(&now));
         }
@@ -320,11 +320,11 @@ pub async fn run(state_dir: PathBuf, cmd: Command) -> Result<(), CtlError> {
                 (ANNOTATION_SOURCE, "operator".to_string()),
                 (ANNOTATION_ROLLBACK, revision.to_string()),
             ];
-            update_through_shim(&c, &serde_json::json!({}), &notes)
+            crate::shimclient::update(&c, &serde_json::json!({}), &notes)
                 .await
-                .map_err(|reason| CtlError::Refused {
+                .map_err(|e| CtlError::Refused {
                     id: c.id.clone(),
-                    reason,
+                    reason: e.message,
                     current: describe_limits(&c),
                 })?;
             let now = node::find(&state_dir, Some(&c.namespace), &c.id)?;
@@ -390,45 +390,6 @@ fn describe_change(before: &Update, after: &Update) -> String {
         parts.push("other limits".into());
     }
     parts.join(", ")
-}
-
-/// Sends Task.Update to the shim that owns `c`.
-async fn update_through_shim(
-    c: &ContainerInfo,
-    resources: &serde_json::Value,
-    notes: &[(&str, String)],
-) -> Result<(), String> {
-    use containerd_shim::api::UpdateTaskRequest;
-    use containerd_shim::protos::protobuf::well_known_types::any::Any;
-    use containerd_shim::protos::shim_async::{Client, TaskClient};
-
-    let address = c
-        .shim_address()
-        .map_err(|e| format!("no shim address for {}: {e}", c.id))?;
-    let client = Client::connect(&address)
-        .await
-        .map_err(|e| format!("connect to shim at {address}: {e}"))?;
-    let mut any = Any::new();
-    any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into();
-    any.value = resources.to_string().into_bytes();
-    let req = UpdateTaskRequest {
-        id: c.id.clone(),
-        resources: Some(any).into(),
-        annotations: notes
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect(),
-        ..Default::default()
-    };
-    let ctx = containerd_shim::protos::ttrpc::context::with_timeout(10_000_000_000);
-    TaskClient::new(client)
-        .update(ctx, &req)
-        .await
-        .map(|_| ())
-        .map_err(|e| match e {
-            containerd_shim::protos::ttrpc::Error::RpcStatus(s) => s.message().to_string(),
-            other => other.to_string(),
-        })
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! youki's libcontainer, with live in-place resize. See docs/ARCHITECTURE.md.
 
 pub mod agent;
+pub mod api;
 pub mod cgroups;
 pub mod ctl;
 pub mod helper;
@@ -12,6 +13,7 @@ pub mod quantity;
 pub mod reaper;
 pub mod resize;
 pub mod shim;
+pub mod shimclient;
 pub mod sys;
 #[cfg(test)]
 pub(crate) mod testfs;

@@ -38,6 +38,13 @@ fn write(w: &Write) -> std::io::Result<()> {
 /// Applies `u` to `cg`. With `reclaim`, memory above a new, lower limit is
 /// reclaimed first; without it, such a shrink is refused.
 pub fn apply(cg: &Cgroup, u: &Update, reclaim: bool) -> Result<Applied, ResizeError> {
+    let writes = check(cg, u, reclaim)?;
+    write_all(cg, writes)
+}
+
+/// Everything `apply` checks before writing, and the writes it would make.
+/// With `reclaim` on cgroup v2 this asks the kernel to reclaim memory.
+pub fn check(cg: &Cgroup, u: &Update, reclaim: bool) -> Result<Vec<Write>, ResizeError> {
     let writes = plan(cg, u)?;
     for w in &writes {
         let dir = w.path.parent().unwrap_or(Path::new("/"));
@@ -75,6 +82,10 @@ pub fn apply(cg: &Cgroup, u: &Update, reclaim: bool) -> Result<Applied, ResizeEr
             // cgroup v1 reclaims when the lower limit is written, or refuses with EBUSY.
         }
     }
+    Ok(writes)
+}
+
+fn write_all(cg: &Cgroup, writes: Vec<Write>) -> Result<Applied, ResizeError> {
     let mut done: Vec<(Write, String)> = Vec::with_capacity(writes.len());
     for w in writes {
         let old = std::fs::read_to_string(&w.path)

@@ -36,6 +36,8 @@ pub const ANNOTATION_REASON: &str = "tidal.dev/reason";
 pub const ANNOTATION_RECLAIM: &str = "tidal.dev/reclaim";
 /// A revision number: restore the limits as they were right after it.
 pub const ANNOTATION_ROLLBACK: &str = "tidal.dev/rollback-to";
+/// "true": validate and plan only; write nothing, record nothing.
+pub const ANNOTATION_DRY_RUN: &str = "tidal.dev/dry-run";
 
 /// How long the shim waits for a terminal's last output before reporting an exit.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
@@ -790,6 +792,10 @@ impl Tasks {
                 "update of {} changes nothing",
                 req.id
             )));
+        }
+        if note(ANNOTATION_DRY_RUN) == Some("true") {
+            resize::apply::check(&cg, &update, false)?;
+            return Ok(());
         }
         let before = resize::current::read_only(&cg, &update);
         resize::apply(&cg, &update, reclaim)?;

@@ -1,0 +1,244 @@
+//! tidald's gRPC API (`proto/tidal/resize/v1/resize.proto`) on a root-only
+//! unix socket. Every call's peer credentials are checked; changes are routed
+//! to the shim that owns the container, so each container has one writer.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Response, Status};
+
+use crate::node::{self, ContainerInfo};
+use crate::resize::history;
+use crate::shim::task::{
+    ANNOTATION_DRY_RUN, ANNOTATION_REASON, ANNOTATION_RECLAIM, ANNOTATION_ROLLBACK,
+    ANNOTATION_SOURCE,
+};
+
+pub mod pb {
+    tonic::include_proto!("tidal.resize.v1");
+}
+
+use pb::resize_server::{Resize, ResizeServer};
+
+/// Who may call: root, and the uids configured with `--allow-uid`.
+pub fn authorize(allowed: &[u32], req: &Request<()>) -> Result<(), Status> {
+    let cred = req
+        .extensions()
+        .get::<UdsConnectInfo>()
+        .and_then(|i| i.peer_cred);
+    match cred {
+        Some(c) if c.uid() == 0 || allowed.contains(&c.uid()) => Ok(()),
+        Some(c) => Err(Status::permission_denied(format!(
+            "uid {} may not use tidald (allowed: root{})",
+            c.uid(),
+            allowed.iter().map(|u| format!(", {u}")).collect::<String>()
+        ))),
+        None => Err(Status::permission_denied(
+            "caller's credentials are unknown",
+        )),
+    }
+}
+
+pub struct Service {
+    pub state_dir: PathBuf,
+}
+
+fn io_status(e: std::io::Error) -> Status {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => Status::not_found(e.to_string()),
+        std::io::ErrorKind::InvalidInput => Status::invalid_argument(e.to_string()),
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+fn to_pb(c: &ContainerInfo) -> pb::Container {
+    pb::Container {
+        namespace: c.namespace.clone(),
+        id: c.id.clone(),
+        pid: c.pid,
+        status: c.status.clone(),
+        qos: String::new(),
+        live: Some(pb::Limits {
+            cpu_millis: c.limits.cpu_millis(),
+            memory_bytes: c.limits.memory_bytes,
+            cpuset: c.limits.cpuset.clone(),
+        }),
+        usage: Some(pb::Usage {
+            cpu_ns: c.usage.cpu_ns,
+            memory_bytes: c.usage.memory_bytes,
+        }),
+    }
+}
+
+impl Service {
+    fn find(&self, r: Option<pb::ContainerRef>) -> Result<ContainerInfo, Status> {
+        let r = r.ok_or_else(|| Status::invalid_argument("no container named"))?;
+        let ns = Some(r.namespace.as_str()).filter(|n| !n.is_empty());
+        node::find(&self.state_dir, ns, &r.id).map_err(io_status)
+    }
+
+    fn last_revision(&self, c: &ContainerInfo) -> u64 {
+        history::last(&history::path(
+            &self.state_dir.join(&c.namespace).join(&c.id),
+        ))
+        .unwrap_or(0)
+    }
+
+    /// Sends Task.Update to the owning shim; maps its refusal to a status.
+    async fn update(
+        &self,
+        c: &ContainerInfo,
+        resources: serde_json::Value,
+        notes: &[(&str, String)],
+    ) -> Result<Response<pb::UpdateResourcesResponse>, Status> {
+        if c.status == "stopped" {
+            return Err(Status::not_found(format!(
+                "container {} is not running",
+                c.id
+            )));
+        }
+        let dry = notes
+            .iter()
+            .any(|(k, v)| *k == ANNOTATION_DRY_RUN && v == "true");
+        crate::shimclient::update(c, &resources, notes)
+            .await
+            .map_err(|e| Status::new(tonic::Code::from_i32(e.code), e.message))?;
+        let now = node::find(&self.state_dir, Some(&c.namespace), &c.id).map_err(io_status)?;
+        Ok(Response::new(pb::UpdateResourcesResponse {
+            container: Some(to_pb(&now)),
+            revision: if dry { 0 } else { self.last_revision(&now) },
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl Resize for Service {
+    async fn list_containers(
+        &self,
+        _: Request<pb::ListContainersRequest>,
+    ) -> Result<Response<pb::ListContainersResponse>, Status> {
+        let all = node::list(&self.state_dir).map_err(io_status)?;
+        Ok(Response::new(pb::ListContainersResponse {
+            containers: all.iter().map(to_pb).collect(),
+        }))
+    }
+
+    async fn get_resources(
+        &self,
+        req: Request<pb::GetResourcesRequest>,
+    ) -> Result<Response<pb::Container>, Status> {
+        Ok(Response::new(to_pb(
+            &self.find(req.into_inner().container)?,
+        )))
+    }
+
+    async fn update_resources(
+        &self,
+        req: Request<pb::UpdateResourcesRequest>,
+    ) -> Result<Response<pb::UpdateResourcesResponse>, Status> {
+        let r = req.into_inner();
+        let c = self.find(r.container)?;
+        let source = if r.source.is_empty() {
+            "operator".to_string()
+        } else {
+            r.source
+        };
+        if source == "kubelet" {
+            return Err(Status::invalid_argument(
+                "source kubelet is reserved for CRI's UpdateContainerResources",
+            ));
+        }
+        history::validate_source(&source).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let resize = crate::ctl::Resize {
+            cpu_millis: r.cpu_millis,
+            memory_bytes: r.memory_bytes,
+            cpuset: r.cpuset,
+            ..Default::default()
+        };
+        if resize.cpu_millis.is_none() && resize.memory_bytes.is_none() && resize.cpuset.is_none() {
+            return Err(Status::invalid_argument(
+                "nothing to change: give cpu_millis, memory_bytes or cpuset",
+            ));
+        }
+        let mut notes = vec![(ANNOTATION_SOURCE, source)];
+        if !r.reason.is_empty() {
+            notes.push((ANNOTATION_REASON, r.reason));
+        }
+        if r.reclaim {
+            notes.push((ANNOTATION_RECLAIM, "true".into()));
+        }
+        if r.dry_run {
+            notes.push((ANNOTATION_DRY_RUN, "true".into()));
+        }
+        self.update(&c, crate::ctl::resources_json(&resize), &notes)
+            .await
+    }
+
+    async fn history(
+        &self,
+        req: Request<pb::HistoryRequest>,
+    ) -> Result<Response<pb::HistoryResponse>, Status> {
+        let c = self.find(req.into_inner().container)?;
+        let revs = history::read(&history::path(
+            &self.state_dir.join(&c.namespace).join(&c.id),
+        ))
+        .map_err(io_status)?;
+        Ok(Response::new(pb::HistoryResponse {
+            revisions: revs
+                .into_iter()
+                .map(|r| pb::Revision {
+                    revision: r.revision,
+                    time_unix: r.time,
+                    source: r.source,
+                    reason: r.reason,
+                    before_json: serde_json::to_string(&r.before).unwrap_or_default(),
+                    after_json: serde_json::to_string(&r.after).unwrap_or_default(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn rollback(
+        &self,
+        req: Request<pb::RollbackRequest>,
+    ) -> Result<Response<pb::UpdateResourcesResponse>, Status> {
+        let r = req.into_inner();
+        let c = self.find(r.container)?;
+        let mut notes = vec![
+            (ANNOTATION_SOURCE, "operator".to_string()),
+            (ANNOTATION_ROLLBACK, r.revision.to_string()),
+        ];
+        if !r.reason.is_empty() {
+            notes.push((ANNOTATION_REASON, r.reason));
+        }
+        self.update(&c, serde_json::json!({}), &notes).await
+    }
+}
+
+/// Binds `socket` (mode 0600 in a 0700 directory) and serves until `stop`.
+pub async fn serve(
+    socket: PathBuf,
+    state_dir: PathBuf,
+    allowed: Vec<u32>,
+    stop: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let socket = socket.as_path();
+    let dir = socket.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let _ = std::fs::remove_file(socket);
+    let listener = tokio::net::UnixListener::bind(socket)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let service = ResizeServer::with_interceptor(Service { state_dir }, move |req: Request<()>| {
+        authorize(&allowed, &req).map(|_| req)
+    });
+    let result = tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, stop)
+        .await
+        .map_err(std::io::Error::other);
+    let _ = std::fs::remove_file(socket);
+    result
+}

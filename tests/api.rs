@@ -1,0 +1,217 @@
+//! tidald's gRPC API against real containers under a private containerd.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use tidal::api::pb::resize_client::ResizeClient;
+use tidal::api::pb::{self, ContainerRef};
+
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
+}
+
+fn start_agent(env: &Env, socket: &std::path::Path) -> Agent {
+    let agent = Command::new(env!("CARGO_BIN_EXE_tidald"))
+        .arg("--state-dir")
+        .arg(env.dir.join("tidal"))
+        .arg("--socket")
+        .arg(socket)
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Agent(agent)
+}
+
+fn target(id: &str) -> Option<ContainerRef> {
+    Some(ContainerRef {
+        namespace: NS.into(),
+        id: id.into(),
+    })
+}
+
+#[test]
+fn the_api_resizes_records_and_rolls_back() {
+    let env = Env::start("api");
+    let pid = env.run_detached(TIDAL, "svc", &[], &["sleep", "1000"]);
+    let socket = env.dir.join("api/tidald.sock");
+    let _agent = start_agent(&env, &socket);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&socket), 0o600);
+    assert_eq!(mode(socket.parent().unwrap()), 0o700);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut api = ResizeClient::new(containerd_client::connect(&socket).await.unwrap());
+        let all = api
+            .list_containers(pb::ListContainersRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            all.containers.iter().any(|c| c.id == "svc" && c.pid == pid),
+            "{all:?}"
+        );
+
+        let resp = api
+            .update_resources(pb::UpdateResourcesRequest {
+                container: target("svc"),
+                reason: "load test".into(),
+                cpu_millis: Some(300),
+                memory_bytes: Some(96 << 20),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(resp.revision, 1);
+        let live = resp.container.unwrap().live.unwrap();
+        assert_eq!(
+            (live.cpu_millis, live.memory_bytes),
+            (Some(300), Some(96 << 20))
+        );
+
+        // A dry run validates and changes nothing.
+        let dry = api
+            .update_resources(pb::UpdateResourcesRequest {
+                container: target("svc"),
+                cpu_millis: Some(700),
+                dry_run: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(dry.revision, 0);
+        assert_eq!(dry.container.unwrap().live.unwrap().cpu_millis, Some(300));
+
+        // Refusals keep their meaning.
+        let below = api
+            .update_resources(pb::UpdateResourcesRequest {
+                container: target("svc"),
+                memory_bytes: Some(4096),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(below.code(), tonic::Code::FailedPrecondition, "{below:?}");
+        let kubelet = api
+            .update_resources(pb::UpdateResourcesRequest {
+                container: target("svc"),
+                source: "kubelet".into(),
+                cpu_millis: Some(100),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(kubelet.code(), tonic::Code::InvalidArgument);
+        let missing = api
+            .get_resources(pb::GetResourcesRequest {
+                container: target("nope"),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code(), tonic::Code::NotFound);
+
+        let history = api
+            .history(pb::HistoryRequest {
+                container: target("svc"),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            history.revisions.len(),
+            1,
+            "a dry run or a refusal is no revision"
+        );
+        assert_eq!(history.revisions[0].reason, "load test");
+        assert_eq!(history.revisions[0].source, "operator");
+
+        let back = api
+            .rollback(pb::RollbackRequest {
+                container: target("svc"),
+                revision: 0,
+                reason: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(back.revision, 2);
+        let live = back.container.unwrap().live.unwrap();
+        assert_eq!((live.cpu_millis, live.memory_bytes), (None, None));
+    });
+    env.remove("svc");
+}
+
+#[test]
+fn an_unauthorised_peer_is_refused() {
+    let env = Env::start("apiauth");
+    let socket = env.dir.join("api/tidald.sock");
+    let _agent = start_agent(&env, &socket);
+    // Loosen the file modes on purpose, so that only the credential check stands.
+    for p in [env.dir.clone(), socket.parent().unwrap().to_path_buf()] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "client_as_another_user",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("TIDAL_API_CLIENT_SOCKET", &socket)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("code=PermissionDenied"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("uid 65534 may not use tidald"), "{text}");
+}
+
+/// Not a test of its own: the client that `an_unauthorised_peer_is_refused`
+/// runs as another user (hence ignored in normal runs).
+#[test]
+#[ignore = "run by an_unauthorised_peer_is_refused as uid 65534"]
+fn client_as_another_user() {
+    let socket = std::env::var("TIDAL_API_CLIENT_SOCKET").expect("TIDAL_API_CLIENT_SOCKET");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut api = ResizeClient::new(containerd_client::connect(&socket).await.unwrap());
+        match api.list_containers(pb::ListContainersRequest {}).await {
+            Ok(_) => println!("code=Ok"),
+            Err(s) => println!("code={:?} message={}", s.code(), s.message()),
+        }
+    });
+}
