@@ -146,7 +146,11 @@ pub fn render(containers: &[ContainerInfo]) -> String {
     out
 }
 
-async fn respond(mut stream: tokio::net::TcpStream, state_dir: &Path) -> std::io::Result<()> {
+async fn respond(
+    mut stream: tokio::net::TcpStream,
+    state_dir: &Path,
+    resizes: &crate::api::ResizeMetrics,
+) -> std::io::Result<()> {
     let mut buf = [0u8; 2048];
     let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf))
         .await
@@ -155,7 +159,7 @@ async fn respond(mut stream: tokio::net::TcpStream, state_dir: &Path) -> std::io
     let path = request.split_whitespace().nth(1).unwrap_or("");
     let (status, body) = if path == "/metrics" {
         match node::list(state_dir) {
-            Ok(all) => ("200 OK", render(&all)),
+            Ok(all) => ("200 OK", render(&all) + &resizes.render()),
             Err(e) => (
                 "500 Internal Server Error",
                 format!("reading {}: {e}\n", state_dir.display()),
@@ -192,10 +196,12 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| AgentError::Usage(e.to_string()))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let resizes = std::sync::Arc::new(crate::api::ResizeMetrics::default());
     let api = tokio::spawn(crate::api::serve(
         cfg.socket.clone(),
         cfg.state_dir.clone(),
         cfg.allowed_uids.clone(),
+        resizes.clone(),
         async move {
             let _ = stop_rx.await;
         },
@@ -205,7 +211,8 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
             conn = listener.accept() => {
                 if let Ok((stream, _)) = conn {
                     let dir = cfg.state_dir.clone();
-                    tokio::spawn(async move { let _ = respond(stream, &dir).await; });
+                    let resizes = resizes.clone();
+                    tokio::spawn(async move { let _ = respond(stream, &dir, &resizes).await; });
                 }
             }
             _ = term.recv() => break,

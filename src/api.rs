@@ -21,6 +21,29 @@ pub mod pb {
 
 use pb::resize_server::{Resize, ResizeServer};
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resize_metrics_are_a_prometheus_histogram() {
+        let m = ResizeMetrics::default();
+        m.record("ok", 0.0002);
+        m.record("ok", 0.003);
+        m.record("FailedPrecondition", 0.0004);
+        let text = m.render();
+        assert!(
+            text.contains("tidal_resizes_total{outcome=\"ok\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("tidal_resizes_total{outcome=\"FailedPrecondition\"} 1"));
+        assert!(text.contains("tidal_resize_seconds_bucket{le=\"0.0005\"} 2"));
+        assert!(text.contains("tidal_resize_seconds_bucket{le=\"0.005\"} 3"));
+        assert!(text.contains("tidal_resize_seconds_bucket{le=\"+Inf\"} 3"));
+        assert!(text.contains("tidal_resize_seconds_count 3"));
+    }
+}
+
 /// Who may call: root, and the uids configured with `--allow-uid`.
 pub fn authorize(allowed: &[u32], req: &Request<()>) -> Result<(), Status> {
     let cred = req
@@ -40,8 +63,71 @@ pub fn authorize(allowed: &[u32], req: &Request<()>) -> Result<(), Status> {
     }
 }
 
+/// Upper bounds (seconds) of the resize latency histogram's buckets.
+pub const LATENCY_BUCKETS: [f64; 8] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0];
+
+/// Counters of the resizes (updates and rollbacks) tidald routed.
+#[derive(Debug, Default)]
+pub struct ResizeMetrics {
+    inner: std::sync::Mutex<MetricsInner>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct MetricsInner {
+    /// By outcome: "ok" or the gRPC code's name.
+    outcomes: std::collections::BTreeMap<String, u64>,
+    buckets: [u64; LATENCY_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl ResizeMetrics {
+    fn record(&self, outcome: &str, seconds: f64) {
+        let mut m = self.inner.lock().unwrap();
+        *m.outcomes.entry(outcome.to_string()).or_default() += 1;
+        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+            if seconds <= *le {
+                m.buckets[i] += 1;
+            }
+        }
+        m.count += 1;
+        m.sum += seconds;
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let m = self.inner.lock().unwrap().clone();
+        let mut out = String::new();
+        let _ = writeln!(out, "# HELP tidal_resizes_total Resizes routed by tidald, by outcome.\n# TYPE tidal_resizes_total counter");
+        for (outcome, n) in &m.outcomes {
+            let _ = writeln!(out, "tidal_resizes_total{{outcome=\"{outcome}\"}} {n}");
+        }
+        let _ = writeln!(out, "# HELP tidal_resize_seconds Time from a resize request to its answer.\n# TYPE tidal_resize_seconds histogram");
+        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "tidal_resize_seconds_bucket{{le=\"{le}\"}} {}",
+                m.buckets[i]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "tidal_resize_seconds_bucket{{le=\"+Inf\"}} {}",
+            m.count
+        );
+        let _ = writeln!(
+            out,
+            "tidal_resize_seconds_sum {}\ntidal_resize_seconds_count {}",
+            m.sum, m.count
+        );
+        out
+    }
+}
+
 pub struct Service {
     pub state_dir: PathBuf,
+    pub metrics: std::sync::Arc<ResizeMetrics>,
 }
 
 fn io_status(e: std::io::Error) -> Status {
@@ -101,9 +187,16 @@ impl Service {
         let dry = notes
             .iter()
             .any(|(k, v)| *k == ANNOTATION_DRY_RUN && v == "true");
-        crate::shimclient::update(c, &resources, notes)
-            .await
-            .map_err(|e| Status::new(tonic::Code::from_i32(e.code), e.message))?;
+        let start = std::time::Instant::now();
+        let result = crate::shimclient::update(c, &resources, notes).await;
+        if !dry {
+            let outcome = match &result {
+                Ok(()) => "ok".to_string(),
+                Err(e) => format!("{:?}", tonic::Code::from_i32(e.code)),
+            };
+            self.metrics.record(&outcome, start.elapsed().as_secs_f64());
+        }
+        result.map_err(|e| Status::new(tonic::Code::from_i32(e.code), e.message))?;
         let now = node::find(&self.state_dir, Some(&c.namespace), &c.id).map_err(io_status)?;
         Ok(Response::new(pb::UpdateResourcesResponse {
             container: Some(to_pb(&now)),
@@ -221,6 +314,7 @@ pub async fn serve(
     socket: PathBuf,
     state_dir: PathBuf,
     allowed: Vec<u32>,
+    metrics: std::sync::Arc<ResizeMetrics>,
     stop: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let socket = socket.as_path();
@@ -231,9 +325,10 @@ pub async fn serve(
     let listener = tokio::net::UnixListener::bind(socket)?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-    let service = ResizeServer::with_interceptor(Service { state_dir }, move |req: Request<()>| {
-        authorize(&allowed, &req).map(|_| req)
-    });
+    let service =
+        ResizeServer::with_interceptor(Service { state_dir, metrics }, move |req: Request<()>| {
+            authorize(&allowed, &req).map(|_| req)
+        });
     let result = tonic::transport::Server::builder()
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, stop)

@@ -11,7 +11,8 @@ use common::*;
 use tidal::api::pb::resize_client::ResizeClient;
 use tidal::api::pb::{self, ContainerRef};
 
-struct Agent(Child);
+/// A running tidald and the address of its metrics endpoint.
+struct Agent(Child, String);
 
 impl Drop for Agent {
     fn drop(&mut self) {
@@ -24,22 +25,44 @@ impl Drop for Agent {
 }
 
 fn start_agent(env: &Env, socket: &std::path::Path) -> Agent {
-    let agent = Command::new(env!("CARGO_BIN_EXE_tidald"))
+    use std::io::BufRead;
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_tidald"))
         .arg("--state-dir")
         .arg(env.dir.join("tidal"))
         .arg("--socket")
         .arg(socket)
         .args(["--metrics-addr", "127.0.0.1:0"])
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // "tidald: API on ..., metrics on http://127.0.0.1:PORT/metrics, ..."
+    let mut line = String::new();
+    std::io::BufReader::new(agent.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let metrics = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("no metrics address in {line:?}"))
+        .to_string();
     for _ in 0..100 {
         if socket.exists() {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Agent(agent)
+    Agent(agent, metrics)
+}
+
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
 }
 
 fn target(id: &str) -> Option<ContainerRef> {
@@ -54,7 +77,7 @@ fn the_api_resizes_records_and_rolls_back() {
     let env = Env::start("api");
     let pid = env.run_detached(TIDAL, "svc", &[], &["sleep", "1000"]);
     let socket = env.dir.join("api/tidald.sock");
-    let _agent = start_agent(&env, &socket);
+    let agent = start_agent(&env, &socket);
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&socket), 0o600);
     assert_eq!(mode(socket.parent().unwrap()), 0o700);
@@ -163,6 +186,21 @@ fn the_api_resizes_records_and_rolls_back() {
         let live = back.container.unwrap().live.unwrap();
         assert_eq!((live.cpu_millis, live.memory_bytes), (None, None));
     });
+    // The update and the rollback succeeded, the shrink below usage did not;
+    // dry runs and requests refused before reaching a shim are not resizes.
+    let metrics = scrape(&agent.1);
+    assert!(
+        metrics.contains("tidal_resizes_total{outcome=\"ok\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tidal_resizes_total{outcome=\"FailedPrecondition\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tidal_resize_seconds_count 3"),
+        "{metrics}"
+    );
     env.remove("svc");
 }
 
