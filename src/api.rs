@@ -19,6 +19,7 @@ pub mod pb {
     tonic::include_proto!("tidal.resize.v1");
 }
 
+use pb::resize_client::ResizeClient;
 use pb::resize_server::{Resize, ResizeServer};
 
 #[cfg(test)]
@@ -307,6 +308,24 @@ impl Resize for Service {
         }
         self.update(&c, serde_json::json!({}), &notes).await
     }
+}
+
+/// A client of tidald's API on the unix socket at `path`.
+pub async fn connect(
+    path: &Path,
+) -> Result<ResizeClient<tonic::transport::Channel>, tonic::transport::Error> {
+    let path = path.to_path_buf();
+    // The URI is required by the endpoint but unused: the connector dials the socket.
+    let channel = tonic::transport::Endpoint::from_static("http://tidald.invalid")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await?;
+    Ok(ResizeClient::new(channel))
 }
 
 /// Binds `socket` (mode 0600 in a 0700 directory) and serves until `stop`.

@@ -4,15 +4,12 @@
 
 use std::path::PathBuf;
 
-use crate::node::{self, ContainerInfo};
+use crate::api::pb;
 use crate::quantity::{self, format_memory};
 use crate::resize::{history, Limit, Update};
-use crate::shim::task::{
-    ANNOTATION_REASON, ANNOTATION_RECLAIM, ANNOTATION_ROLLBACK, ANNOTATION_SOURCE,
-};
 
 pub const USAGE: &str = "\
-usage: tidalctl [--state-dir DIR] COMMAND
+usage: tidalctl [--socket PATH] COMMAND
 
 commands:
   ps [-o table|json]                  list tidal's containers with live limits
@@ -25,7 +22,8 @@ commands:
                                       (0: before the first)
   version                             print the version
 
---state-dir defaults to $TIDAL_STATE_DIR or /run/tidal.";
+tidalctl talks to tidald's API; --socket defaults to $TIDAL_STATE_DIR/.api/tidald.sock
+($TIDAL_STATE_DIR: /run/tidal when unset). --state-dir DIR means DIR/.api/tidald.sock.";
 
 /// A parsed command line.
 #[derive(Debug, PartialEq, Eq)]
@@ -64,8 +62,10 @@ pub enum CtlError {
     Usage(String),
     #[error(transparent)]
     Quantity(#[from] quantity::QuantityError),
+    #[error("cannot reach tidald at {socket}: {error} (is tidald running?)")]
+    Connect { socket: String, error: String },
     #[error("{0}")]
-    Node(#[from] std::io::Error),
+    Api(String),
     #[error("resize of {id} refused: {reason}\ncurrent limits: {current}")]
     Refused {
         id: String,
@@ -74,20 +74,25 @@ pub enum CtlError {
     },
 }
 
-/// Parses everything after the program name; returns the state dir too.
+/// Parses everything after the program name; returns tidald's socket too.
 pub fn parse(args: &[String]) -> Result<(PathBuf, Command), CtlError> {
     let usage = |m: &str| CtlError::Usage(m.to_string());
-    let mut state_dir = crate::shim::state_dir();
+    let mut socket = crate::agent::default_socket(&crate::shim::state_dir());
     let mut it = args.iter().peekable();
     while let Some(a) = it.peek() {
-        if *a == "--state-dir" {
-            it.next();
-            state_dir = PathBuf::from(
-                it.next()
-                    .ok_or_else(|| usage("--state-dir needs a value"))?,
-            );
-        } else {
-            break;
+        match a.as_str() {
+            "--state-dir" => {
+                it.next();
+                let dir = it
+                    .next()
+                    .ok_or_else(|| usage("--state-dir needs a value"))?;
+                socket = crate::agent::default_socket(std::path::Path::new(dir));
+            }
+            "--socket" => {
+                it.next();
+                socket = PathBuf::from(it.next().ok_or_else(|| usage("--socket needs a value"))?);
+            }
+            _ => break,
         }
     }
     let cmd = it.next().ok_or_else(|| usage("missing command"))?;
@@ -188,7 +193,7 @@ pub fn parse(args: &[String]) -> Result<(PathBuf, Command), CtlError> {
         "version" | "--version" => Command::Version,
         other => return Err(usage(&format!("unknown command {other:?}"))),
     };
-    Ok((state_dir, command))
+    Ok((socket, command))
 }
 
 /// The OCI LinuxResources that express a resize, as JSON.
@@ -211,45 +216,48 @@ pub fn resources_json(r: &Resize) -> serde_json::Value {
     res.into()
 }
 
-pub fn describe_limits(c: &ContainerInfo) -> String {
-    let cpu = c
-        .limits
-        .cpu_millis()
+fn limits_of(c: &pb::Container) -> pb::Limits {
+    c.live.clone().unwrap_or_default()
+}
+
+pub fn describe_limits(c: &pb::Container) -> String {
+    let l = limits_of(c);
+    let cpu = l
+        .cpu_millis
         .map(|m| format!("{m}m"))
         .unwrap_or_else(|| "unlimited".into());
-    let mem = c
-        .limits
+    let mem = l
         .memory_bytes
         .map(format_memory)
         .unwrap_or_else(|| "unlimited".into());
-    let set = if c.limits.cpuset.is_empty() {
-        "-"
+    let set = if l.cpuset.is_empty() {
+        "-".to_string()
     } else {
-        &c.limits.cpuset
+        l.cpuset
     };
     format!("cpu={cpu} memory={mem} cpuset={set}")
 }
 
-pub fn table(containers: &[ContainerInfo]) -> String {
+pub fn table(containers: &[pb::Container]) -> String {
     let mut out = format!(
         "{:<24} {:<12} {:>8} {:<8} {:>10} {:>10} {:>8} {:>10} {:>10}\n",
         "ID", "NAMESPACE", "PID", "STATUS", "CPU", "MEMORY", "CPUSET", "CPU-TIME", "MEM-USED"
     );
     for c in containers {
-        let cpu = c
-            .limits
-            .cpu_millis()
+        let l = limits_of(c);
+        let usage = c.usage.unwrap_or_default();
+        let cpu = l
+            .cpu_millis
             .map(|m| format!("{m}m"))
             .unwrap_or_else(|| "-".into());
-        let mem = c
-            .limits
+        let mem = l
             .memory_bytes
             .map(format_memory)
             .unwrap_or_else(|| "-".into());
-        let set = if c.limits.cpuset.is_empty() {
-            "-"
+        let set = if l.cpuset.is_empty() {
+            "-".to_string()
         } else {
-            &c.limits.cpuset
+            l.cpuset
         };
         out.push_str(&format!(
             "{:<24} {:<12} {:>8} {:<8} {:>10} {:>10} {:>8} {:>9.2}s {:>10}\n",
@@ -260,52 +268,132 @@ pub fn table(containers: &[ContainerInfo]) -> String {
             cpu,
             mem,
             set,
-            c.usage.cpu_ns as f64 / 1e9,
-            format_memory(c.usage.memory_bytes)
+            usage.cpu_ns as f64 / 1e9,
+            format_memory(usage.memory_bytes)
         ));
     }
     out
 }
 
-/// Runs a parsed command, printing its result to stdout.
-pub async fn run(state_dir: PathBuf, cmd: Command) -> Result<(), CtlError> {
+/// `ps -o json`: the same fields as the table, for scripts.
+fn json(c: &pb::Container) -> serde_json::Value {
+    let l = limits_of(c);
+    let u = c.usage.unwrap_or_default();
+    serde_json::json!({
+        "id": c.id, "namespace": c.namespace, "pid": c.pid, "status": c.status,
+        "limits": {"cpu_millis": l.cpu_millis, "memory_bytes": l.memory_bytes, "cpuset": l.cpuset},
+        "usage": {"cpu_ns": u.cpu_ns, "memory_bytes": u.memory_bytes},
+    })
+}
+
+fn reference(namespace: Option<String>, id: &str) -> Option<pb::ContainerRef> {
+    Some(pb::ContainerRef {
+        namespace: namespace.unwrap_or_default(),
+        id: id.to_string(),
+    })
+}
+
+/// Runs a parsed command against tidald at `socket`, printing to stdout.
+pub async fn run(socket: PathBuf, cmd: Command) -> Result<(), CtlError> {
+    if cmd == Command::Version {
+        println!("tidalctl {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
+    let mut api = crate::api::connect(&socket)
+        .await
+        .map_err(|e| CtlError::Connect {
+            socket: socket.display().to_string(),
+            error: std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| e.to_string()),
+        })?;
+    let status = |s: tonic::Status| CtlError::Api(s.message().to_string());
     match cmd {
-        Command::Version => println!("tidalctl {}", env!("CARGO_PKG_VERSION")),
-        Command::Ps { json } => {
-            let all = node::list(&state_dir)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+        Command::Version => {}
+        Command::Ps { json: as_json } => {
+            let all = api
+                .list_containers(pb::ListContainersRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .containers;
+            if as_json {
+                let list: Vec<_> = all.iter().map(json).collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&list).unwrap_or_default()
+                );
             } else {
                 print!("{}", table(&all));
             }
         }
         Command::Resize(r) => {
-            let c = node::find(&state_dir, r.namespace.as_deref(), &r.id)?;
-            let refused = |reason: String| CtlError::Refused {
-                id: r.id.clone(),
-                reason,
-                current: describe_limits(&c),
+            let target = reference(r.namespace.clone(), &r.id);
+            let req = pb::UpdateResourcesRequest {
+                container: target.clone(),
+                source: "operator".into(),
+                reason: r.reason.clone().unwrap_or_default(),
+                cpu_millis: r.cpu_millis,
+                memory_bytes: r.memory_bytes,
+                cpuset: r.cpuset.clone(),
+                reclaim: r.reclaim,
+                dry_run: false,
             };
-            if c.status == "stopped" {
-                return Err(refused("the container is not running".into()));
+            match api.update_resources(req).await {
+                Ok(resp) => {
+                    let resp = resp.into_inner();
+                    let c = resp.container.unwrap_or_default();
+                    println!(
+                        "{}: {} (revision {})",
+                        c.id,
+                        describe_limits(&c),
+                        resp.revision
+                    );
+                }
+                Err(s)
+                    if s.code() == tonic::Code::NotFound
+                        && s.message().starts_with("no tidal container") =>
+                {
+                    return Err(status(s));
+                }
+                Err(s) => {
+                    let current = api
+                        .get_resources(pb::GetResourcesRequest { container: target })
+                        .await
+                        .map(|c| describe_limits(&c.into_inner()))
+                        .unwrap_or_else(|_| "unknown".into());
+                    return Err(CtlError::Refused {
+                        id: r.id.clone(),
+                        reason: s.message().to_string(),
+                        current,
+                    });
+                }
             }
-            let mut notes = vec![(ANNOTATION_SOURCE, "operator".to_string())];
-            if let Some(reason) = &r.reason {
-                notes.push((ANNOTATION_REASON, reason.clone()));
-            }
-            if r.reclaim {
-                notes.push((ANNOTATION_RECLAIM, "true".into()));
-            }
-            crate::shimclient::update(&c, &resources_json(&r), &notes)
-                .await
-                .map_err(|e| refused(e.message))?;
-            let now = node::find(&state_dir, Some(&c.namespace), &c.id)?;
-            println!("{}: {}", c.id, describe_limits(&now));
         }
-        Command::History { target, json } => {
-            let c = node::find(&state_dir, target.namespace.as_deref(), &target.id)?;
-            let revs = history::read(&history::path(&state_dir.join(&c.namespace).join(&c.id)))?;
-            if json {
+        Command::History {
+            target,
+            json: as_json,
+        } => {
+            let revs = api
+                .history(pb::HistoryRequest {
+                    container: reference(target.namespace, &target.id),
+                })
+                .await
+                .map_err(status)?
+                .into_inner()
+                .revisions;
+            let revs: Vec<history::Revision> = revs
+                .into_iter()
+                .map(|r| history::Revision {
+                    revision: r.revision,
+                    time: r.time_unix,
+                    source: r.source,
+                    reason: r.reason,
+                    before: serde_json::from_str(&r.before_json).unwrap_or_default(),
+                    after: serde_json::from_str(&r.after_json).unwrap_or_default(),
+                })
+                .collect();
+            if as_json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&revs).unwrap_or_default()
@@ -315,23 +403,25 @@ pub async fn run(state_dir: PathBuf, cmd: Command) -> Result<(), CtlError> {
             }
         }
         Command::Rollback { target, revision } => {
-            let c = node::find(&state_dir, target.namespace.as_deref(), &target.id)?;
-            let notes = vec![
-                (ANNOTATION_SOURCE, "operator".to_string()),
-                (ANNOTATION_ROLLBACK, revision.to_string()),
-            ];
-            crate::shimclient::update(&c, &serde_json::json!({}), &notes)
+            let resp = api
+                .rollback(pb::RollbackRequest {
+                    container: reference(target.namespace.clone(), &target.id),
+                    revision,
+                    reason: String::new(),
+                })
                 .await
-                .map_err(|e| CtlError::Refused {
-                    id: c.id.clone(),
-                    reason: e.message,
-                    current: describe_limits(&c),
-                })?;
-            let now = node::find(&state_dir, Some(&c.namespace), &c.id)?;
+                .map_err(|s| CtlError::Refused {
+                    id: target.id.clone(),
+                    reason: s.message().to_string(),
+                    current: String::from("unchanged"),
+                })?
+                .into_inner();
+            let c = resp.container.unwrap_or_default();
             println!(
-                "{}: rolled back to revision {revision}: {}",
+                "{}: rolled back to revision {revision}: {} (revision {})",
                 c.id,
-                describe_limits(&now)
+                describe_limits(&c),
+                resp.revision
             );
         }
     }
@@ -406,7 +496,13 @@ mod tests {
             "--state-dir /x resize -n k8s.io web --cpu 500m --memory 256Mi",
         ))
         .unwrap();
-        assert_eq!(dir, PathBuf::from("/x"));
+        assert_eq!(
+            dir,
+            PathBuf::from("/x/.api/tidald.sock"),
+            "--state-dir names tidald's socket"
+        );
+        let (socket, _) = parse(&args("--socket /y.sock ps")).unwrap();
+        assert_eq!(socket, PathBuf::from("/y.sock"));
         assert_eq!(
             cmd,
             Command::Resize(Resize {

@@ -4,66 +4,10 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use common::*;
-use tidal::api::pb::resize_client::ResizeClient;
 use tidal::api::pb::{self, ContainerRef};
-
-/// A running tidald and the address of its metrics endpoint.
-struct Agent(Child, String);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0.id() as i32),
-            nix::sys::signal::SIGTERM,
-        );
-        let _ = self.0.wait();
-    }
-}
-
-fn start_agent(env: &Env, socket: &std::path::Path) -> Agent {
-    use std::io::BufRead;
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_tidald"))
-        .arg("--state-dir")
-        .arg(env.dir.join("tidal"))
-        .arg("--socket")
-        .arg(socket)
-        .args(["--metrics-addr", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // "tidald: API on ..., metrics on http://127.0.0.1:PORT/metrics, ..."
-    let mut line = String::new();
-    std::io::BufReader::new(agent.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let metrics = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or_else(|| panic!("no metrics address in {line:?}"))
-        .to_string();
-    for _ in 0..100 {
-        if socket.exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Agent(agent, metrics)
-}
-
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
-}
 
 fn target(id: &str) -> Option<ContainerRef> {
     Some(ContainerRef {
@@ -76,8 +20,8 @@ fn target(id: &str) -> Option<ContainerRef> {
 fn the_api_resizes_records_and_rolls_back() {
     let env = Env::start("api");
     let pid = env.run_detached(TIDAL, "svc", &[], &["sleep", "1000"]);
-    let socket = env.dir.join("api/tidald.sock");
-    let agent = start_agent(&env, &socket);
+    let agent = env.start_agent();
+    let socket = agent.socket.clone();
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&socket), 0o600);
     assert_eq!(mode(socket.parent().unwrap()), 0o700);
@@ -87,7 +31,7 @@ fn the_api_resizes_records_and_rolls_back() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut api = ResizeClient::new(containerd_client::connect(&socket).await.unwrap());
+        let mut api = tidal::api::connect(&socket).await.unwrap();
         let all = api
             .list_containers(pb::ListContainersRequest {})
             .await
@@ -188,7 +132,7 @@ fn the_api_resizes_records_and_rolls_back() {
     });
     // The update and the rollback succeeded, the shrink below usage did not;
     // dry runs and requests refused before reaching a shim are not resizes.
-    let metrics = scrape(&agent.1);
+    let metrics = agent.scrape();
     assert!(
         metrics.contains("tidal_resizes_total{outcome=\"ok\"} 2"),
         "{metrics}"
@@ -207,10 +151,14 @@ fn the_api_resizes_records_and_rolls_back() {
 #[test]
 fn an_unauthorised_peer_is_refused() {
     let env = Env::start("apiauth");
-    let socket = env.dir.join("api/tidald.sock");
-    let _agent = start_agent(&env, &socket);
+    let agent = env.start_agent();
+    let socket = agent.socket.clone();
     // Loosen the file modes on purpose, so that only the credential check stands.
-    for p in [env.dir.clone(), socket.parent().unwrap().to_path_buf()] {
+    for p in [
+        env.dir.clone(),
+        env.dir.join("tidal"),
+        socket.parent().unwrap().to_path_buf(),
+    ] {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
@@ -246,7 +194,9 @@ fn client_as_another_user() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut api = ResizeClient::new(containerd_client::connect(&socket).await.unwrap());
+        let mut api = tidal::api::connect(std::path::Path::new(&socket))
+            .await
+            .unwrap();
         match api.list_containers(pb::ListContainersRequest {}).await {
             Ok(_) => println!("code=Ok"),
             Err(s) => println!("code={:?} message={}", s.code(), s.message()),

@@ -2,18 +2,13 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 
 fn tidalctl(env: &Env, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tidalctl"))
-        .arg("--state-dir")
-        .arg(env.dir.join("tidal"))
-        .args(args)
-        .output()
-        .unwrap()
+    env.tidalctl(args)
 }
 
 fn cpu_ns(env: &Env, id: &str) -> u64 {
@@ -30,6 +25,7 @@ fn cpu_ns(env: &Env, id: &str) -> u64 {
 #[test]
 fn tidalctl_resizes_a_running_container_and_its_cpu_use_follows() {
     let env = Env::start("ctl");
+    let _agent = env.start_agent();
     let pid = env.run_detached(TIDAL, "burner", &[], &["sh", "-c", "while :; do :; done"]);
 
     let out = tidalctl(&env, &["ps"]);
@@ -97,35 +93,9 @@ fn tidald_exports_metrics_of_running_containers() {
         &["--memory-limit", "33554432"],
         &["sleep", "1000"],
     );
-    let port = 20000 + (std::process::id() % 20000) as u16;
-    let addr = format!("127.0.0.1:{port}");
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_tidald"))
-        .arg("--state-dir")
-        .arg(env.dir.join("tidal"))
-        .args(["--metrics-addr", &addr])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut body = String::new();
-    for _ in 0..100 {
-        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
-            use std::io::{Read, Write};
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-                .unwrap();
-            s.read_to_string(&mut body).unwrap();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(agent.id() as i32),
-        nix::sys::signal::SIGTERM,
-    )
-    .unwrap();
-    assert!(
-        agent.wait().unwrap().success(),
-        "tidald did not stop cleanly on SIGTERM"
-    );
+    let agent = env.start_agent();
+    let body = agent.scrape();
+    assert!(agent.stop(), "tidald did not stop cleanly on SIGTERM");
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(
         body.contains(
@@ -140,6 +110,7 @@ fn tidald_exports_metrics_of_running_containers() {
 #[test]
 fn memory_below_usage_is_refused_and_the_container_keeps_running() {
     let env = Env::start("shrink");
+    let _agent = env.start_agent();
     // Hold 20 MB on the container's /dev/shm: tmpfs pages are charged to its
     // memory cgroup and cannot be reclaimed without swap.
     let pid = env.run_detached(
@@ -175,6 +146,7 @@ fn memory_below_usage_is_refused_and_the_container_keeps_running() {
 #[test]
 fn every_resize_is_a_revision_and_rollback_restores_it() {
     let env = Env::start("history");
+    let _agent = env.start_agent();
     let pid = env.run_detached(TIDAL, "web", &[], &["sleep", "1000"]);
     let ok = |args: &[&str]| {
         let out = tidalctl(&env, args);
@@ -228,6 +200,7 @@ fn every_resize_is_a_revision_and_rollback_restores_it() {
 #[test]
 fn a_paused_container_stays_paused_through_a_resize() {
     let env = Env::start("paused");
+    let _agent = env.start_agent();
     env.run_detached(TIDAL, "frozen", &[], &["sleep", "1000"]);
     env.ctr_ok(&["task", "pause", "frozen"]);
     let out = tidalctl(&env, &["resize", "frozen", "--cpu", "300m"]);
@@ -244,6 +217,7 @@ fn a_paused_container_stays_paused_through_a_resize() {
 #[test]
 fn resize_racing_delete_never_breaks_the_shim_or_leaves_a_cgroup() {
     let env = Env::start("race");
+    let _agent = env.start_agent();
     let pod = "io.kubernetes.cri.sandbox-id=racepod";
     env.run_detached(TIDAL, "anchor", &["--annotation", pod], &["sleep", "1000"]);
     let shim = env.shims()[0];
@@ -287,6 +261,7 @@ fn containerd_update_is_recorded_as_kubelet() {
     use containerd_client::with_namespace;
 
     let env = Env::start("kubelet");
+    let _agent = env.start_agent();
     let pid = env.run_detached(TIDAL, "pod-app", &[], &["sleep", "1000"]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

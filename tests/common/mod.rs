@@ -201,6 +201,94 @@ impl Env {
     }
 }
 
+/// A running tidald of an environment; stopped with SIGTERM when dropped.
+pub struct Agent {
+    child: std::process::Child,
+    /// HOST:PORT of its metrics endpoint.
+    pub metrics: String,
+    pub socket: PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+impl Agent {
+    /// Stops tidald with SIGTERM; true when it exited cleanly.
+    pub fn stop(mut self) -> bool {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::SIGTERM,
+        );
+        self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// GET /metrics.
+    pub fn scrape(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.metrics).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    }
+}
+
+impl Env {
+    /// Starts tidald on this environment's state, with its API socket in the
+    /// default place (where `tidalctl --state-dir` looks) and metrics on an
+    /// ephemeral loopback port.
+    pub fn start_agent(&self) -> Agent {
+        use std::io::BufRead;
+        let state = self.dir.join("tidal");
+        let socket = tidal::agent::default_socket(&state);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tidald"))
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tidald");
+        // "tidald: API on ..., metrics on http://127.0.0.1:PORT/metrics, ..."
+        let mut line = String::new();
+        std::io::BufReader::new(child.stderr.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let metrics = line
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap_or_else(|| panic!("no metrics address in {line:?}"))
+            .to_string();
+        let start = Instant::now();
+        while !socket.exists() && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Agent {
+            child,
+            metrics,
+            socket,
+        }
+    }
+
+    /// Runs tidalctl against this environment's tidald.
+    pub fn tidalctl(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_tidalctl"))
+            .arg("--state-dir")
+            .arg(self.dir.join("tidal"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
 impl Drop for Env {
     fn drop(&mut self) {
         let _ = Command::new(repo().join("hack/containerd-env"))
