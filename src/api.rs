@@ -129,6 +129,62 @@ impl ResizeMetrics {
 pub struct Service {
     pub state_dir: PathBuf,
     pub metrics: std::sync::Arc<ResizeMetrics>,
+    /// New revisions of every container, as `follow` finds them.
+    pub revisions: tokio::sync::broadcast::Sender<pb::WatchEvent>,
+}
+
+/// How often `follow` looks for new revisions.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+fn revision_pb(r: history::Revision) -> pb::Revision {
+    pb::Revision {
+        revision: r.revision,
+        time_unix: r.time,
+        source: r.source,
+        reason: r.reason,
+        before_json: serde_json::to_string(&r.before).unwrap_or_default(),
+        after_json: serde_json::to_string(&r.after).unwrap_or_default(),
+    }
+}
+
+/// Follows every container's revision file and sends each new revision,
+/// whoever made it (the shims write them; kubelet's changes never pass
+/// through tidald). A file is re-read only when its size changes.
+pub async fn follow(state_dir: PathBuf, tx: tokio::sync::broadcast::Sender<pb::WatchEvent>) {
+    use std::collections::HashMap;
+    // (namespace, id) -> (file size seen, last revision sent)
+    let mut seen: HashMap<(String, String), (u64, u64)> = HashMap::new();
+    let mut first = true;
+    loop {
+        let mut alive = std::collections::HashSet::new();
+        for c in node::list(&state_dir).unwrap_or_default() {
+            let file = history::path(&state_dir.join(&c.namespace).join(&c.id));
+            let key = (c.namespace.clone(), c.id.clone());
+            alive.insert(key.clone());
+            let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            let (old_size, last) = seen.get(&key).copied().unwrap_or((0, 0));
+            if size == old_size {
+                continue;
+            }
+            let revs = history::read(&file).unwrap_or_default();
+            let newest = revs.last().map(|r| r.revision).unwrap_or(0);
+            if !first {
+                for r in revs.into_iter().filter(|r| r.revision > last) {
+                    let _ = tx.send(pb::WatchEvent {
+                        container: Some(pb::ContainerRef {
+                            namespace: c.namespace.clone(),
+                            id: c.id.clone(),
+                        }),
+                        revision: Some(revision_pb(r)),
+                    });
+                }
+            }
+            seen.insert(key, (size, newest));
+        }
+        seen.retain(|k, _| alive.contains(k));
+        first = false;
+        tokio::time::sleep(FOLLOW_EVERY).await;
+    }
 }
 
 fn io_status(e: std::io::Error) -> Status {
@@ -206,8 +262,42 @@ impl Service {
     }
 }
 
+type WatchStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Resize for Service {
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        use tokio_stream::StreamExt;
+        let filter = req.into_inner().container;
+        if let Some(f) = &filter {
+            crate::ids::validate("container id", &f.id)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        let stream = tokio_stream::wrappers::BroadcastStream::new(self.revisions.subscribe())
+            .filter_map(move |ev| {
+                let ev = match ev {
+                    Ok(ev) => ev,
+                    Err(_lagged) => {
+                        return Some(Err(Status::data_loss(
+                            "watcher fell behind; revisions were skipped",
+                        )))
+                    }
+                };
+                let wanted = filter.as_ref().is_none_or(|f| {
+                    let c = ev.container.clone().unwrap_or_default();
+                    c.id == f.id && (f.namespace.is_empty() || c.namespace == f.namespace)
+                });
+                wanted.then_some(Ok(ev))
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn list_containers(
         &self,
         _: Request<pb::ListContainersRequest>,
@@ -279,17 +369,7 @@ impl Resize for Service {
         ))
         .map_err(io_status)?;
         Ok(Response::new(pb::HistoryResponse {
-            revisions: revs
-                .into_iter()
-                .map(|r| pb::Revision {
-                    revision: r.revision,
-                    time_unix: r.time,
-                    source: r.source,
-                    reason: r.reason,
-                    before_json: serde_json::to_string(&r.before).unwrap_or_default(),
-                    after_json: serde_json::to_string(&r.after).unwrap_or_default(),
-                })
-                .collect(),
+            revisions: revs.into_iter().map(revision_pb).collect(),
         }))
     }
 
@@ -344,15 +424,22 @@ pub async fn serve(
     let listener = tokio::net::UnixListener::bind(socket)?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-    let service =
-        ResizeServer::with_interceptor(Service { state_dir, metrics }, move |req: Request<()>| {
-            authorize(&allowed, &req).map(|_| req)
-        });
+    let (revisions, _) = tokio::sync::broadcast::channel(256);
+    let follower = tokio::spawn(follow(state_dir.clone(), revisions.clone()));
+    let service = ResizeServer::with_interceptor(
+        Service {
+            state_dir,
+            metrics,
+            revisions,
+        },
+        move |req: Request<()>| authorize(&allowed, &req).map(|_| req),
+    );
     let result = tonic::transport::Server::builder()
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, stop)
         .await
         .map_err(std::io::Error::other);
+    follower.abort();
     let _ = std::fs::remove_file(socket);
     result
 }

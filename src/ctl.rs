@@ -20,6 +20,7 @@ commands:
                                       the container's resize revisions
   rollback [-n NAMESPACE] ID REVISION restore the limits as they were right after REVISION
                                       (0: before the first)
+  watch [-n NAMESPACE] [ID]           print revisions as they are recorded, by anyone
   version                             print the version
 
 tidalctl talks to tidald's API; --socket defaults to $TIDAL_STATE_DIR/.api/tidald.sock
@@ -32,6 +33,7 @@ pub enum Command {
     Resize(Resize),
     History { target: Target, json: bool },
     Rollback { target: Target, revision: u64 },
+    Watch { target: Option<Target> },
     Version,
 }
 
@@ -188,6 +190,22 @@ pub fn parse(args: &[String]) -> Result<(PathBuf, Command), CtlError> {
                     .parse()
                     .map_err(|_| usage(&format!("revision {rev:?} is not a number")))?;
                 Command::Rollback { target, revision }
+            }
+        }
+        "watch" => {
+            let mut target = Target::default();
+            let mut i = 0;
+            while i < rest.len() {
+                match rest[i].as_str() {
+                    "-n" | "--namespace" => target.namespace = Some(value(&mut i, "-n")?),
+                    s if s.starts_with('-') => return Err(usage(&format!("unknown flag {s:?}"))),
+                    s if target.id.is_empty() => target.id = s.to_string(),
+                    s => return Err(usage(&format!("unexpected argument {s:?}"))),
+                }
+                i += 1;
+            }
+            Command::Watch {
+                target: (!target.id.is_empty()).then_some(target),
             }
         }
         "version" | "--version" => Command::Version,
@@ -402,6 +420,35 @@ pub async fn run(socket: PathBuf, cmd: Command) -> Result<(), CtlError> {
                 print!("{}", history_table(&revs));
             }
         }
+        Command::Watch { target } => {
+            let mut stream = api
+                .watch(pb::WatchRequest {
+                    container: target.map(|t| pb::ContainerRef {
+                        namespace: t.namespace.unwrap_or_default(),
+                        id: t.id,
+                    }),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            use std::io::Write as _;
+            while let Some(ev) = stream.message().await.map_err(status)? {
+                let c = ev.container.unwrap_or_default();
+                let r = ev.revision.unwrap_or_default();
+                let before: Update = serde_json::from_str(&r.before_json).unwrap_or_default();
+                let after: Update = serde_json::from_str(&r.after_json).unwrap_or_default();
+                println!(
+                    "{}/{} revision {} by {}: {} {}",
+                    c.namespace,
+                    c.id,
+                    r.revision,
+                    r.source,
+                    describe_change(&before, &after),
+                    r.reason
+                );
+                let _ = std::io::stdout().flush();
+            }
+        }
         Command::Rollback { target, revision } => {
             let resp = api
                 .rollback(pb::RollbackRequest {
@@ -541,6 +588,11 @@ mod tests {
         assert!(err("rollback web").contains("needs a REVISION"));
         assert!(err("rollback web x").contains("not a number"));
         assert!(err("history").contains("needs a container ID"));
+        assert_eq!(
+            parse(&args("watch")).unwrap().1,
+            Command::Watch { target: None }
+        );
+        assert!(err("watch a b").contains("unexpected argument"));
     }
 
     #[test]

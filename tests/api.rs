@@ -203,3 +203,66 @@ fn client_as_another_user() {
         }
     });
 }
+
+#[test]
+fn watch_streams_revisions_whoever_makes_them() {
+    use std::io::Read;
+    let env = Env::start("watch");
+    env.run_detached(TIDAL, "watched", &[], &["sleep", "1000"]);
+    let _agent = env.start_agent();
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_tidalctl"))
+        .arg("--state-dir")
+        .arg(env.dir.join("tidal"))
+        .args(["watch", "watched"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    // An operator's change through tidald...
+    let out = env.tidalctl(&["resize", "watched", "--cpu", "400m", "--reason", "scale up"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // ...and kubelet's, which goes from containerd straight to the shim.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use containerd_client::services::v1::tasks_client::TasksClient;
+        use containerd_client::services::v1::UpdateTaskRequest;
+        use containerd_client::tonic::Request;
+        use containerd_client::with_namespace;
+        let mut tasks = TasksClient::new(containerd_client::connect(env.socket()).await.unwrap());
+        let req = UpdateTaskRequest {
+            container_id: "watched".into(),
+            resources: Some(prost_types::Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into(),
+                value: br#"{"memory":{"limit":67108864}}"#.to_vec(),
+            }),
+            ..Default::default()
+        };
+        tasks.update(with_namespace!(req, NS)).await.unwrap();
+    });
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let _ = watch.kill();
+    let mut text = String::new();
+    watch
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    let _ = watch.wait();
+    assert!(
+        text.contains("tidal/watched revision 1 by operator: cpu.quota max->40000 scale up"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tidal/watched revision 2 by kubelet: memory max->64Mi"),
+        "{text}"
+    );
+    env.remove("watched");
+}
