@@ -49,6 +49,14 @@ impl Ctx {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// ctr, ignoring failure (for cleanup of what may already be gone).
+    fn ctr_quiet(&self, args: &[&str]) {
+        let _ = Command::new("ctr")
+            .args(["--address", &self.address, "-n", &self.ns])
+            .args(args)
+            .output();
+    }
+
     /// One task lifecycle of container `id`: Create, Start, its exit, Delete.
     async fn cycle(&self, id: &str) -> Duration {
         let ns = self.ns.as_str();
@@ -188,44 +196,12 @@ fn memory(ctx: &Ctx, grouped: bool) -> Vec<String> {
                 pss as f64 / 1024.0 / count as f64,
             ));
             for id in &ids {
-                let _ = Command::new("ctr")
-                    .args([
-                        "--address",
-                        &ctx.address,
-                        "-n",
-                        &ctx.ns,
-                        "task",
-                        "kill",
-                        "-s",
-                        "SIGKILL",
-                        id,
-                    ])
-                    .output();
+                ctx.ctr_quiet(&["task", "kill", "-s", "SIGKILL", id]);
             }
             std::thread::sleep(Duration::from_millis(500));
             for id in &ids {
-                let _ = Command::new("ctr")
-                    .args([
-                        "--address",
-                        &ctx.address,
-                        "-n",
-                        &ctx.ns,
-                        "task",
-                        "delete",
-                        id,
-                    ])
-                    .output();
-                let _ = Command::new("ctr")
-                    .args([
-                        "--address",
-                        &ctx.address,
-                        "-n",
-                        &ctx.ns,
-                        "container",
-                        "rm",
-                        id,
-                    ])
-                    .output();
+                ctx.ctr_quiet(&["task", "delete", id]);
+                ctx.ctr_quiet(&["container", "rm", id]);
             }
         }
     }
@@ -349,10 +325,7 @@ fn remove(ctx: &Ctx, id: &str) {
         vec!["task", "delete", "-f", id],
         vec!["container", "rm", id],
     ] {
-        let _ = Command::new("ctr")
-            .args(["--address", &ctx.address, "-n", &ctx.ns])
-            .args(&args)
-            .output();
+        ctx.ctr_quiet(&args);
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -136,14 +136,29 @@ pub struct Service {
 /// How often `follow` looks for new revisions.
 const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
-fn revision_pb(r: history::Revision) -> pb::Revision {
-    pb::Revision {
-        revision: r.revision,
-        time_unix: r.time,
-        source: r.source,
-        reason: r.reason,
-        before_json: serde_json::to_string(&r.before).unwrap_or_default(),
-        after_json: serde_json::to_string(&r.after).unwrap_or_default(),
+impl From<history::Revision> for pb::Revision {
+    fn from(r: history::Revision) -> Self {
+        pb::Revision {
+            revision: r.revision,
+            time_unix: r.time,
+            source: r.source,
+            reason: r.reason,
+            before_json: serde_json::to_string(&r.before).unwrap_or_default(),
+            after_json: serde_json::to_string(&r.after).unwrap_or_default(),
+        }
+    }
+}
+
+impl From<pb::Revision> for history::Revision {
+    fn from(r: pb::Revision) -> Self {
+        history::Revision {
+            revision: r.revision,
+            time: r.time_unix,
+            source: r.source,
+            reason: r.reason,
+            before: serde_json::from_str(&r.before_json).unwrap_or_default(),
+            after: serde_json::from_str(&r.after_json).unwrap_or_default(),
+        }
     }
 }
 
@@ -157,9 +172,9 @@ pub async fn follow(state_dir: PathBuf, tx: tokio::sync::broadcast::Sender<pb::W
     let mut first = true;
     loop {
         let mut alive = std::collections::HashSet::new();
-        for c in node::list(&state_dir).unwrap_or_default() {
-            let file = history::path(&state_dir.join(&c.namespace).join(&c.id));
-            let key = (c.namespace.clone(), c.id.clone());
+        for (namespace, id, dir) in node::dirs(&state_dir).unwrap_or_default() {
+            let file = history::path(&dir);
+            let key = (namespace.clone(), id.clone());
             alive.insert(key.clone());
             let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
             let (old_size, last) = seen.get(&key).copied().unwrap_or((0, 0));
@@ -172,10 +187,10 @@ pub async fn follow(state_dir: PathBuf, tx: tokio::sync::broadcast::Sender<pb::W
                 for r in revs.into_iter().filter(|r| r.revision > last) {
                     let _ = tx.send(pb::WatchEvent {
                         container: Some(pb::ContainerRef {
-                            namespace: c.namespace.clone(),
-                            id: c.id.clone(),
+                            namespace: namespace.clone(),
+                            id: id.clone(),
                         }),
-                        revision: Some(revision_pb(r)),
+                        revision: Some(r.into()),
                     });
                 }
             }
@@ -369,7 +384,7 @@ impl Resize for Service {
         ))
         .map_err(io_status)?;
         Ok(Response::new(pb::HistoryResponse {
-            revisions: revs.into_iter().map(revision_pb).collect(),
+            revisions: revs.into_iter().map(Into::into).collect(),
         }))
     }
 

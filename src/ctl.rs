@@ -238,21 +238,25 @@ fn limits_of(c: &pb::Container) -> pb::Limits {
     c.live.clone().unwrap_or_default()
 }
 
-pub fn describe_limits(c: &pb::Container) -> String {
+/// (cpu, memory, cpuset) as shown to operators; `none` stands for unlimited.
+fn limit_columns(c: &pb::Container, none: &str) -> (String, String, String) {
     let l = limits_of(c);
-    let cpu = l
-        .cpu_millis
-        .map(|m| format!("{m}m"))
-        .unwrap_or_else(|| "unlimited".into());
-    let mem = l
-        .memory_bytes
-        .map(format_memory)
-        .unwrap_or_else(|| "unlimited".into());
+    let cpu = l.cpu_millis.map(|m| format!("{m}m"));
+    let mem = l.memory_bytes.map(format_memory);
     let set = if l.cpuset.is_empty() {
         "-".to_string()
     } else {
         l.cpuset
     };
+    (
+        cpu.unwrap_or_else(|| none.into()),
+        mem.unwrap_or_else(|| none.into()),
+        set,
+    )
+}
+
+pub fn describe_limits(c: &pb::Container) -> String {
+    let (cpu, mem, set) = limit_columns(c, "unlimited");
     format!("cpu={cpu} memory={mem} cpuset={set}")
 }
 
@@ -262,21 +266,8 @@ pub fn table(containers: &[pb::Container]) -> String {
         "ID", "NAMESPACE", "PID", "STATUS", "CPU", "MEMORY", "CPUSET", "CPU-TIME", "MEM-USED"
     );
     for c in containers {
-        let l = limits_of(c);
         let usage = c.usage.unwrap_or_default();
-        let cpu = l
-            .cpu_millis
-            .map(|m| format!("{m}m"))
-            .unwrap_or_else(|| "-".into());
-        let mem = l
-            .memory_bytes
-            .map(format_memory)
-            .unwrap_or_else(|| "-".into());
-        let set = if l.cpuset.is_empty() {
-            "-".to_string()
-        } else {
-            l.cpuset
-        };
+        let (cpu, mem, set) = limit_columns(c, "-");
         out.push_str(&format!(
             "{:<24} {:<12} {:>8} {:<8} {:>10} {:>10} {:>8} {:>9.2}s {:>10}\n",
             c.id,
@@ -400,17 +391,7 @@ pub async fn run(socket: PathBuf, cmd: Command) -> Result<(), CtlError> {
                 .map_err(status)?
                 .into_inner()
                 .revisions;
-            let revs: Vec<history::Revision> = revs
-                .into_iter()
-                .map(|r| history::Revision {
-                    revision: r.revision,
-                    time: r.time_unix,
-                    source: r.source,
-                    reason: r.reason,
-                    before: serde_json::from_str(&r.before_json).unwrap_or_default(),
-                    after: serde_json::from_str(&r.after_json).unwrap_or_default(),
-                })
-                .collect();
+            let revs: Vec<history::Revision> = revs.into_iter().map(Into::into).collect();
             if as_json {
                 println!(
                     "{}",
@@ -434,16 +415,14 @@ pub async fn run(socket: PathBuf, cmd: Command) -> Result<(), CtlError> {
             use std::io::Write as _;
             while let Some(ev) = stream.message().await.map_err(status)? {
                 let c = ev.container.unwrap_or_default();
-                let r = ev.revision.unwrap_or_default();
-                let before: Update = serde_json::from_str(&r.before_json).unwrap_or_default();
-                let after: Update = serde_json::from_str(&r.after_json).unwrap_or_default();
+                let r: history::Revision = ev.revision.unwrap_or_default().into();
                 println!(
                     "{}/{} revision {} by {}: {} {}",
                     c.namespace,
                     c.id,
                     r.revision,
                     r.source,
-                    describe_change(&before, &after),
+                    describe_change(&r.before, &r.after),
                     r.reason
                 );
                 let _ = std::io::stdout().flush();

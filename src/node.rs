@@ -59,8 +59,9 @@ struct State {
     bundle: PathBuf,
 }
 
-/// Every container under `state_dir` (`<state_dir>/<namespace>/<id>/state.json`).
-pub fn list(state_dir: &Path) -> io::Result<Vec<ContainerInfo>> {
+/// Where each container's state lives: (namespace, id, directory), without
+/// reading anything else.
+pub fn dirs(state_dir: &Path) -> io::Result<Vec<(String, String, PathBuf)>> {
     let mut out = Vec::new();
     let namespaces = match std::fs::read_dir(state_dir) {
         Ok(d) => d,
@@ -73,22 +74,32 @@ pub fn list(state_dir: &Path) -> io::Result<Vec<ContainerInfo>> {
             continue;
         }
         for c in std::fs::read_dir(ns.path())?.flatten() {
-            if let Some(info) = read_one(&name, &c.path()) {
-                out.push(info);
+            let id = c.file_name().to_string_lossy().into_owned();
+            if !id.starts_with('.') && c.path().is_dir() {
+                out.push((name.clone(), id, c.path()));
             }
         }
     }
-    out.sort_by(|a, b| (&a.namespace, &a.id).cmp(&(&b.namespace, &b.id)));
+    out.sort();
     Ok(out)
 }
 
-/// Finds container `id`, in `namespace` if given.
+/// Every container under `state_dir` (`<state_dir>/<namespace>/<id>/state.json`).
+pub fn list(state_dir: &Path) -> io::Result<Vec<ContainerInfo>> {
+    Ok(dirs(state_dir)?
+        .into_iter()
+        .filter_map(|(ns, _, dir)| read_one(&ns, &dir))
+        .collect())
+}
+
+/// Finds container `id`, in `namespace` if given; reads only its own cgroups.
 pub fn find(state_dir: &Path, namespace: Option<&str>, id: &str) -> io::Result<ContainerInfo> {
     crate::ids::validate("container id", id)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let matches: Vec<ContainerInfo> = list(state_dir)?
+    let matches: Vec<ContainerInfo> = dirs(state_dir)?
         .into_iter()
-        .filter(|c| c.id == id && namespace.is_none_or(|n| n == c.namespace))
+        .filter(|(ns, cid, _)| cid == id && namespace.is_none_or(|n| n == ns))
+        .filter_map(|(ns, _, dir)| read_one(&ns, &dir))
         .collect();
     match matches.len() {
         1 => Ok(matches.into_iter().next().unwrap()),

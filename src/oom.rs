@@ -10,15 +10,15 @@ use tokio::sync::mpsc;
 
 use crate::cgroups::Cgroup;
 
-/// Starts watching the memory cgroup of `pid`; each OOM kill sends one `()`.
+/// Starts watching the memory cgroup of `cg`; each OOM kill sends one `()`.
 /// The channel closes when the cgroup goes away.
-pub fn watch(pid: i32) -> io::Result<mpsc::Receiver<()>> {
-    match Cgroup::of_pid(pid)? {
-        cg @ Cgroup::V1(_) => match cg.dir("memory") {
+pub fn watch(cg: &Cgroup) -> io::Result<mpsc::Receiver<()>> {
+    match cg {
+        Cgroup::V1(_) => match cg.dir("memory") {
             Some(dir) => watch_v1(dir),
             None => Err(io::Error::new(io::ErrorKind::NotFound, "no memory cgroup")),
         },
-        Cgroup::V2(dir) => watch_v2(dir),
+        Cgroup::V2(dir) => watch_v2(dir.clone()),
     }
 }
 

@@ -21,18 +21,15 @@ fn output_arrives_and_exit_codes_are_reported() {
 fn signals_reach_the_container_and_sigkill_reports_137() {
     let env = Env::start("signal");
     // SIGTERM is delivered to a process that traps it.
-    let mut child = env
-        .ctr_cmd()
-        .args(["run", "--rm", "--runtime", TIDAL, IMAGE, "trap"])
-        .args([
+    let mut child = env.spawn_run(
+        "trap",
+        &[],
+        &[
             "sh",
             "-c",
             "trap 'echo got-term; exit 42' TERM; echo ready; while :; do sleep 0.05; done",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    );
     assert!(env.wait_status("trap", "RUNNING", Duration::from_secs(10)));
     std::thread::sleep(Duration::from_millis(300));
     env.ctr_ok(&["task", "kill", "-s", "SIGTERM", "trap"]);
@@ -48,22 +45,7 @@ fn signals_reach_the_container_and_sigkill_reports_137() {
     assert!(out.contains("got-term"), "output: {out}");
 
     // SIGKILL: 128 + 9.
-    let mut child = env
-        .ctr_cmd()
-        .args([
-            "run",
-            "--rm",
-            "--runtime",
-            TIDAL,
-            IMAGE,
-            "victim",
-            "sleep",
-            "1000",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn_run("victim", &[], &["sleep", "1000"]);
     assert!(env.wait_status("victim", "RUNNING", Duration::from_secs(10)));
     env.ctr_ok(&["task", "kill", "-s", "SIGKILL", "victim"]);
     assert_eq!(child.wait().unwrap().code(), Some(137));
@@ -229,13 +211,7 @@ fn stats_report_real_cgroup_values() {
 #[test]
 fn a_container_over_its_memory_limit_gets_an_oom_event() {
     let env = Env::start("oom");
-    let mut events = env
-        .ctr_cmd()
-        .args(["events"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    let mut events = env.spawn_events();
     let out = env.ctr(&[
         "run",
         "--rm",
@@ -300,27 +276,15 @@ fn a_flooding_container_does_not_slow_its_neighbour_in_the_same_shim() {
     env.run_detached(TIDAL, "anchor", &["--annotation", pod], &["sleep", "1000"]);
     let baseline = timed("before");
     // A floods its stdout; nobody reads it, so it blocks on a full fifo.
-    let mut flood = env
-        .ctr_cmd()
-        .args([
-            "run",
-            "--rm",
-            "--runtime",
-            TIDAL,
-            "--annotation",
-            pod,
-            IMAGE,
-            "flood",
-        ])
-        .args([
+    let mut flood = env.spawn_run(
+        "flood",
+        &["--annotation", pod],
+        &[
             "sh",
             "-c",
             "while :; do echo xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; done",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    );
     assert!(env.wait_status("flood", "RUNNING", Duration::from_secs(10)));
     std::thread::sleep(Duration::from_millis(500));
     let during = timed("during");
@@ -353,13 +317,7 @@ fn no_host_descriptor_leaks_into_a_container() {
 #[test]
 fn events_come_once_each_in_containerd_order() {
     let env = Env::start("events");
-    let mut events = env
-        .ctr_cmd()
-        .args(["events"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    let mut events = env.spawn_events();
     for i in 0..5 {
         let (code, _) = env.run(TIDAL, &format!("ev{i}"), &["sh", "-c", "exit 7"]);
         assert_eq!(code, 7);
@@ -402,23 +360,7 @@ fn events_come_once_each_in_containerd_order() {
 #[test]
 fn stdin_reaches_the_container_and_its_end_closes_it() {
     let env = Env::start("stdin");
-    let mut child = env
-        .ctr_cmd()
-        .args([
-            "run",
-            "--rm",
-            "--runtime",
-            TIDAL,
-            IMAGE,
-            "cat",
-            "sh",
-            "-c",
-            "cat; echo eof-seen",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn_run("cat", &[], &["sh", "-c", "cat; echo eof-seen"]);
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().unwrap();

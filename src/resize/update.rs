@@ -36,6 +36,24 @@ pub const BLKIO_RANGE: std::ops::RangeInclusive<u16> = 10..=1_000;
 /// Largest byte value a cgroup file takes (an i64).
 const MAX_BYTES: u64 = i64::MAX as u64;
 
+/// Calls macro `$m` with every optional (non-map) field of `Update`.
+macro_rules! scalar_fields {
+    ($m:ident) => {
+        $m!(
+            cpu_shares,
+            cpu_quota,
+            cpu_period,
+            cpuset_cpus,
+            cpuset_mems,
+            memory_limit,
+            memory_swap,
+            memory_reservation,
+            pids_limit,
+            blkio_weight
+        )
+    };
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Update {
     pub cpu_shares: Option<u64>,
@@ -292,18 +310,7 @@ impl Update {
         macro_rules! fill {
             ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = other.$f.clone(); } )* };
         }
-        fill!(
-            cpu_shares,
-            cpu_quota,
-            cpu_period,
-            cpuset_cpus,
-            cpuset_mems,
-            memory_limit,
-            memory_swap,
-            memory_reservation,
-            pids_limit,
-            blkio_weight
-        );
+        scalar_fields!(fill);
         for (k, v) in &other.hugetlb {
             self.hugetlb.entry(k.clone()).or_insert(*v);
         }
@@ -318,18 +325,7 @@ impl Update {
         macro_rules! keep {
             ($($f:ident),*) => { $( if mask.$f.is_some() { out.$f = self.$f.clone(); } )* };
         }
-        keep!(
-            cpu_shares,
-            cpu_quota,
-            cpu_period,
-            cpuset_cpus,
-            cpuset_mems,
-            memory_limit,
-            memory_swap,
-            memory_reservation,
-            pids_limit,
-            blkio_weight
-        );
+        scalar_fields!(keep);
         out
     }
 }

@@ -247,7 +247,7 @@ impl Tasks {
             .unwrap()
             .insert(req.id.clone(), container.clone());
         self.spawn_monitor(container.clone(), init, exited);
-        self.spawn_oom_monitor(&container, pid);
+        self.spawn_oom_monitor(&container);
 
         let mut io = TaskIO::new();
         io.stdin = req.stdin.clone();
@@ -312,10 +312,15 @@ impl Tasks {
         });
     }
 
-    fn spawn_oom_monitor(&self, c: &Container, pid: i32) {
+    fn spawn_oom_monitor(&self, c: &Container) {
         let events = self.events.clone();
         let id = c.id.clone();
-        match crate::oom::watch(pid) {
+        let watched = c
+            .cgroup
+            .as_ref()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no cgroup"))
+            .and_then(crate::oom::watch);
+        match watched {
             Ok(mut rx) => {
                 tokio::spawn(async move {
                     while rx.recv().await.is_some() {

@@ -93,6 +93,33 @@ impl Env {
         )
     }
 
+    /// `ctr run --rm` of `cmd` under tidal, attached, without waiting: the
+    /// caller gets the ctr process with piped stdin and stdout.
+    pub fn spawn_run(&self, id: &str, extra: &[&str], cmd: &[&str]) -> std::process::Child {
+        self.ctr_cmd()
+            .args(["run", "--rm", "--runtime", TIDAL])
+            .args(extra)
+            .arg(IMAGE)
+            .arg(id)
+            .args(cmd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn ctr run")
+    }
+
+    /// `ctr events`, running; its stdout is piped.
+    pub fn spawn_events(&self) -> std::process::Child {
+        let child = self
+            .ctr_cmd()
+            .arg("events")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn ctr events");
+        std::thread::sleep(Duration::from_millis(200));
+        child
+    }
+
     /// Starts a detached container; returns its init pid.
     pub fn run_detached(&self, runtime: &str, id: &str, extra: &[&str], cmd: &[&str]) -> i32 {
         let mut args = vec!["run", "-d", "--runtime", runtime];
