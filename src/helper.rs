@@ -281,6 +281,54 @@ pub fn main(arg: &str) -> ! {
     std::process::exit(code)
 }
 
+/// Runs the container's process as runc does: an argv[0] with a slash is a
+/// path and needs no `PATH` (the pause image sets none); a bare name is
+/// looked up in the process's `PATH`. libcontainer's own executor insists on
+/// `PATH` even for absolute paths.
+#[derive(Clone)]
+struct Workload;
+
+impl libcontainer::workload::Executor for Workload {
+    fn exec(&self, spec: &oci_spec::runtime::Spec) -> Result<(), libcontainer::workload::ExecutorError> {
+        libcontainer::workload::default::get_executor().exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+        use libcontainer::workload::ExecutorValidationError as E;
+        let process = spec.process().as_ref().ok_or(E::ArgValidationError("the spec has no process".into()))?;
+        let Some(name) = process.args().as_ref().and_then(|a| a.first()) else {
+            return Err(E::ArgValidationError("the process has no args".into()));
+        };
+        let path_var = process
+            .env()
+            .iter()
+            .flatten()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or("");
+        let found = if name.contains('/') {
+            Some(std::path::PathBuf::from(name))
+        } else {
+            path_var
+                .split(':')
+                .filter(|d| !d.is_empty())
+                .map(|d| std::path::Path::new(d).join(name))
+                .find(|p| p.is_file())
+        };
+        let Some(path) = found else {
+            return Err(E::ArgValidationError(format!("executable {name:?} not found in $PATH ({path_var:?})")));
+        };
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
+            Ok(_) => Err(E::ArgValidationError(format!("{} is not an executable file", path.display()))),
+            Err(e) => Err(E::ArgValidationError(format!("executable {}: {e}", path.display()))),
+        }
+    }
+}
+
 fn execute(req: Request) -> Reply {
     use libcontainer::container::builder::ContainerBuilder;
     use libcontainer::syscall::syscall::SyscallType;
@@ -303,6 +351,7 @@ fn execute(req: Request) -> Reply {
             let built = ContainerBuilder::new(id.clone(), SyscallType::default())
                 .with_root_path(&root)
                 .and_then(|b| b.validate_id())
+                .map(|b| b.with_executor(Workload))
                 .map(|b| b.with_console_socket(console_socket.as_ref()))
                 .and_then(|b| {
                     b.as_init(&bundle)
@@ -337,6 +386,7 @@ fn execute(req: Request) -> Reply {
         } => {
             let pid = ContainerBuilder::new(id.clone(), SyscallType::default())
                 .with_root_path(&root)
+                .map(|b| b.with_executor(Workload))
                 .map(|b| b.with_console_socket(console_socket.as_ref()))
                 .and_then(|b| {
                     b.as_tenant()
