@@ -285,11 +285,52 @@ pub fn main(arg: &str) -> ! {
 /// path and needs no `PATH` (the pause image sets none); a bare name is
 /// looked up in the process's `PATH`. libcontainer's own executor insists on
 /// `PATH` even for absolute paths.
+///
+/// For an exec process it also applies the container's seccomp filter:
+/// libcontainer 0.7 builds an exec's spec without `linux.seccomp`, so an
+/// exec'd process would otherwise run unfiltered (runc filters it).
+#[derive(Clone, Default)]
+struct Workload {
+    exec_seccomp: Option<ExecSeccomp>,
+}
+
+/// The filter to load just before execve, and the capabilities to drop to
+/// after it: the process was started with CAP_SYS_ADMIN and CAP_SETPCAP
+/// kept, which loading a filter without no_new_privs and then dropping the
+/// bounding set need.
 #[derive(Clone)]
-struct Workload;
+struct ExecSeccomp {
+    filter: oci_spec::runtime::LinuxSeccomp,
+    capabilities: Option<oci_spec::runtime::LinuxCapabilities>,
+}
 
 impl libcontainer::workload::Executor for Workload {
-    fn exec(&self, spec: &oci_spec::runtime::Spec) -> Result<(), libcontainer::workload::ExecutorError> {
+    fn exec(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorError> {
+        use libcontainer::workload::ExecutorError as E;
+        if let Some(s) = &self.exec_seccomp {
+            match libcontainer::seccomp::initialize_seccomp(&s.filter) {
+                Ok(None) => {}
+                Ok(Some(_)) => {
+                    return Err(E::Other(
+                        "seccomp notify (SCMP_ACT_NOTIFY) is not supported for exec processes"
+                            .into(),
+                    ))
+                }
+                Err(e) => {
+                    return Err(E::Other(format!(
+                        "load the container's seccomp filter: {e}"
+                    )))
+                }
+            }
+            if let Some(caps) = &s.capabilities {
+                let syscall = libcontainer::syscall::syscall::create_syscall();
+                libcontainer::capabilities::drop_privileges(caps, syscall.as_ref())
+                    .map_err(|e| E::Other(format!("drop capabilities after seccomp: {e}")))?;
+            }
+        }
         libcontainer::workload::default::get_executor().exec(spec)
     }
 
@@ -298,7 +339,10 @@ impl libcontainer::workload::Executor for Workload {
         spec: &oci_spec::runtime::Spec,
     ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
         use libcontainer::workload::ExecutorValidationError as E;
-        let process = spec.process().as_ref().ok_or(E::ArgValidationError("the spec has no process".into()))?;
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or(E::ArgValidationError("the spec has no process".into()))?;
         let Some(name) = process.args().as_ref().and_then(|a| a.first()) else {
             return Err(E::ArgValidationError("the process has no args".into()));
         };
@@ -318,13 +362,110 @@ impl libcontainer::workload::Executor for Workload {
                 .find(|p| p.is_file())
         };
         let Some(path) = found else {
-            return Err(E::ArgValidationError(format!("executable {name:?} not found in $PATH ({path_var:?})")));
+            return Err(E::ArgValidationError(format!(
+                "executable {name:?} not found in $PATH ({path_var:?})"
+            )));
         };
         use std::os::unix::fs::PermissionsExt;
         match std::fs::metadata(&path) {
             Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
-            Ok(_) => Err(E::ArgValidationError(format!("{} is not an executable file", path.display()))),
-            Err(e) => Err(E::ArgValidationError(format!("executable {}: {e}", path.display()))),
+            Ok(_) => Err(E::ArgValidationError(format!(
+                "{} is not an executable file",
+                path.display()
+            ))),
+            Err(e) => Err(E::ArgValidationError(format!(
+                "executable {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+}
+
+/// An exec's process file and executor. When the container has a seccomp
+/// filter and the process names all of its capability sets, the process
+/// file handed to libcontainer is a copy that keeps CAP_SYS_ADMIN and
+/// CAP_SETPCAP until [`Workload::exec`] has loaded the filter and dropped to
+/// the sets asked for. The copy is removed when the returned value drops.
+fn exec_workload(
+    root: &Path,
+    id: &str,
+    process: &Path,
+) -> Result<(ExecProcessFile, Workload), HelperError> {
+    use oci_spec::runtime::{Capability, LinuxCapabilities, Process, Spec};
+    let bundle = load(root, id)?.bundle().to_path_buf();
+    let spec = Spec::load(bundle.join("config.json"))
+        .map_err(|e| HelperError::Failed(format!("read the spec of container {id}: {e}")))?;
+    let Some(filter) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) else {
+        return Ok((
+            ExecProcessFile::Given(process.to_path_buf()),
+            Workload::default(),
+        ));
+    };
+    let text = std::fs::read(process)
+        .map_err(|e| HelperError::Invalid(format!("exec process {}: {e}", process.display())))?;
+    let mut p: Process = serde_json::from_slice(&text)
+        .map_err(|e| HelperError::Invalid(format!("exec process {}: {e}", process.display())))?;
+    let wanted = p.capabilities().clone();
+    let complete = wanted.as_ref().is_some_and(|c| {
+        c.bounding().is_some() && c.effective().is_some() && c.permitted().is_some()
+    });
+    if !complete || p.no_new_privileges() == Some(true) {
+        // Nothing to keep: either no capabilities are dropped at all, or
+        // no_new_privs lets an unprivileged process load the filter.
+        let workload = Workload {
+            exec_seccomp: Some(ExecSeccomp {
+                filter,
+                capabilities: None,
+            }),
+        };
+        return Ok((ExecProcessFile::Given(process.to_path_buf()), workload));
+    }
+    let wanted = wanted.unwrap_or_default();
+    let keep = |set: &Option<std::collections::HashSet<Capability>>| {
+        let mut set = set.clone().unwrap_or_default();
+        set.extend([Capability::SysAdmin, Capability::Setpcap]);
+        Some(set)
+    };
+    let mut widened = LinuxCapabilities::default();
+    widened
+        .set_bounding(keep(wanted.bounding()))
+        .set_effective(keep(wanted.effective()))
+        .set_permitted(keep(wanted.permitted()))
+        .set_inheritable(wanted.inheritable().clone())
+        .set_ambient(wanted.ambient().clone());
+    p.set_capabilities(Some(widened));
+    let copy = process.with_extension("seccomp.json");
+    let json =
+        serde_json::to_vec(&p).map_err(|e| HelperError::Failed(format!("exec process: {e}")))?;
+    std::fs::write(&copy, json)
+        .map_err(|e| HelperError::Failed(format!("write {}: {e}", copy.display())))?;
+    let workload = Workload {
+        exec_seccomp: Some(ExecSeccomp {
+            filter,
+            capabilities: Some(wanted),
+        }),
+    };
+    Ok((ExecProcessFile::Copy(copy), workload))
+}
+
+/// The process file an exec runs from: the caller's, or our copy (removed on drop).
+enum ExecProcessFile {
+    Given(PathBuf),
+    Copy(PathBuf),
+}
+
+impl ExecProcessFile {
+    fn path(&self) -> &Path {
+        match self {
+            ExecProcessFile::Given(p) | ExecProcessFile::Copy(p) => p,
+        }
+    }
+}
+
+impl Drop for ExecProcessFile {
+    fn drop(&mut self) {
+        if let ExecProcessFile::Copy(p) = self {
+            let _ = std::fs::remove_file(p);
         }
     }
 }
@@ -351,7 +492,7 @@ fn execute(req: Request) -> Reply {
             let built = ContainerBuilder::new(id.clone(), SyscallType::default())
                 .with_root_path(&root)
                 .and_then(|b| b.validate_id())
-                .map(|b| b.with_executor(Workload))
+                .map(|b| b.with_executor(Workload::default()))
                 .map(|b| b.with_console_socket(console_socket.as_ref()))
                 .and_then(|b| {
                     b.as_init(&bundle)
@@ -384,18 +525,20 @@ fn execute(req: Request) -> Reply {
             process,
             console_socket,
         } => {
-            let pid = ContainerBuilder::new(id.clone(), SyscallType::default())
+            let (process, workload) = exec_workload(&root, &id, &process)?;
+            let built = ContainerBuilder::new(id.clone(), SyscallType::default())
                 .with_root_path(&root)
-                .map(|b| b.with_executor(Workload))
+                .map(|b| b.with_executor(workload))
                 .map(|b| b.with_console_socket(console_socket.as_ref()))
                 .and_then(|b| {
                     b.as_tenant()
-                        .with_process(Some(&process))
+                        .with_process(Some(process.path()))
                         .with_detach(true)
                         .as_sibling(true)
                         .build()
-                })
-                .map_err(|e| lc_error("exec in", &id, e))?;
+                });
+            drop(process);
+            let pid = built.map_err(|e| lc_error("exec in", &id, e))?;
             Ok(Some(pid.as_raw()))
         }
         Request::Kill {

@@ -103,7 +103,11 @@ fn main() {
     }
     drop(client);
     drop(rt);
-    drop(Arc::try_unwrap(env).ok().expect("no one else holds the environment"));
+    drop(
+        Arc::try_unwrap(env)
+            .ok()
+            .expect("no one else holds the environment"),
+    );
     for d in tidal_integration::suite::cgroups_below(&cgroup_root) {
         let _ = std::fs::remove_dir(d);
     }

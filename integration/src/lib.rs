@@ -3,6 +3,6 @@
 //! which serves exec, attach and port-forward over WebSocket.
 
 pub mod cri;
-pub mod stream;
 pub mod env;
+pub mod stream;
 pub mod suite;

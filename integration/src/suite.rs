@@ -21,6 +21,8 @@ pub const CASE_LABEL: &str = "tidal.test/case";
 
 pub type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub type CaseFn = fn(Ctx) -> CaseFuture;
+/// A check run once all cases are done, e.g. that nothing was left behind.
+pub type EndCheck = fn(&CriEnv) -> Result<(), String>;
 
 /// One case: a name and the body, run once per handler.
 pub struct Case {
@@ -230,7 +232,9 @@ impl Ctx {
         &self,
         edit: impl FnOnce(&mut v1::PodSandboxConfig, &mut v1::ContainerConfig),
     ) -> (String, String) {
-        let mut pod_config = self.pod_config("pod");
+        static PODS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = PODS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut pod_config = self.pod_config(&format!("pod{n}"));
         let mut c = self.container("app", &["sleep", "3600"]);
         edit(&mut pod_config, &mut c);
         let pod = self.run_pod(&pod_config).await;
@@ -393,7 +397,7 @@ pub fn run(
     suite: &str,
     cases: &[Case],
     parallel: bool,
-    after: Option<fn(&CriEnv) -> Result<(), String>>,
+    after: Option<EndCheck>,
 ) -> bool {
     let filter: Vec<String> = std::env::args()
         .skip(1)
@@ -496,7 +500,11 @@ pub fn run(
     if failed > 0 {
         println!("\n--- containerd log (tail) ---\n{}", env.log_tail(40));
     }
-    drop(Arc::try_unwrap(env).ok().expect("cases hold no environment"));
+    drop(
+        Arc::try_unwrap(env)
+            .ok()
+            .expect("cases hold no environment"),
+    );
     remove_cgroup_root(&cgroup_root);
     println!(
         "\ntest result: {}. {passed} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out; finished in {:.2}s\n",

@@ -82,7 +82,11 @@ async fn containerd_restart(ctx: Ctx) {
         READY,
         "pod after restart"
     );
-    assert_eq!(ctx.status(&long).await.state, RUNNING, "container after restart");
+    assert_eq!(
+        ctx.status(&long).await.state,
+        RUNNING,
+        "container after restart"
+    );
     assert_eq!(ctx.sh(&long, "echo alive").await.trim(), "alive");
     let s = ctx.wait_exited(&short, Duration::from_secs(10)).await;
     assert_eq!(
@@ -97,7 +101,10 @@ fn shim_pid(handler: &str, pod: &str) -> i32 {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let pids: Vec<i32> = text.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+    let pids: Vec<i32> = text
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
     assert_eq!(pids.len(), 1, "one shim for pod {pod}: {pids:?}");
     pids[0]
 }
@@ -115,9 +122,16 @@ async fn shim_killed(ctx: Ctx) {
         .unwrap()
         .success());
     let s = ctx.wait_exited(&app, Duration::from_secs(20)).await;
-    assert_ne!(s.exit_code, 0, "a container whose shim died did not exit cleanly");
-    ctx.stop_pod(&pod).await.expect("StopPodSandbox after the shim died");
-    ctx.remove_pod(&pod).await.expect("RemovePodSandbox after the shim died");
+    assert_ne!(
+        s.exit_code, 0,
+        "a container whose shim died did not exit cleanly"
+    );
+    ctx.stop_pod(&pod)
+        .await
+        .expect("StopPodSandbox after the shim died");
+    ctx.remove_pod(&pod)
+        .await
+        .expect("RemovePodSandbox after the shim died");
     // Nothing of the pod is left.
     let end = Instant::now() + Duration::from_secs(10);
     loop {
