@@ -40,6 +40,7 @@ fn main() {
             exec_sync,
             exec_sync_timeout,
             streaming_exec,
+            streaming_exec_tty,
             attach,
             port_forward,
             stats,
@@ -679,6 +680,31 @@ async fn streaming_exec(ctx: Ctx) {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "got:hello\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
     assert_eq!(out.exit_code, 5);
+}
+
+async fn streaming_exec_tty(ctx: Ctx) {
+    let (_, id) = ctx.pod_with(|_, _| ()).await;
+    let url = ctx
+        .rt
+        .clone()
+        .exec(v1::ExecRequest {
+            container_id: id.clone(),
+            cmd: vec!["sh".into(), "-c".into(), "test -t 0 && test -t 1 && echo on-a-tty; stty size".into()],
+            tty: true,
+            stdin: true,
+            stdout: true,
+            stderr: false,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("Exec: {e}"))
+        .into_inner()
+        .url;
+    let out = stream::exec(&url, Some(Vec::new()), true)
+        .await
+        .unwrap_or_else(|e| panic!("tty exec at {url}: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("on-a-tty"), "no terminal: {text:?}");
+    assert_eq!(out.exit_code, 0, "{text:?}");
 }
 
 async fn attach(ctx: Ctx) {
