@@ -2,7 +2,10 @@
 //! side in one run (the machine is shared and noisy: compare ratios, not
 //! absolute times).
 //!
-//!   cargo bench -p tidal-integration --bench cri [-- PODS]
+//!   cargo bench -p tidal-integration --bench cri [-- PODS [host-network]]
+//!
+//! With `host-network`, pods use the node's network: no CNI runs, so the
+//! figures are the runtimes' own share of each call.
 //!
 //! Latencies: PODS pods per handler (default 40), interleaved handler by
 //! handler, each through RunPodSandbox, CreateContainer, StartContainer,
@@ -12,8 +15,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tidal_integration::cri::RuntimeServiceClient;
 use tidal_integration::env::CriEnv;
 use tidal_integration::suite::{Ctx, Shared, HANDLERS};
+use tonic::transport::Channel;
 
 const STEPS: [&str; 6] = [
     "RunPodSandbox",
@@ -29,6 +34,7 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(40);
+    let host_network = std::env::args().any(|a| a == "host-network");
     let env = Arc::new(CriEnv::start("bench"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -58,19 +64,26 @@ fn main() {
     rt.block_on(async {
         // One warm-up pod each: image unpack caches, first shim exec.
         for h in HANDLERS {
-            lifecycle(&ctx(h), "warm").await;
+            lifecycle(&ctx(h), "warm", host_network).await;
         }
         for i in 0..pods {
             let order: Vec<usize> = if i % 2 == 0 { vec![0, 1] } else { vec![1, 0] };
             for k in order {
-                let times = lifecycle(&ctx(HANDLERS[k]), &format!("p{i}")).await;
+                let times = lifecycle(&ctx(HANDLERS[k]), &format!("p{i}"), host_network).await;
                 for (s, t) in times.into_iter().enumerate() {
                     samples[k][s].push(t);
                 }
             }
         }
     });
-    println!("\nCRI latency, {pods} pods per handler, interleaved (ms)");
+    println!(
+        "\nCRI latency, {pods} pods per handler, interleaved, {} (ms)",
+        if host_network {
+            "host network (no CNI)"
+        } else {
+            "pod network (CNI bridge)"
+        }
+    );
     println!(
         "{:<18} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12}",
         "call", "tidal p50", "tidal p95", "runc p50", "runc p95", "p50 ratio", "p95 ratio"
@@ -83,6 +96,9 @@ fn main() {
             t50 / r50,
             t95 / r95
         );
+    }
+    if host_network {
+        return finish(client, rt, env, &cgroup_root);
     }
     println!("\nshim memory per pod (one container each), MiB");
     println!(
@@ -101,6 +117,15 @@ fn main() {
             row[0].0, row[0].1, row[1].0, row[1].1
         );
     }
+    finish(client, rt, env, &cgroup_root);
+}
+
+fn finish(
+    client: RuntimeServiceClient<Channel>,
+    rt: tokio::runtime::Runtime,
+    env: Arc<CriEnv>,
+    cgroup_root: &str,
+) {
     drop(client);
     drop(rt);
     drop(
@@ -108,22 +133,40 @@ fn main() {
             .ok()
             .expect("no one else holds the environment"),
     );
-    for d in tidal_integration::suite::cgroups_below(&cgroup_root) {
+    for d in tidal_integration::suite::cgroups_below(cgroup_root) {
         let _ = std::fs::remove_dir(d);
     }
 }
 
-async fn lifecycle(ctx: &Ctx, what: &str) -> Vec<Duration> {
+async fn lifecycle(ctx: &Ctx, what: &str, host_network: bool) -> Vec<Duration> {
     let mut times = Vec::with_capacity(STEPS.len());
-    let config = ctx.pod_config(what);
+    let mut config = ctx.pod_config(what);
+    let mut container = ctx.container("app", &["sleep", "3600"]);
+    if host_network {
+        config.hostname.clear();
+        for ns in [
+            config
+                .linux
+                .as_mut()
+                .and_then(|l| l.security_context.as_mut())
+                .and_then(|s| s.namespace_options.as_mut()),
+            container
+                .linux
+                .as_mut()
+                .and_then(|l| l.security_context.as_mut())
+                .and_then(|s| s.namespace_options.as_mut()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            ns.network = tidal_integration::cri::v1::NamespaceMode::Node as i32;
+        }
+    }
     let t = Instant::now();
     let pod = ctx.run_pod(&config).await;
     times.push(t.elapsed());
     let t = Instant::now();
-    let id = ctx
-        .create(&pod, &config, ctx.container("app", &["sleep", "3600"]))
-        .await
-        .unwrap();
+    let id = ctx.create(&pod, &config, container).await.unwrap();
     times.push(t.elapsed());
     let t = Instant::now();
     ctx.start(&id).await.unwrap();

@@ -393,12 +393,7 @@ impl Ctx {
 /// Runs `cases` for each handler, both handlers at once when `parallel`
 /// (else one after the other), then the suite's own end check `after`.
 /// Returns whether everything passed.
-pub fn run(
-    suite: &str,
-    cases: &[Case],
-    parallel: bool,
-    after: Option<EndCheck>,
-) -> bool {
+pub fn run(suite: &str, cases: &[Case], parallel: bool, after: Option<EndCheck>) -> bool {
     let filter: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))

@@ -689,7 +689,11 @@ async fn streaming_exec_tty(ctx: Ctx) {
         .clone()
         .exec(v1::ExecRequest {
             container_id: id.clone(),
-            cmd: vec!["sh".into(), "-c".into(), "test -t 0 && test -t 1 && echo on-a-tty; stty size".into()],
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "test -t 0 && test -t 1 && echo on-a-tty; stty size".into(),
+            ],
             tty: true,
             stdin: true,
             stdout: true,
