@@ -483,6 +483,10 @@ fn execute(req: Request) -> Reply {
             console_socket,
         } => {
             let target = bundle.join("rootfs");
+            // libcontainer 0.7 rejects runc's rootfsPropagation names and
+            // ignores per-mount propagation: see crate::propagation.
+            let propagation = crate::propagation::prepare(&bundle)
+                .map_err(|e| HelperError::Invalid(format!("create container {id}: {e}")))?;
             for m in &rootfs {
                 let kind = Some(m.kind.as_str()).filter(|s| !s.is_empty());
                 let source = Some(m.source.as_str()).filter(|s| !s.is_empty());
@@ -501,10 +505,17 @@ fn execute(req: Request) -> Reply {
                         .as_sibling(true)
                         .build()
                 });
+            // Before the container's process runs, as runc does while mounting.
+            let built = built
+                .map_err(|e| format!("{e}{}", source_chain(&e)))
+                .and_then(|c| match c.pid() {
+                    Some(pid) => crate::propagation::apply(pid.as_raw(), &propagation).map(|_| c),
+                    None => Ok(c),
+                });
             match built {
                 Ok(c) => Ok(c.pid().map(|p| p.as_raw())),
                 Err(e) => {
-                    let msg = format!("create container {id}: {e}{}", source_chain(&e));
+                    let msg = format!("create container {id}: {e}");
                     // Leave nothing behind: state, cgroup and rootfs mounts.
                     if let Ok(mut c) = load(&root, &id) {
                         let _ = c.delete(true);

@@ -9,6 +9,7 @@ pub mod helper;
 pub mod ids;
 pub mod node;
 pub mod oom;
+pub mod propagation;
 pub mod quantity;
 pub mod reaper;
 pub mod resize;

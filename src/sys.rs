@@ -128,3 +128,50 @@ pub unsafe fn inherited(fd: std::os::fd::RawFd) -> OwnedFd {
 pub fn dup(fd: impl AsFd) -> io::Result<OwnedFd> {
     fd.as_fd().try_clone_to_owned()
 }
+
+/// Runs `f` in a forked child of this single-threaded process and returns
+/// what it reported: `Ok` if it returned `Ok`, else its error text (sent back
+/// over a pipe, since the caller's stdio may belong to a container).
+///
+/// Only for the helper, which has exactly one thread: forking a
+/// multi-threaded process and running arbitrary code in the child is unsound.
+pub fn in_forked_child(f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult};
+    use std::io::{Read, Write};
+
+    let (err_r, err_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: callers are single-threaded (the helper); the child runs `f`,
+    // writes to a pipe and `_exit`s without running the parent's exit handlers.
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            drop(err_r);
+            let code = match f() {
+                Ok(()) => 0,
+                Err(e) => {
+                    let _ = std::fs::File::from(err_w).write_all(e.as_bytes());
+                    1
+                }
+            };
+            // SAFETY: see above.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            drop(err_w);
+            let mut msg = String::new();
+            let _ = std::fs::File::from(err_r).read_to_string(&mut msg);
+            let status = loop {
+                match waitpid(child, None) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    other => break other,
+                }
+            };
+            match status {
+                Ok(WaitStatus::Exited(_, 0)) => Ok(()),
+                _ if !msg.is_empty() => Err(msg),
+                other => Err(format!("forked child: {other:?}")),
+            }
+        }
+    }
+}
