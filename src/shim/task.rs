@@ -510,6 +510,22 @@ impl Tasks {
             });
         }
         proc.open_gate();
+        // A running init, one signal: the shim is its parent (and
+        // subreaper), so its pid cannot be reused before the shim reaps it;
+        // signal it directly instead of paying for a helper. A paused
+        // container (SIGKILL must thaw it on cgroup v1) and `all` (every
+        // process in the cgroup) go through libcontainer.
+        let pid = proc.pid();
+        if !req.all && proc.status() == Status::Running && pid > 0 {
+            return match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal) {
+                Ok(()) => Ok(()),
+                Err(nix::errno::Errno::ESRCH) => Err(Error::NotFound(format!(
+                    "process of {} already finished",
+                    req.id
+                ))),
+                Err(e) => Err(Error::Internal(format!("kill {}: {e}", req.id))),
+            };
+        }
         let result = self
             .helpers
             .run(
