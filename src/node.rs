@@ -1,14 +1,18 @@
 //! The containers tidal runs on this node, found through its state directory,
-//! with their live cgroup limits and usage.
+//! with their live cgroup limits and usage, and what Kubernetes declared for
+//! them (pod, QoS, limits) with the changes layered on top.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::cgroups::Cgroup;
+use crate::resize::{history, Limit, Update};
 
-/// Live CPU and memory limits of a container, as its cgroup has them now.
+/// CPU and memory limits of a container: live (as its cgroup has them now)
+/// or declared (as Kubernetes set them).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Limits {
     /// CFS quota in microseconds per period; None means unlimited.
@@ -114,6 +118,200 @@ pub fn find(state_dir: &Path, namespace: Option<&str>, id: &str) -> io::Result<C
     }
 }
 
+/// The pod annotations CRI puts in every container's spec.
+pub const ANNOTATION_SANDBOX_NAMESPACE: &str = "io.kubernetes.cri.sandbox-namespace";
+pub const ANNOTATION_SANDBOX_NAME: &str = "io.kubernetes.cri.sandbox-name";
+pub const ANNOTATION_CONTAINER_NAME: &str = "io.kubernetes.cri.container-name";
+pub const ANNOTATION_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+/// The pod's QoS class (`online` or `offline`), a pod annotation containerd
+/// passes into container specs when its `pod_annotations` allow it.
+pub const ANNOTATION_QOS: &str = "tidal.dev/qos";
+
+/// What Kubernetes declared for a container, from its bundle's spec, and the
+/// changes now layered on the declared limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Declared {
+    /// The pod as "NAMESPACE/NAME"; empty for containers not made through
+    /// CRI (e.g. with ctr).
+    pub pod: String,
+    /// The container's name in its pod.
+    pub name: String,
+    /// The pod's sandbox (pause) container.
+    pub sandbox: bool,
+    /// `online` or `offline`, from the pod's `tidal.dev/qos`; else empty.
+    pub qos: String,
+    /// The spec's limits with kubelet's resizes applied (its
+    /// UpdateContainerResources changes what Kubernetes declared); None when
+    /// the spec cannot be read.
+    pub limits: Option<Limits>,
+    /// Who made the changes that are layered on the declared limits now
+    /// (operator, policy, trait:NAME), each once, oldest first: the sources of
+    /// the latest changes of values that kubelet has not set again since and
+    /// that differ from the declared ones.
+    pub overlays: Vec<String>,
+}
+
+/// Reads what was declared for container `c` (whose state lives under
+/// `state_dir`): its bundle's `config.json` and its revision history. A
+/// missing or unreadable spec leaves pod, name, QoS and limits empty.
+pub fn declared(state_dir: &Path, c: &ContainerInfo) -> Declared {
+    let spec = std::fs::read(c.bundle.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let revisions = history::read(&history::path(&state_dir.join(&c.namespace).join(&c.id)))
+        .unwrap_or_default();
+    declared_from(spec.as_ref(), &revisions)
+}
+
+/// `declared` from a parsed spec (None: unreadable) and the history.
+fn declared_from(spec: Option<&serde_json::Value>, revisions: &[history::Revision]) -> Declared {
+    let Some(spec) = spec else {
+        return Declared {
+            overlays: overlays(revisions, None),
+            ..Default::default()
+        };
+    };
+    let note = |k: &str| {
+        spec.pointer("/annotations")
+            .and_then(|a| a.get(k))
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+    };
+    let (pod_ns, pod_name) = (
+        note(ANNOTATION_SANDBOX_NAMESPACE),
+        note(ANNOTATION_SANDBOX_NAME),
+    );
+    let mut limits = spec_limits(spec);
+    for r in revisions.iter().filter(|r| r.source == "kubelet") {
+        apply_update(&mut limits, &r.after);
+    }
+    Declared {
+        pod: if pod_ns.is_empty() || pod_name.is_empty() {
+            String::new()
+        } else {
+            format!("{pod_ns}/{pod_name}")
+        },
+        name: note(ANNOTATION_CONTAINER_NAME).to_string(),
+        sandbox: note(ANNOTATION_CONTAINER_TYPE) == "sandbox",
+        qos: match note(ANNOTATION_QOS) {
+            q @ ("online" | "offline") => q.to_string(),
+            _ => String::new(),
+        },
+        overlays: overlays(revisions, Some(&limits)),
+        limits: Some(limits),
+    }
+}
+
+/// The CFS period the kernel uses when none is set.
+const DEFAULT_PERIOD_US: u64 = 100_000;
+
+/// The spec's `linux.resources`: cpu quota and period, cpuset, memory limit.
+/// Absent (or zero or negative, as OCI spells "not set" and "unlimited")
+/// means unlimited.
+fn spec_limits(spec: &serde_json::Value) -> Limits {
+    let res = |p: &str| spec.pointer(&format!("/linux/resources/{p}"));
+    let positive = |p: &str| res(p).and_then(|v| v.as_i64()).filter(|&v| v > 0);
+    Limits {
+        cpu_quota_us: positive("cpu/quota").map(|q| q as u64),
+        cpu_period_us: positive("cpu/period").map_or(DEFAULT_PERIOD_US, |p| p as u64),
+        cpuset: res("cpu/cpus")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string(),
+        memory_bytes: positive("memory/limit").map(|m| m as u64),
+    }
+}
+
+/// Sets the limits that `u` changes.
+fn apply_update(l: &mut Limits, u: &Update) {
+    if let Some(q) = u.cpu_quota {
+        l.cpu_quota_us = q.value();
+    }
+    if let Some(p) = u.cpu_period.filter(|&p| p > 0) {
+        l.cpu_period_us = p;
+    }
+    if let Some(set) = &u.cpuset_cpus {
+        l.cpuset = set.clone();
+    }
+    if let Some(m) = u.memory_limit {
+        l.memory_bytes = m.value();
+    }
+}
+
+/// The limits as an update that sets each of them (no cpuset when none).
+fn as_update(l: &Limits) -> Update {
+    Update {
+        cpu_quota: Some(l.cpu_quota_us.map_or(Limit::Max, Limit::Value)),
+        cpu_period: Some(l.cpu_period_us),
+        cpuset_cpus: (!l.cpuset.is_empty()).then(|| l.cpuset.clone()),
+        memory_limit: Some(l.memory_bytes.map_or(Limit::Max, Limit::Value)),
+        ..Default::default()
+    }
+}
+
+/// Each value an update sets, by field name (map fields entry by entry, as
+/// `hugetlb.2MB`), in serde's terms so that every field of `Update` counts.
+fn values(u: &Update) -> BTreeMap<String, serde_json::Value> {
+    let mut out = BTreeMap::new();
+    let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(u) else {
+        return out;
+    };
+    for (field, v) in fields {
+        match v {
+            serde_json::Value::Null => {}
+            serde_json::Value::Object(map) if field == "hugetlb" || field == "unified" => {
+                out.extend(map.into_iter().map(|(k, v)| (format!("{field}.{k}"), v)))
+            }
+            v => {
+                out.insert(field, v);
+            }
+        }
+    }
+    out
+}
+
+/// Whether a value read back from the cgroup is the declared one. The
+/// kernel rounds a memory limit down to its page size (64 KiB at most).
+fn same(field: &str, declared: Option<&serde_json::Value>, live: &serde_json::Value) -> bool {
+    let Some(declared) = declared else {
+        return false;
+    };
+    match (field, declared["value"].as_u64(), live["value"].as_u64()) {
+        ("memory_limit", Some(d), Some(l)) => l <= d && d - l < 64 << 10,
+        _ => declared == live,
+    }
+}
+
+/// Who made the changes now layered on the declared limits: for each value
+/// any revision set, the latest revision that set it, when that revision is
+/// not kubelet's and the value is not the declared one. Each source once,
+/// oldest first.
+fn overlays(revisions: &[history::Revision], declared: Option<&Limits>) -> Vec<String> {
+    let declared = declared.map(|l| values(&as_update(l))).unwrap_or_default();
+    // Value -> (index of the latest revision that set it, what it set).
+    let mut latest = BTreeMap::new();
+    for (i, r) in revisions.iter().enumerate() {
+        for (field, v) in values(&r.after) {
+            latest.insert(field, (i, v));
+        }
+    }
+    let mut layered: Vec<usize> = latest
+        .iter()
+        .filter(|(field, (i, v))| {
+            revisions[*i].source != "kubelet" && !same(field, declared.get(*field), v)
+        })
+        .map(|(_, (i, _))| *i)
+        .collect();
+    layered.sort_unstable();
+    let mut out: Vec<String> = Vec::new();
+    for i in layered {
+        if !out.contains(&revisions[i].source) {
+            out.push(revisions[i].source.clone());
+        }
+    }
+    out
+}
+
 fn read_one(namespace: &str, dir: &Path) -> Option<ContainerInfo> {
     let state: State = serde_json::from_slice(&std::fs::read(dir.join("state.json")).ok()?).ok()?;
     let pid = state.pid.unwrap_or(0);
@@ -211,7 +409,6 @@ pub fn read_usage(cg: &Cgroup) -> Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     #[test]
     fn v2_limits_and_usage() {
@@ -292,5 +489,218 @@ mod tests {
         let err = find(&root, None, "nope").unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
         assert!(find(&root, None, "../etc").is_err());
+    }
+
+    /// A container `default/web` under state dir `root` whose bundle holds
+    /// `spec` as config.json (none: no config.json).
+    fn container(root: &Path, spec: Option<&str>) -> ContainerInfo {
+        let bundle = root.join("bundle");
+        std::fs::create_dir_all(&bundle).unwrap();
+        std::fs::create_dir_all(root.join("default").join("web")).unwrap();
+        if let Some(spec) = spec {
+            std::fs::write(bundle.join("config.json"), spec).unwrap();
+        }
+        ContainerInfo {
+            id: "web".into(),
+            namespace: "default".into(),
+            pid: 0,
+            status: "running".into(),
+            bundle,
+            limits: Limits::default(),
+            usage: Usage::default(),
+        }
+    }
+
+    /// Appends a revision by `source` that set `after`.
+    fn revise(root: &Path, source: &str, after: Update) {
+        let f = history::path(&root.join("default").join("web"));
+        let rev = history::Revision {
+            revision: 0,
+            time: 0,
+            source: source.into(),
+            reason: String::new(),
+            before: Update::default(),
+            after,
+        };
+        history::append(&f, history::last(&f).unwrap(), rev).unwrap();
+    }
+
+    fn cpu(quota: u64) -> Update {
+        Update {
+            cpu_quota: Some(Limit::Value(quota)),
+            cpu_period: Some(100_000),
+            ..Default::default()
+        }
+    }
+
+    fn mem(bytes: u64) -> Update {
+        Update {
+            memory_limit: Some(Limit::Value(bytes)),
+            ..Default::default()
+        }
+    }
+
+    fn cpuset(cpus: &str) -> Update {
+        Update {
+            cpuset_cpus: Some(cpus.into()),
+            ..Default::default()
+        }
+    }
+
+    /// (cpu millis, memory bytes, cpuset) declared, and the overlays.
+    fn summary(d: &Declared) -> ((Option<u64>, Option<u64>, String), Vec<String>) {
+        let l = d.limits.clone().expect("declared limits");
+        (
+            (l.cpu_millis(), l.memory_bytes, l.cpuset),
+            d.overlays.clone(),
+        )
+    }
+
+    const POD_SPEC: &str = r#"{
+        "ociVersion": "1.1.0",
+        "annotations": {
+            "io.kubernetes.cri.container-type": "container",
+            "io.kubernetes.cri.container-name": "app",
+            "io.kubernetes.cri.sandbox-name": "web-7d4b",
+            "io.kubernetes.cri.sandbox-namespace": "shop",
+            "tidal.dev/qos": "online"
+        },
+        "linux": {"resources": {
+            "cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0-1"},
+            "memory": {"limit": 268435456}
+        }}
+    }"#;
+
+    #[test]
+    fn the_spec_declares_pod_qos_and_limits() {
+        let root = crate::testfs::FakeDir::new("declared-spec", &[]);
+        let d = declared(&root, &container(&root, Some(POD_SPEC)));
+        assert_eq!(
+            (d.pod.as_str(), d.name.as_str(), d.sandbox, d.qos.as_str()),
+            ("shop/web-7d4b", "app", false, "online")
+        );
+        assert_eq!(
+            d.limits,
+            Some(Limits {
+                cpu_quota_us: Some(50_000),
+                cpu_period_us: 100_000,
+                cpuset: "0-1".into(),
+                memory_bytes: Some(256 << 20),
+            })
+        );
+        assert!(d.overlays.is_empty());
+
+        // A pod's sandbox; an unknown QoS class is no class.
+        let sandbox = POD_SPEC
+            .replace(r#""container","#, r#""sandbox","#)
+            .replace("online", "gold");
+        let d = declared(&root, &container(&root, Some(&sandbox)));
+        assert!(d.sandbox);
+        assert_eq!(d.qos, "");
+
+        // ctr's containers have no pod; no resources means unlimited.
+        let d = declared(
+            &root,
+            &container(&root, Some(r#"{"ociVersion":"1.1.0","linux":{}}"#)),
+        );
+        assert_eq!(
+            (d.pod.as_str(), d.name.as_str(), d.qos.as_str()),
+            ("", "", "")
+        );
+        assert_eq!(summary(&d).0, (None, None, String::new()));
+        // -1 (and 0) are OCI's "unlimited" and "not set".
+        let d = declared(
+            &root,
+            &container(
+                &root,
+                Some(r#"{"linux":{"resources":{"cpu":{"quota":-1},"memory":{"limit":-1}}}}"#),
+            ),
+        );
+        assert_eq!(summary(&d).0, (None, None, String::new()));
+
+        // A missing or unreadable spec leaves everything empty.
+        std::fs::remove_file(root.join("bundle/config.json")).unwrap();
+        assert_eq!(
+            declared(&root, &container(&root, None)),
+            Declared::default()
+        );
+        let d = declared(&root, &container(&root, Some("{not json")));
+        assert_eq!((d.limits, d.pod), (None, String::new()));
+    }
+
+    #[test]
+    fn kubelet_changes_the_declared_limits_and_others_overlay_them() {
+        let root = crate::testfs::FakeDir::new("declared-history", &[]);
+        let c = container(&root, Some(POD_SPEC));
+        let now = || summary(&declared(&root, &c));
+        let spec = (Some(500), Some(256 << 20), "0-1".to_string());
+        assert_eq!(now(), (spec.clone(), vec![]));
+
+        // kubelet's UpdateContainerResources changes what was declared.
+        revise(
+            &root,
+            "kubelet",
+            Update {
+                memory_limit: Some(Limit::Value(96 << 20)),
+                ..cpu(30_000)
+            },
+        );
+        let kube = (Some(300), Some(96 << 20), "0-1".to_string());
+        assert_eq!(now(), (kube.clone(), vec![]));
+
+        // An operator's change is an overlay; the declared limits stay.
+        revise(&root, "operator", cpu(20_000));
+        assert_eq!(now(), (kube.clone(), vec!["operator".to_string()]));
+        revise(&root, "trait:scaler", mem(64 << 20));
+        revise(&root, "operator", cpu(25_000));
+        assert_eq!(
+            now(),
+            (
+                kube,
+                vec!["trait:scaler".to_string(), "operator".to_string()]
+            ),
+            "each source once, in the order of its oldest change still in effect"
+        );
+
+        // kubelet setting those values again clears the overlays.
+        revise(
+            &root,
+            "kubelet",
+            Update {
+                memory_limit: Some(Limit::Value(128 << 20)),
+                ..cpu(40_000)
+            },
+        );
+        let kube = (Some(400), Some(128 << 20), "0-1".to_string());
+        assert_eq!(now(), (kube.clone(), vec![]));
+
+        // ...but only the values it sets: an operator's cpuset outlives
+        // kubelet's memory change.
+        revise(&root, "operator", cpuset("0"));
+        revise(&root, "kubelet", mem(192 << 20));
+        let kube = (Some(400), Some(192 << 20), "0-1".to_string());
+        assert_eq!(now(), (kube.clone(), vec!["operator".to_string()]));
+
+        // A change back to the declared values (a rollback) is no overlay.
+        revise(&root, "operator", cpuset("0-1"));
+        assert_eq!(now(), (kube, vec![]));
+    }
+
+    #[test]
+    fn a_memory_limit_rounded_to_pages_is_still_the_declared_one() {
+        let root = crate::testfs::FakeDir::new("declared-pages", &[]);
+        // 100M is no multiple of the page size: the kernel keeps 99999744.
+        let c = container(
+            &root,
+            Some(r#"{"linux":{"resources":{"memory":{"limit":100000000}}}}"#),
+        );
+        revise(&root, "operator", mem(64 << 20));
+        assert_eq!(declared(&root, &c).overlays, vec!["operator".to_string()]);
+        revise(&root, "operator", mem(99_999_744));
+        assert!(declared(&root, &c).overlays.is_empty());
+        assert_eq!(
+            declared(&root, &c).limits.unwrap().memory_bytes,
+            Some(100_000_000)
+        );
     }
 }
