@@ -210,26 +210,40 @@ fn io_status(e: std::io::Error) -> Status {
     }
 }
 
-fn to_pb(c: &ContainerInfo) -> pb::Container {
+fn limits_pb(l: &node::Limits) -> pb::Limits {
+    pb::Limits {
+        cpu_millis: l.cpu_millis(),
+        memory_bytes: l.memory_bytes,
+        cpuset: l.cpuset.clone(),
+    }
+}
+
+fn to_pb(c: &ContainerInfo, d: node::Declared) -> pb::Container {
     pb::Container {
         namespace: c.namespace.clone(),
         id: c.id.clone(),
         pid: c.pid,
         status: c.status.clone(),
-        qos: String::new(),
-        live: Some(pb::Limits {
-            cpu_millis: c.limits.cpu_millis(),
-            memory_bytes: c.limits.memory_bytes,
-            cpuset: c.limits.cpuset.clone(),
-        }),
+        qos: d.qos,
+        live: Some(limits_pb(&c.limits)),
         usage: Some(pb::Usage {
             cpu_ns: c.usage.cpu_ns,
             memory_bytes: c.usage.memory_bytes,
         }),
+        pod: d.pod,
+        name: d.name,
+        sandbox: d.sandbox,
+        declared: d.limits.as_ref().map(limits_pb),
+        overlays: d.overlays,
     }
 }
 
 impl Service {
+    /// `c` as the API shows it: with what was declared for it.
+    fn container(&self, c: &ContainerInfo) -> pb::Container {
+        to_pb(c, node::declared(&self.state_dir, c))
+    }
+
     fn find(&self, r: Option<pb::ContainerRef>) -> Result<ContainerInfo, Status> {
         let r = r.ok_or_else(|| Status::invalid_argument("no container named"))?;
         let ns = Some(r.namespace.as_str()).filter(|n| !n.is_empty());
@@ -271,7 +285,7 @@ impl Service {
         result.map_err(|e| Status::new(tonic::Code::from_i32(e.code), e.message))?;
         let now = node::find(&self.state_dir, Some(&c.namespace), &c.id).map_err(io_status)?;
         Ok(Response::new(pb::UpdateResourcesResponse {
-            container: Some(to_pb(&now)),
+            container: Some(self.container(&now)),
             revision: if dry { 0 } else { self.last_revision(&now) },
         }))
     }
@@ -319,7 +333,7 @@ impl Resize for Service {
     ) -> Result<Response<pb::ListContainersResponse>, Status> {
         let all = node::list(&self.state_dir).map_err(io_status)?;
         Ok(Response::new(pb::ListContainersResponse {
-            containers: all.iter().map(to_pb).collect(),
+            containers: all.iter().map(|c| self.container(c)).collect(),
         }))
     }
 
@@ -327,9 +341,8 @@ impl Resize for Service {
         &self,
         req: Request<pb::GetResourcesRequest>,
     ) -> Result<Response<pb::Container>, Status> {
-        Ok(Response::new(to_pb(
-            &self.find(req.into_inner().container)?,
-        )))
+        let c = self.find(req.into_inner().container)?;
+        Ok(Response::new(self.container(&c)))
     }
 
     async fn update_resources(

@@ -1,6 +1,6 @@
 //! `tidalctl`: the operator's command line. Lists tidal's containers with
-//! their live limits, and resizes one through its shim's Task.Update, the
-//! same validated path kubelet's resizes take.
+//! their live limits beside the declared ones, and resizes one through its
+//! shim's Task.Update, the same validated path kubelet's resizes take.
 
 use std::path::PathBuf;
 
@@ -12,7 +12,8 @@ pub const USAGE: &str = "\
 usage: tidalctl [--socket PATH] COMMAND
 
 commands:
-  ps [-o table|json]                  list tidal's containers with live limits
+  ps [-o table|json]                  list tidal's containers: pod, QoS, live and declared
+                                      limits, usage, and who changed them (OVERLAY)
   resize [-n NAMESPACE] ID [--cpu Q] [--memory Q] [--cpuset CPUS] [--reason TEXT] [--reclaim]
                                       change a running container's limits in place
                                       (Q: cpu as 500m or 1.5; memory as 256Mi or bytes)
@@ -234,19 +235,14 @@ pub fn resources_json(r: &Resize) -> serde_json::Value {
     res.into()
 }
 
-fn limits_of(c: &pb::Container) -> pb::Limits {
-    c.live.clone().unwrap_or_default()
-}
-
 /// (cpu, memory, cpuset) as shown to operators; `none` stands for unlimited.
-fn limit_columns(c: &pb::Container, none: &str) -> (String, String, String) {
-    let l = limits_of(c);
+fn limit_columns(l: &pb::Limits, none: &str) -> (String, String, String) {
     let cpu = l.cpu_millis.map(|m| format!("{m}m"));
     let mem = l.memory_bytes.map(format_memory);
     let set = if l.cpuset.is_empty() {
         "-".to_string()
     } else {
-        l.cpuset
+        l.cpuset.clone()
     };
     (
         cpu.unwrap_or_else(|| none.into()),
@@ -255,42 +251,119 @@ fn limit_columns(c: &pb::Container, none: &str) -> (String, String, String) {
     )
 }
 
+/// The live limits, as a resize reports them.
 pub fn describe_limits(c: &pb::Container) -> String {
-    let (cpu, mem, set) = limit_columns(c, "unlimited");
+    let (cpu, mem, set) = limit_columns(&c.live.clone().unwrap_or_default(), "unlimited");
     format!("cpu={cpu} memory={mem} cpuset={set}")
 }
 
-pub fn table(containers: &[pb::Container]) -> String {
-    let mut out = format!(
-        "{:<24} {:<12} {:>8} {:<8} {:>10} {:>10} {:>8} {:>10} {:>10}\n",
-        "ID", "NAMESPACE", "PID", "STATUS", "CPU", "MEMORY", "CPUSET", "CPU-TIME", "MEM-USED"
-    );
-    for c in containers {
-        let usage = c.usage.unwrap_or_default();
-        let (cpu, mem, set) = limit_columns(c, "-");
-        out.push_str(&format!(
-            "{:<24} {:<12} {:>8} {:<8} {:>10} {:>10} {:>8} {:>9.2}s {:>10}\n",
-            c.id,
-            c.namespace,
-            c.pid,
-            c.status,
-            cpu,
-            mem,
-            set,
-            usage.cpu_ns as f64 / 1e9,
-            format_memory(usage.memory_bytes)
-        ));
+/// Lays out `rows` under `header` in columns as wide as their widest cell;
+/// the columns flagged in `right` are aligned right.
+fn columns(header: &[&str], right: &[bool], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .zip(right)
+            .map(|((cell, &w), &right)| {
+                if right {
+                    format!("{cell:>w$}")
+                } else {
+                    format!("{cell:<w$}")
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
     }
     out
 }
 
-/// `ps -o json`: the same fields as the table, for scripts.
+/// `tidalctl ps`: each container with its pod, QoS, live limits beside the
+/// declared ones (`?` when its spec is unreadable), usage, and the sources of
+/// the changes layered on the declared limits.
+pub fn table(containers: &[pb::Container]) -> String {
+    const HEADER: [&str; 13] = [
+        "ID",
+        "NAMESPACE",
+        "POD",
+        "NAME",
+        "QOS",
+        "PID",
+        "STATUS",
+        "CPU(LIVE/DECL)",
+        "MEM(LIVE/DECL)",
+        "CPUSET(LIVE/DECL)",
+        "CPU-TIME",
+        "MEM-USED",
+        "OVERLAY",
+    ];
+    const RIGHT: [bool; 13] = [
+        false, false, false, false, false, true, false, true, true, true, true, true, false,
+    ];
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let rows: Vec<Vec<String>> = containers
+        .iter()
+        .map(|c| {
+            let usage = c.usage.unwrap_or_default();
+            let live = limit_columns(&c.live.clone().unwrap_or_default(), "-");
+            let declared = match &c.declared {
+                Some(d) => limit_columns(d, "-"),
+                None => ("?".into(), "?".into(), "?".into()),
+            };
+            let name = if c.sandbox && c.name.is_empty() {
+                "(sandbox)".to_string()
+            } else {
+                dash(&c.name)
+            };
+            vec![
+                c.id.clone(),
+                c.namespace.clone(),
+                dash(&c.pod),
+                name,
+                dash(&c.qos),
+                c.pid.to_string(),
+                c.status.clone(),
+                format!("{}/{}", live.0, declared.0),
+                format!("{}/{}", live.1, declared.1),
+                format!("{}/{}", live.2, declared.2),
+                format!("{:.2}s", usage.cpu_ns as f64 / 1e9),
+                format_memory(usage.memory_bytes),
+                dash(&c.overlays.join(",")),
+            ]
+        })
+        .collect();
+    columns(&HEADER, &RIGHT, &rows)
+}
+
+fn limits_json(l: &pb::Limits) -> serde_json::Value {
+    serde_json::json!({"cpu_millis": l.cpu_millis, "memory_bytes": l.memory_bytes, "cpuset": l.cpuset})
+}
+
+/// `ps -o json`: everything tidald reports, for scripts. `declared` is null
+/// when the container's spec is unreadable.
 fn json(c: &pb::Container) -> serde_json::Value {
-    let l = limits_of(c);
     let u = c.usage.unwrap_or_default();
     serde_json::json!({
-        "id": c.id, "namespace": c.namespace, "pid": c.pid, "status": c.status,
-        "limits": {"cpu_millis": l.cpu_millis, "memory_bytes": l.memory_bytes, "cpuset": l.cpuset},
+        "id": c.id, "namespace": c.namespace, "pod": c.pod, "name": c.name,
+        "sandbox": c.sandbox, "qos": c.qos, "pid": c.pid, "status": c.status,
+        "live": limits_json(&c.live.clone().unwrap_or_default()),
+        "declared": c.declared.as_ref().map(limits_json),
+        "overlays": c.overlays,
         "usage": {"cpu_ns": u.cpu_ns, "memory_bytes": u.memory_bytes},
     })
 }
@@ -587,5 +660,137 @@ mod tests {
             resources_json(&r),
             serde_json::json!({"cpu": {"quota": 25000, "period": 100000, "cpus": "0"}, "memory": {"limit": 67108864}})
         );
+    }
+
+    fn listed(live: (Option<u64>, Option<u64>), overlays: &[&str]) -> pb::Container {
+        pb::Container {
+            namespace: "k8s.io".into(),
+            id: "4f1c".into(),
+            pid: 4242,
+            status: "running".into(),
+            qos: "online".into(),
+            live: Some(pb::Limits {
+                cpu_millis: live.0,
+                memory_bytes: live.1,
+                cpuset: "0-3".into(),
+            }),
+            usage: Some(pb::Usage {
+                cpu_ns: 1_500_000_000,
+                memory_bytes: 8 << 20,
+            }),
+            pod: "shop/web-7d4b".into(),
+            name: "app".into(),
+            sandbox: false,
+            declared: Some(pb::Limits {
+                cpu_millis: Some(500),
+                memory_bytes: Some(256 << 20),
+                cpuset: String::new(),
+            }),
+            overlays: overlays.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn ps_shows_live_limits_beside_declared_ones_and_who_overlaid_them() {
+        let resized = listed((Some(200), Some(64 << 20)), &["operator", "trait:scaler"]);
+        let declared = pb::Container {
+            id: "9a2e".into(),
+            ..listed((Some(500), Some(256 << 20)), &[])
+        };
+        let sandbox = pb::Container {
+            id: "77aa".into(),
+            name: String::new(),
+            sandbox: true,
+            declared: None,
+            ..listed((None, None), &[])
+        };
+        let text = table(&[resized, declared, sandbox]);
+        let lines: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                vec![
+                    "ID",
+                    "NAMESPACE",
+                    "POD",
+                    "NAME",
+                    "QOS",
+                    "PID",
+                    "STATUS",
+                    "CPU(LIVE/DECL)",
+                    "MEM(LIVE/DECL)",
+                    "CPUSET(LIVE/DECL)",
+                    "CPU-TIME",
+                    "MEM-USED",
+                    "OVERLAY"
+                ],
+                vec![
+                    "4f1c",
+                    "k8s.io",
+                    "shop/web-7d4b",
+                    "app",
+                    "online",
+                    "4242",
+                    "running",
+                    "200m/500m",
+                    "64Mi/256Mi",
+                    "0-3/-",
+                    "1.50s",
+                    "8Mi",
+                    "operator,trait:scaler"
+                ],
+                vec![
+                    "9a2e",
+                    "k8s.io",
+                    "shop/web-7d4b",
+                    "app",
+                    "online",
+                    "4242",
+                    "running",
+                    "500m/500m",
+                    "256Mi/256Mi",
+                    "0-3/-",
+                    "1.50s",
+                    "8Mi",
+                    "-"
+                ],
+                vec![
+                    "77aa",
+                    "k8s.io",
+                    "shop/web-7d4b",
+                    "(sandbox)",
+                    "online",
+                    "4242",
+                    "running",
+                    "-/?",
+                    "-/?",
+                    "0-3/?",
+                    "1.50s",
+                    "8Mi",
+                    "-"
+                ],
+            ],
+            "{text}"
+        );
+        // Columns line up: every row's OVERLAY starts where its header does.
+        let at = text.lines().next().unwrap().find("OVERLAY").unwrap();
+        for l in text.lines().skip(1) {
+            assert!(
+                !l[at..].starts_with(' ') && l[..at].ends_with("  "),
+                "{text}"
+            );
+        }
+
+        let j = json(&listed((Some(200), Some(64 << 20)), &["operator"]));
+        assert_eq!(j["pod"], "shop/web-7d4b");
+        assert_eq!(j["qos"], "online");
+        assert_eq!(j["live"]["cpu_millis"], 200);
+        assert_eq!(j["declared"]["cpu_millis"], 500);
+        assert_eq!(j["declared"]["memory_bytes"], 256 << 20);
+        assert_eq!(j["overlays"], serde_json::json!(["operator"]));
+        assert_eq!(j["usage"]["cpu_ns"], 1_500_000_000u64);
     }
 }

@@ -16,10 +16,56 @@ fn target(id: &str) -> Option<ContainerRef> {
     })
 }
 
+/// (cpu millis, memory bytes) of some limits.
+fn cpu_mem(l: &Option<pb::Limits>) -> (Option<u64>, Option<u64>) {
+    let l = l.clone().expect("limits");
+    (l.cpu_millis, l.memory_bytes)
+}
+
+/// The container as `tidalctl ps -o json` lists it.
+fn ps_json(env: &Env, id: &str) -> serde_json::Value {
+    let out = env.tidalctl(&["ps", "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not listed: {all}"))
+        .clone()
+}
+
 #[test]
 fn the_api_resizes_records_and_rolls_back() {
     let env = Env::start("api");
-    let pid = env.run_detached(TIDAL, "svc", &[], &["sleep", "1000"]);
+    // Declared: 500m and 128Mi, in a pod whose annotations CRI would copy
+    // into the spec (here given to ctr directly).
+    let pid = env.run_detached(
+        TIDAL,
+        "svc",
+        &[
+            "--cpu-quota",
+            "50000",
+            "--cpu-period",
+            "100000",
+            "--memory-limit",
+            "134217728",
+            "--annotation",
+            "io.kubernetes.cri.sandbox-namespace=shop",
+            "--annotation",
+            "io.kubernetes.cri.sandbox-name=web-7d4b",
+            "--annotation",
+            "io.kubernetes.cri.container-name=svc",
+            "--annotation",
+            "tidal.dev/qos=offline",
+        ],
+        &["sleep", "1000"],
+    );
+    let declared = (Some(500), Some(128 << 20));
     let agent = env.start_agent();
     let socket = agent.socket.clone();
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -37,10 +83,23 @@ fn the_api_resizes_records_and_rolls_back() {
             .await
             .unwrap()
             .into_inner();
-        assert!(
-            all.containers.iter().any(|c| c.id == "svc" && c.pid == pid),
-            "{all:?}"
+        let svc = all
+            .containers
+            .iter()
+            .find(|c| c.id == "svc" && c.pid == pid)
+            .unwrap_or_else(|| panic!("{all:?}"));
+        assert_eq!(
+            (
+                svc.pod.as_str(),
+                svc.name.as_str(),
+                svc.qos.as_str(),
+                svc.sandbox
+            ),
+            ("shop/web-7d4b", "svc", "offline", false)
         );
+        assert_eq!(cpu_mem(&svc.declared), declared);
+        assert_eq!(cpu_mem(&svc.live), declared, "nothing changed yet");
+        assert!(svc.overlays.is_empty(), "{svc:?}");
 
         let resp = api
             .update_resources(pb::UpdateResourcesRequest {
@@ -54,11 +113,81 @@ fn the_api_resizes_records_and_rolls_back() {
             .unwrap()
             .into_inner();
         assert_eq!(resp.revision, 1);
-        let live = resp.container.unwrap().live.unwrap();
+        let resized = (Some(300), Some(96 << 20));
+        let c = resp.container.unwrap();
+        assert_eq!(cpu_mem(&c.live), resized);
+        // The operator's change is an overlay on the declared limits.
+        assert_eq!(cpu_mem(&c.declared), declared);
+        assert_eq!(c.overlays, vec!["operator".to_string()]);
+        let got = api
+            .get_resources(pb::GetResourcesRequest {
+                container: target("svc"),
+            })
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(
-            (live.cpu_millis, live.memory_bytes),
-            (Some(300), Some(96 << 20))
+            (
+                cpu_mem(&got.live),
+                cpu_mem(&got.declared),
+                got.overlays.clone()
+            ),
+            (resized, declared, vec!["operator".to_string()])
         );
+        let listed = api
+            .list_containers(pb::ListContainersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .containers
+            .into_iter()
+            .find(|c| c.id == "svc")
+            .unwrap();
+        assert_eq!(
+            pb::Container {
+                usage: None,
+                ..listed
+            },
+            pb::Container { usage: None, ..got },
+            "ListContainers and GetResources agree"
+        );
+        // tidalctl shows the same.
+        let j = ps_json(&env, "svc");
+        assert_eq!(
+            (&j["live"]["cpu_millis"], &j["live"]["memory_bytes"]),
+            (&serde_json::json!(300), &serde_json::json!(96 << 20)),
+            "{j}"
+        );
+        assert_eq!(
+            (&j["declared"]["cpu_millis"], &j["declared"]["memory_bytes"]),
+            (&serde_json::json!(500), &serde_json::json!(128 << 20)),
+            "{j}"
+        );
+        assert_eq!(j["overlays"], serde_json::json!(["operator"]), "{j}");
+        assert_eq!(
+            (&j["pod"], &j["qos"]),
+            (
+                &serde_json::json!("shop/web-7d4b"),
+                &serde_json::json!("offline")
+            )
+        );
+        let table = String::from_utf8_lossy(&env.tidalctl(&["ps"]).stdout).into_owned();
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("svc "))
+            .unwrap_or_else(|| panic!("{table}"));
+        for cell in [
+            "shop/web-7d4b",
+            "offline",
+            "300m/500m",
+            "96Mi/128Mi",
+            "operator",
+        ] {
+            assert!(
+                row.split_whitespace().any(|c| c == cell),
+                "{cell} missing: {table}"
+            );
+        }
 
         // A dry run validates and changes nothing.
         let dry = api
@@ -127,8 +256,11 @@ fn the_api_resizes_records_and_rolls_back() {
             .unwrap()
             .into_inner();
         assert_eq!(back.revision, 2);
-        let live = back.container.unwrap().live.unwrap();
-        assert_eq!((live.cpu_millis, live.memory_bytes), (None, None));
+        // Back to before the first revision: the declared limits, no overlay.
+        let c = back.container.unwrap();
+        assert_eq!(cpu_mem(&c.live), declared);
+        assert_eq!(cpu_mem(&c.declared), declared);
+        assert!(c.overlays.is_empty(), "{c:?}");
     });
     // The update and the rollback succeeded, the shrink below usage did not;
     // dry runs and requests refused before reaching a shim are not resizes.

@@ -304,5 +304,19 @@ fn containerd_update_is_recorded_as_kubelet() {
     let revs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(revs.as_array().unwrap().len(), 1, "{revs}");
     assert_eq!(revs[0]["source"], "kubelet");
+    // kubelet's change is what Kubernetes declares now: no overlay.
+    let out = tidalctl(&env, &["ps", "-o", "json"]);
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "pod-app")
+        .unwrap_or_else(|| panic!("{all}"));
+    for limits in ["live", "declared"] {
+        assert_eq!(c[limits]["cpu_millis"], 300, "{c}");
+        assert_eq!(c[limits]["memory_bytes"], 96 << 20, "{c}");
+    }
+    assert_eq!(c["overlays"], serde_json::json!([]), "{c}");
     env.remove("pod-app");
 }
