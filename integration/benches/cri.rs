@@ -46,13 +46,7 @@ fn main() {
         .expect("connect to CRI")
         .0;
     let cgroup_root = format!("tidal-bench-{}", std::process::id());
-    let shared = Arc::new(Shared {
-        dir: env.dir.clone(),
-        host_ip: env.host_ip(),
-        subnet_prefix: env.host_ip().trim_end_matches('1').to_string(),
-        tidal_state: env.tidal_state(),
-        cgroup_root: cgroup_root.clone(),
-    });
+    let shared = Arc::new(Shared::new(&env, &cgroup_root));
     let ctx = |handler: &'static str| Ctx {
         handler,
         case: "bench",

@@ -50,6 +50,18 @@ pub struct Shared {
     pub cgroup_root: String,
 }
 
+impl Shared {
+    pub fn new(env: &CriEnv, cgroup_root: &str) -> Shared {
+        Shared {
+            dir: env.dir.clone(),
+            host_ip: env.host_ip(),
+            subnet_prefix: env.host_ip().trim_end_matches('1').to_string(),
+            tidal_state: env.tidal_state(),
+            cgroup_root: cgroup_root.to_string(),
+        }
+    }
+}
+
 fn msg(e: tonic::Status) -> String {
     format!("{:?}: {}", e.code(), e.message())
 }
@@ -416,13 +428,7 @@ pub fn run(suite: &str, cases: &[Case], parallel: bool, after: Option<EndCheck>)
         .expect("connect to containerd's CRI")
         .0;
     let cgroup_root = format!("tidal-{suite}-{}", std::process::id());
-    let shared = Arc::new(Shared {
-        dir: env.dir.clone(),
-        host_ip: env.host_ip(),
-        subnet_prefix: env.host_ip().trim_end_matches('1').to_string(),
-        tidal_state: env.tidal_state(),
-        cgroup_root: cgroup_root.clone(),
-    });
+    let shared = Arc::new(Shared::new(&env, &cgroup_root));
     let (mut passed, mut failed) = (0, 0);
     let started = Instant::now();
     for case in selected {
