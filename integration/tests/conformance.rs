@@ -653,27 +653,34 @@ async fn exec_sync_timeout(ctx: Ctx) {
     assert_eq!(ctx.status(&id).await.state, RUNNING);
 }
 
-async fn streaming_exec(ctx: Ctx) {
-    let (_, id) = ctx.pod_with(|_, _| ()).await;
-    let url = ctx
-        .rt
+/// The streaming URL for `sh -c script` in container `id`, with stdin.
+async fn exec_url(ctx: &Ctx, id: &str, script: &str, tty: bool, stderr: bool) -> String {
+    ctx.rt
         .clone()
         .exec(v1::ExecRequest {
-            container_id: id.clone(),
-            cmd: vec![
-                "sh".into(),
-                "-c".into(),
-                "read x; echo got:$x; echo oops >&2; exit 5".into(),
-            ],
-            tty: false,
+            container_id: id.into(),
+            cmd: vec!["sh".into(), "-c".into(), script.into()],
+            tty,
             stdin: true,
             stdout: true,
-            stderr: true,
+            stderr,
         })
         .await
         .unwrap_or_else(|e| panic!("Exec: {e}"))
         .into_inner()
-        .url;
+        .url
+}
+
+async fn streaming_exec(ctx: Ctx) {
+    let (_, id) = ctx.pod_with(|_, _| ()).await;
+    let url = exec_url(
+        &ctx,
+        &id,
+        "read x; echo got:$x; echo oops >&2; exit 5",
+        false,
+        true,
+    )
+    .await;
     let out = stream::exec(&url, Some(b"hello\n".to_vec()), false)
         .await
         .unwrap_or_else(|e| panic!("streaming exec at {url}: {e}"));
@@ -684,25 +691,14 @@ async fn streaming_exec(ctx: Ctx) {
 
 async fn streaming_exec_tty(ctx: Ctx) {
     let (_, id) = ctx.pod_with(|_, _| ()).await;
-    let url = ctx
-        .rt
-        .clone()
-        .exec(v1::ExecRequest {
-            container_id: id.clone(),
-            cmd: vec![
-                "sh".into(),
-                "-c".into(),
-                "test -t 0 && test -t 1 && echo on-a-tty; stty size".into(),
-            ],
-            tty: true,
-            stdin: true,
-            stdout: true,
-            stderr: false,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("Exec: {e}"))
-        .into_inner()
-        .url;
+    let url = exec_url(
+        &ctx,
+        &id,
+        "test -t 0 && test -t 1 && echo on-a-tty; stty size",
+        true,
+        false,
+    )
+    .await;
     let out = stream::exec(&url, Some(Vec::new()), true)
         .await
         .unwrap_or_else(|e| panic!("tty exec at {url}: {e}"));
@@ -1156,8 +1152,7 @@ fn unmount_all(dir: &str) {
     let _ = Command::new("umount").args(["-R", "-l", dir]).status();
 }
 
-fn mount(ctx: &Ctx, host: &str, propagation: v1::MountPropagation) -> v1::Mount {
-    let _ = ctx;
+fn mount(host: &str, propagation: v1::MountPropagation) -> v1::Mount {
     v1::Mount {
         container_path: "/vol".into(),
         host_path: host.into(),
@@ -1170,7 +1165,7 @@ fn mount(ctx: &Ctx, host: &str, propagation: v1::MountPropagation) -> v1::Mount 
 async fn propagation_case(ctx: Ctx, what: &str, prop: v1::MountPropagation) -> (String, String) {
     let d = volume(&ctx, what);
     std::fs::write(format!("{d}/hello"), "from-host").unwrap();
-    let m = mount(&ctx, &d, prop);
+    let m = mount(&d, prop);
     let privileged = prop == v1::MountPropagation::PropagationBidirectional;
     let (_, id) = ctx
         .pod_with(|p, c| {
