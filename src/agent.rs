@@ -184,6 +184,12 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
             addr: cfg.metrics_addr,
             source,
         })?;
+    // Bound (and its mode set) before the ready line, so that whoever waits
+    // for the line finds the socket as it will stay.
+    let api_listener = crate::api::bind(&cfg.socket).map_err(|source| AgentError::Api {
+        socket: cfg.socket.clone(),
+        source,
+    })?;
     eprintln!(
         "tidald: API on {}, metrics on http://{}/metrics, state in {}",
         cfg.socket.display(),
@@ -198,7 +204,7 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let resizes = std::sync::Arc::new(crate::api::ResizeMetrics::default());
     let api = tokio::spawn(crate::api::serve(
-        cfg.socket.clone(),
+        api_listener,
         cfg.state_dir.clone(),
         cfg.allowed_uids.clone(),
         resizes.clone(),

@@ -436,21 +436,27 @@ pub async fn connect(
     Ok(ResizeClient::new(channel))
 }
 
-/// Binds `socket` (mode 0600 in a 0700 directory) and serves until `stop`.
-pub async fn serve(
-    socket: PathBuf,
-    state_dir: PathBuf,
-    allowed: Vec<u32>,
-    metrics: std::sync::Arc<ResizeMetrics>,
-    stop: impl std::future::Future<Output = ()>,
-) -> std::io::Result<()> {
-    let socket = socket.as_path();
+/// Binds `socket` with mode 0600 in a 0700 directory. Once this returns,
+/// clients can connect: callers announce readiness only after it.
+pub fn bind(socket: &Path) -> std::io::Result<tokio::net::UnixListener> {
     let dir = socket.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     let _ = std::fs::remove_file(socket);
     let listener = tokio::net::UnixListener::bind(socket)?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves the API on a listener from [`bind`] until `stop`.
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    state_dir: PathBuf,
+    allowed: Vec<u32>,
+    metrics: std::sync::Arc<ResizeMetrics>,
+    stop: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let socket = listener.local_addr()?.as_pathname().map(Path::to_path_buf);
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let (revisions, _) = tokio::sync::broadcast::channel(256);
     let follower = tokio::spawn(follow(state_dir.clone(), revisions.clone()));
@@ -468,6 +474,8 @@ pub async fn serve(
         .await
         .map_err(std::io::Error::other);
     follower.abort();
-    let _ = std::fs::remove_file(socket);
+    if let Some(socket) = socket {
+        let _ = std::fs::remove_file(socket);
+    }
     result
 }
