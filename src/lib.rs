@@ -18,3 +18,4 @@ pub mod shimclient;
 pub mod sys;
 #[cfg(test)]
 pub(crate) mod testfs;
+pub mod traits;

@@ -1,0 +1,263 @@
+//! Applying a pod's traits to a container's OCI spec before it is created.
+//!
+//! A trait only ever tightens what CRI asked for. `security-policy`:
+//! `allowPrivilegeEscalation: false` sets `process.noNewPrivileges`; the
+//! seccomp profile is stacked on the pod's own ([`super::seccomp::stack`]);
+//! `readOnlyRootFilesystem` sets `root.readonly`; `dropCapabilities` removes
+//! capabilities from every set; `runAsNonRoot` refuses a process that would
+//! run as uid 0. A privileged container is refused outright: tightening it
+//! would silently break what it was made privileged for, and leaving it
+//! would silently ignore the trait.
+//!
+//! The pod's sandbox (pause) container gets the same treatment except
+//! `runAsNonRoot`, which Kubernetes applies to the pod's own containers.
+
+use serde_json::{json, Value};
+
+use super::{PodTraits, TraitError, TRAIT_PREFIX};
+
+/// containerd's annotation telling a sandbox container from the others.
+pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+
+/// Whether the OCI spec is that of a privileged CRI container: containerd
+/// gives one every capability and no masked or read-only paths.
+pub fn is_privileged(spec: &Value) -> bool {
+    let bounding: Vec<&str> = spec
+        .pointer("/process/capabilities/bounding")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let empty = |p: &str| {
+        spec.pointer(p)
+            .and_then(Value::as_array)
+            .is_none_or(|a| a.is_empty())
+    };
+    ["CAP_SYS_ADMIN", "CAP_SYS_MODULE", "CAP_SYS_RAWIO"]
+        .iter()
+        .all(|c| bounding.contains(c))
+        && empty("/linux/maskedPaths")
+        && empty("/linux/readonlyPaths")
+}
+
+/// Tightens `spec` by the pod's traits; returns what was changed, for the
+/// log. Errors name the trait and what is wrong.
+pub fn tighten(spec: &mut Value, pod: &PodTraits) -> Result<Vec<String>, TraitError> {
+    let mut changed = Vec::new();
+    let Some(policy) = pod.get("security-policy") else {
+        return Ok(changed);
+    };
+    let annotation = format!("{TRAIT_PREFIX}security-policy");
+    let refuse = |message: String| TraitError {
+        annotation: Some(annotation.clone()),
+        message,
+    };
+    if !spec.is_object() {
+        return Err(refuse(
+            "the container's OCI spec is not a JSON object".into(),
+        ));
+    }
+    let sandbox = spec
+        .pointer(&format!(
+            "/annotations/{}",
+            CONTAINER_TYPE.replace('/', "~1")
+        ))
+        .and_then(Value::as_str)
+        == Some("sandbox");
+    if is_privileged(spec) {
+        return Err(refuse(
+            "a privileged container cannot run under trait security-policy: remove privileged from its security context or the trait from the pod".into(),
+        ));
+    }
+    if policy.bool("runAsNonRoot") && !sandbox {
+        let uid = spec
+            .pointer("/process/user/uid")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if uid == 0 {
+            return Err(refuse(
+                "runAsNonRoot is true but the container would run as uid 0: set runAsUser to a non-zero uid".into(),
+            ));
+        }
+    }
+    if !policy.bool("allowPrivilegeEscalation") {
+        let nnp = &mut spec["process"]["noNewPrivileges"];
+        if nnp.as_bool() != Some(true) {
+            *nnp = Value::Bool(true);
+            changed.push("noNewPrivileges".into());
+        }
+    }
+    if policy.bool("readOnlyRootFilesystem") {
+        let ro = &mut spec["root"]["readonly"];
+        if ro.as_bool() != Some(true) {
+            *ro = Value::Bool(true);
+            changed.push("readonly root".into());
+        }
+    }
+    let drop: Vec<String> = policy
+        .properties
+        .get("dropCapabilities")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.as_str().and_then(super::schema::capability))
+        .collect();
+    if !drop.is_empty() {
+        if let Some(caps) = spec
+            .pointer_mut("/process/capabilities")
+            .and_then(Value::as_object_mut)
+        {
+            for set in [
+                "bounding",
+                "effective",
+                "permitted",
+                "inheritable",
+                "ambient",
+            ] {
+                if let Some(list) = caps.get_mut(set).and_then(Value::as_array_mut) {
+                    let before = list.len();
+                    list.retain(|c| {
+                        let c = c.as_str().unwrap_or_default();
+                        !drop.iter().any(|d| d == "ALL" || d == c)
+                    });
+                    if list.len() != before {
+                        changed.push(format!(
+                            "{} capabilities dropped from {set}",
+                            before - list.len()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let profile = policy.str("seccompProfile").unwrap_or("runtime-default");
+    let required = super::seccomp::builtin(profile)
+        .ok_or_else(|| refuse(format!("unknown seccomp profile {profile:?}")))?;
+    if !spec["linux"].is_object() {
+        spec["linux"] = json!({});
+    }
+    let pod_profile = spec["linux"].get("seccomp").cloned();
+    spec["linux"]["seccomp"] = super::seccomp::stack(pod_profile.as_ref(), &required);
+    changed.push(format!("seccomp {profile}"));
+    Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::traits::Catalogue;
+
+    fn pod(policy: &str) -> PodTraits {
+        let a = [(
+            "trait.tidal.dev/security-policy".to_string(),
+            policy.to_string(),
+        )];
+        Catalogue::builtin()
+            .pod_traits(a.iter().map(|(k, v)| (k, v)))
+            .unwrap()
+    }
+
+    fn spec() -> Value {
+        json!({
+            "process": {"user": {"uid": 0, "gid": 0}, "noNewPrivileges": false,
+                "capabilities": {"bounding": ["CAP_CHOWN", "CAP_NET_RAW", "CAP_KILL"],
+                                 "effective": ["CAP_CHOWN", "CAP_NET_RAW", "CAP_KILL"],
+                                 "permitted": ["CAP_CHOWN", "CAP_NET_RAW", "CAP_KILL"]}},
+            "root": {"path": "rootfs"},
+            "linux": {"maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"]},
+            "annotations": {"io.kubernetes.cri.container-type": "container"}
+        })
+    }
+
+    #[test]
+    fn the_default_policy_sets_nnp_and_seccomp() {
+        let mut s = spec();
+        let changed = tighten(&mut s, &pod("{}")).unwrap();
+        assert_eq!(s["process"]["noNewPrivileges"], true);
+        assert_eq!(s["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+        assert!(
+            changed.iter().any(|c| c == "seccomp runtime-default"),
+            "{changed:?}"
+        );
+        assert!(s["root"].get("readonly").is_none());
+    }
+
+    #[test]
+    fn it_never_loosens() {
+        let mut s = spec();
+        s["process"]["noNewPrivileges"] = json!(true);
+        s["root"]["readonly"] = json!(true);
+        tighten(
+            &mut s,
+            &pod(r#"{"allowPrivilegeEscalation": true, "readOnlyRootFilesystem": false}"#),
+        )
+        .unwrap();
+        assert_eq!(s["process"]["noNewPrivileges"], true);
+        assert_eq!(s["root"]["readonly"], true);
+    }
+
+    #[test]
+    fn capabilities_are_dropped_from_every_set() {
+        let mut s = spec();
+        tighten(
+            &mut s,
+            &pod(
+                r#"{"dropCapabilities": ["net_raw", "CAP_KILL"], "readOnlyRootFilesystem": true}"#,
+            ),
+        )
+        .unwrap();
+        for set in ["bounding", "effective", "permitted"] {
+            assert_eq!(
+                s["process"]["capabilities"][set],
+                json!(["CAP_CHOWN"]),
+                "{set}"
+            );
+        }
+        assert_eq!(s["root"]["readonly"], true);
+        let mut s = spec();
+        tighten(&mut s, &pod(r#"{"dropCapabilities": ["ALL"]}"#)).unwrap();
+        assert_eq!(s["process"]["capabilities"]["bounding"], json!([]));
+    }
+
+    #[test]
+    fn privileged_and_root_are_refused() {
+        let mut s = spec();
+        s["process"]["capabilities"]["bounding"] =
+            json!(["CAP_SYS_ADMIN", "CAP_SYS_MODULE", "CAP_SYS_RAWIO"]);
+        s["linux"]["maskedPaths"] = json!([]);
+        s["linux"]["readonlyPaths"] = json!([]);
+        let e = tighten(&mut s, &pod("{}")).unwrap_err().to_string();
+        assert!(
+            e.starts_with("annotation trait.tidal.dev/security-policy: a privileged container"),
+            "{e}"
+        );
+        let mut s = spec();
+        let e = tighten(&mut s, &pod(r#"{"runAsNonRoot": true}"#))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("runAsNonRoot is true but the container would run as uid 0"),
+            "{e}"
+        );
+        // The sandbox container is the runtime's, not the user's: it may be root.
+        s["annotations"]["io.kubernetes.cri.container-type"] = json!("sandbox");
+        tighten(&mut s, &pod(r#"{"runAsNonRoot": true}"#)).unwrap();
+        let mut s = spec();
+        s["process"]["user"]["uid"] = json!(1000);
+        tighten(&mut s, &pod(r#"{"runAsNonRoot": true}"#)).unwrap();
+    }
+
+    #[test]
+    fn a_pod_without_the_trait_is_untouched() {
+        let mut s = spec();
+        let before = s.clone();
+        let a = [(
+            "trait.tidal.dev/qos".to_string(),
+            r#"{"class": "offline"}"#.to_string(),
+        )];
+        let p = Catalogue::builtin()
+            .pod_traits(a.iter().map(|(k, v)| (k, v)))
+            .unwrap();
+        assert!(tighten(&mut s, &p).unwrap().is_empty());
+        assert_eq!(s, before);
+    }
+}

@@ -1,0 +1,463 @@
+//! The schema of a trait's properties: a small, strict subset of OpenAPI v3,
+//! the language of OAM's TraitDefinition parameters.
+//!
+//! Objects never take properties their schema does not name (OpenAPI's
+//! `additionalProperties: false` is implied), so a misspelt property is an
+//! error, not a silently ignored wish. Every string, array and object has a
+//! bound, so an annotation cannot make the shim do unbounded work.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Longest string any property may hold unless its schema says less.
+pub const MAX_STRING: usize = 256;
+/// Most items in any array unless its schema says less.
+pub const MAX_ITEMS: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Object,
+    String,
+    Boolean,
+    Integer,
+    Array,
+}
+
+/// The value formats tidal checks beyond the JSON type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// A Kubernetes CPU quantity: `500m`, `2`.
+    Cpu,
+    /// A Kubernetes memory quantity: `256Mi`, `1G`.
+    Memory,
+    /// A five-field cron schedule: `0 8 * * 1-5`.
+    Cron,
+    /// A Linux capability name, with or without `CAP_`, or `ALL`.
+    Capability,
+    /// A lower-case DNS label (RFC 1123): `[a-z0-9]([-a-z0-9]*[a-z0-9])?`.
+    Name,
+}
+
+/// One node of a properties schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Schema {
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, Schema>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required: Vec<String>,
+    #[serde(default, rename = "enum", skip_serializing_if = "Option::is_none")]
+    pub one_of: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maximum: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<Box<Schema>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_items: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Format>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Value>,
+}
+
+impl Schema {
+    /// Checks that the schema itself is usable: names exist, bounds make sense.
+    pub fn check(&self, at: &str) -> Result<(), String> {
+        for r in &self.required {
+            if !self.properties.contains_key(r) {
+                return Err(format!("{at}: required property {r:?} is not defined"));
+            }
+        }
+        if self.kind != Kind::Object && !self.properties.is_empty() {
+            return Err(format!("{at}: only an object has properties"));
+        }
+        if self.kind == Kind::Array && self.items.is_none() {
+            return Err(format!("{at}: an array needs items"));
+        }
+        if let (Some(lo), Some(hi)) = (self.minimum, self.maximum) {
+            if lo > hi {
+                return Err(format!("{at}: minimum {lo} is above maximum {hi}"));
+            }
+        }
+        for (name, p) in &self.properties {
+            p.check(&format!("{at}.{name}"))?;
+        }
+        if let Some(items) = &self.items {
+            items.check(&format!("{at}[]"))?;
+        }
+        if let Some(d) = &self.default {
+            validate(d, self, &format!("{at} (default)"))?;
+        }
+        Ok(())
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "an integer",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Validates `value` against `schema`; `at` names the value in the error,
+/// e.g. `seccompProfile` or `jobs[2].schedule`.
+pub fn validate(value: &Value, schema: &Schema, at: &str) -> Result<(), String> {
+    let wrong = |want: &str| Err(format!("{at} must be {want}, not {}", type_name(value)));
+    match (schema.kind, value) {
+        (Kind::Object, Value::Object(map)) => {
+            for key in map.keys() {
+                if !schema.properties.contains_key(key) {
+                    let known: Vec<&str> = schema.properties.keys().map(String::as_str).collect();
+                    return Err(format!(
+                        "{}: unknown property {:?} (known: {})",
+                        if at.is_empty() { "properties" } else { at },
+                        shorten(key),
+                        known.join(", ")
+                    ));
+                }
+            }
+            for r in &schema.required {
+                if !map.contains_key(r) {
+                    return Err(format!(
+                        "{}: property {r:?} is required",
+                        if at.is_empty() { "properties" } else { at }
+                    ));
+                }
+            }
+            for (key, v) in map {
+                let child = if at.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{at}.{key}")
+                };
+                validate(v, &schema.properties[key], &child)?;
+            }
+        }
+        (Kind::Object, _) => return wrong("an object"),
+        (Kind::Boolean, Value::Bool(_)) => {}
+        (Kind::Boolean, _) => return wrong("true or false"),
+        (Kind::Integer, Value::Number(n)) => {
+            let Some(i) = n.as_i64() else {
+                return wrong("an integer");
+            };
+            if let Some(lo) = schema.minimum.filter(|lo| i < *lo) {
+                return Err(format!("{at} must be at least {lo}, not {i}"));
+            }
+            if let Some(hi) = schema.maximum.filter(|hi| i > *hi) {
+                return Err(format!("{at} must be at most {hi}, not {i}"));
+            }
+        }
+        (Kind::Integer, _) => return wrong("an integer"),
+        (Kind::String, Value::String(s)) => {
+            let max = schema.max_length.unwrap_or(MAX_STRING).min(MAX_STRING);
+            if s.len() > max {
+                return Err(format!(
+                    "{at} is {} bytes long, at most {max} are allowed",
+                    s.len()
+                ));
+            }
+            if let Some(f) = schema.format {
+                check_format(s, f).map_err(|e| format!("{at}: {e}"))?;
+            }
+        }
+        (Kind::String, _) => return wrong("a string"),
+        (Kind::Array, Value::Array(items)) => {
+            let max = schema.max_items.unwrap_or(MAX_ITEMS).min(MAX_ITEMS);
+            if items.len() > max {
+                return Err(format!(
+                    "{at} has {} items, at most {max} are allowed",
+                    items.len()
+                ));
+            }
+            let item_schema = schema
+                .items
+                .as_deref()
+                .ok_or_else(|| format!("{at}: schema has no items"))?;
+            for (i, v) in items.iter().enumerate() {
+                validate(v, item_schema, &format!("{at}[{i}]"))?;
+            }
+        }
+        (Kind::Array, _) => return wrong("an array"),
+    }
+    if let Some(allowed) = &schema.one_of {
+        if !allowed.contains(value) {
+            let names: Vec<String> = allowed.iter().map(Value::to_string).collect();
+            return Err(format!(
+                "{at} must be one of {}, not {}",
+                names.join(", "),
+                shorten(&value.to_string())
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A hostile string cut to a size fit for an error message.
+pub fn shorten(s: &str) -> String {
+    const MAX: usize = 64;
+    if s.chars().count() <= MAX {
+        return s.to_string();
+    }
+    s.chars().take(MAX).collect::<String>() + "..."
+}
+
+fn check_format(s: &str, f: Format) -> Result<(), String> {
+    match f {
+        Format::Cpu => crate::quantity::parse_cpu(s)
+            .map(|_| ())
+            .map_err(|e| format!("{:?} is not a CPU quantity: {e}", shorten(s))),
+        Format::Memory => crate::quantity::parse_memory(s)
+            .map(|_| ())
+            .map_err(|e| format!("{:?} is not a memory quantity: {e}", shorten(s))),
+        Format::Cron => check_cron(s),
+        Format::Capability => capability(s)
+            .map(|_| ())
+            .ok_or_else(|| format!("{:?} is not a Linux capability", shorten(s))),
+        Format::Name => {
+            let ok = !s.is_empty()
+                && s.len() <= 63
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !s.starts_with('-')
+                && !s.ends_with('-');
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("{:?} is not a lower-case DNS label", shorten(s)))
+            }
+        }
+    }
+}
+
+/// Every capability Linux knows, as the OCI spec names them.
+pub const CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The OCI name of capability `s` (`net_raw`, `NET_RAW`, `CAP_NET_RAW`), or
+/// `ALL`; `None` for anything else.
+pub fn capability(s: &str) -> Option<String> {
+    let upper = s.to_ascii_uppercase();
+    if upper == "ALL" {
+        return Some(upper);
+    }
+    let name = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    CAPABILITIES.contains(&name.as_str()).then_some(name)
+}
+
+/// Checks a five-field cron schedule: each field is `*`, or a list of
+/// numbers and ranges in the field's bounds, each optionally `/step`.
+pub fn check_cron(s: &str) -> Result<(), String> {
+    const FIELDS: [(&str, u32, u32); 5] = [
+        ("minute", 0, 59),
+        ("hour", 0, 23),
+        ("day of month", 1, 31),
+        ("month", 1, 12),
+        ("day of week", 0, 7),
+    ];
+    let fields: Vec<&str> = s.split_whitespace().collect();
+    if fields.len() != 5 {
+        return Err(format!(
+            "{:?} is not a cron schedule: it needs 5 fields (minute hour day-of-month month day-of-week), it has {}",
+            shorten(s),
+            fields.len()
+        ));
+    }
+    for (field, (what, lo, hi)) in fields.iter().zip(FIELDS) {
+        for part in field.split(',') {
+            let (range, step) = match part.split_once('/') {
+                Some((r, st)) => (r, Some(st)),
+                None => (part, None),
+            };
+            let num = |t: &str| -> Result<u32, String> {
+                let n: u32 = t
+                    .parse()
+                    .map_err(|_| format!("cron {what} field {:?} is not a number", shorten(t)))?;
+                if n < lo || n > hi {
+                    return Err(format!("cron {what} {n} is outside {lo}-{hi}"));
+                }
+                Ok(n)
+            };
+            if let Some(st) = step {
+                let n: u32 = st
+                    .parse()
+                    .map_err(|_| format!("cron {what} step {:?} is not a number", shorten(st)))?;
+                if n == 0 {
+                    return Err(format!("cron {what} step must not be 0"));
+                }
+            }
+            if range == "*" {
+                continue;
+            }
+            match range.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b) = (num(a)?, num(b)?);
+                    if a > b {
+                        return Err(format!("cron {what} range {a}-{b} runs backwards"));
+                    }
+                }
+                None => {
+                    num(range)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema(v: Value) -> Schema {
+        let s: Schema = serde_json::from_value(v).unwrap();
+        s.check("test").unwrap();
+        s
+    }
+
+    #[test]
+    fn objects_refuse_unknown_and_missing_properties() {
+        let s = schema(json!({"type": "object", "required": ["a"],
+            "properties": {"a": {"type": "boolean"}, "b": {"type": "integer", "minimum": 1, "maximum": 9}}}));
+        assert!(validate(&json!({"a": true, "b": 3}), &s, "").is_ok());
+        let e = validate(&json!({"a": true, "c": 1}), &s, "").unwrap_err();
+        assert!(
+            e.contains("unknown property \"c\"") && e.contains("known: a, b"),
+            "{e}"
+        );
+        let e = validate(&json!({"b": 1}), &s, "").unwrap_err();
+        assert!(e.contains("\"a\" is required"), "{e}");
+        let e = validate(&json!({"a": "yes"}), &s, "").unwrap_err();
+        assert_eq!(e, "a must be true or false, not a string");
+        let e = validate(&json!({"a": true, "b": 10}), &s, "").unwrap_err();
+        assert_eq!(e, "b must be at most 9, not 10");
+        let e = validate(&json!({"a": true, "b": 1.5}), &s, "").unwrap_err();
+        assert_eq!(e, "b must be an integer, not a number");
+        assert!(validate(&json!([1]), &s, "").is_err());
+    }
+
+    #[test]
+    fn strings_are_bounded_and_formatted() {
+        let s = schema(json!({"type": "string", "format": "cpu"}));
+        assert!(validate(&json!("500m"), &s, "cpu").is_ok());
+        assert!(validate(&json!("lots"), &s, "cpu")
+            .unwrap_err()
+            .contains("not a CPU quantity"));
+        let long = "x".repeat(10_000);
+        let e = validate(&json!(long), &s, "cpu").unwrap_err();
+        assert!(e.contains("10000 bytes long") && e.len() < 200, "{e}");
+        let e = schema(json!({"type": "string", "enum": ["a", "b"]}));
+        let err = validate(&json!("c"), &e, "p").unwrap_err();
+        assert_eq!(err, "p must be one of \"a\", \"b\", not \"c\"");
+    }
+
+    #[test]
+    fn arrays_are_bounded() {
+        let s = schema(
+            json!({"type": "array", "maxItems": 2, "items": {"type": "string", "format": "capability"}}),
+        );
+        assert!(validate(&json!(["net_raw", "CAP_SYS_ADMIN"]), &s, "caps").is_ok());
+        assert!(validate(&json!(["a", "b", "c"]), &s, "caps")
+            .unwrap_err()
+            .contains("3 items"));
+        assert!(validate(&json!(["CAP_NOPE"]), &s, "caps")
+            .unwrap_err()
+            .contains("caps[0]"));
+    }
+
+    #[test]
+    fn cron_schedules() {
+        for ok in ["0 8 * * 1-5", "*/15 * * * *", "0,30 0-6/2 1 1,6 0"] {
+            check_cron(ok).unwrap();
+        }
+        for (bad, why) in [
+            ("0 8 * *", "5 fields"),
+            ("61 * * * *", "outside 0-59"),
+            ("* * * * 5-1", "backwards"),
+            ("*/0 * * * *", "must not be 0"),
+            ("a * * * *", "not a number"),
+        ] {
+            let e = check_cron(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_schema_must_be_coherent() {
+        let bad: Schema =
+            serde_json::from_value(json!({"type": "object", "required": ["x"]})).unwrap();
+        assert!(bad.check("t").is_err());
+        let bad: Schema =
+            serde_json::from_value(json!({"type": "integer", "minimum": 5, "maximum": 1})).unwrap();
+        assert!(bad.check("t").is_err());
+        let bad: Schema =
+            serde_json::from_value(json!({"type": "string", "enum": ["a"], "default": "b"}))
+                .unwrap();
+        assert!(bad.check("t").is_err());
+        assert!(
+            serde_json::from_value::<Schema>(json!({"type": "string", "pattern": "x"})).is_err()
+        );
+    }
+}
