@@ -406,6 +406,17 @@ impl Ctx {
 /// (else one after the other), then the suite's own end check `after`.
 /// Returns whether everything passed.
 pub fn run(suite: &str, cases: &[Case], parallel: bool, after: Option<EndCheck>) -> bool {
+    run_for(&HANDLERS, suite, cases, parallel, after)
+}
+
+/// [`run`] for the given handlers only, e.g. tidal's own features.
+pub fn run_for(
+    handlers: &[&'static str],
+    suite: &str,
+    cases: &[Case],
+    parallel: bool,
+    after: Option<EndCheck>,
+) -> bool {
     let filter: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -414,7 +425,7 @@ pub fn run(suite: &str, cases: &[Case], parallel: bool, after: Option<EndCheck>)
         .iter()
         .filter(|c| filter.is_empty() || filter.iter().any(|f| c.name.contains(f.as_str())))
         .collect();
-    println!("\nrunning {} tests", selected.len() * HANDLERS.len());
+    println!("\nrunning {} tests", selected.len() * handlers.len());
     // Failures are reported per case below, with their message.
     std::panic::set_hook(Box::new(|_| {}));
     let env = Arc::new(CriEnv::start(suite));
@@ -434,7 +445,7 @@ pub fn run(suite: &str, cases: &[Case], parallel: bool, after: Option<EndCheck>)
     for case in selected {
         let (body_fn, name) = (case.run, case.name);
         let results: Vec<_> = rt.block_on(async {
-            let runs = HANDLERS.map(|handler| {
+            let runs = handlers.iter().map(|&handler| {
                 let ctx = Ctx {
                     handler,
                     case: name,
@@ -460,7 +471,7 @@ pub fn run(suite: &str, cases: &[Case], parallel: bool, after: Option<EndCheck>)
             });
             let mut out = Vec::new();
             if parallel {
-                let handles = runs.map(tokio::spawn);
+                let handles: Vec<_> = runs.map(tokio::spawn).collect();
                 for h in handles {
                     out.push(h.await.map_err(panic_text).and_then(|r| r));
                 }
@@ -471,7 +482,7 @@ pub fn run(suite: &str, cases: &[Case], parallel: bool, after: Option<EndCheck>)
             }
             out
         });
-        for (handler, r) in HANDLERS.iter().zip(results) {
+        for (handler, r) in handlers.iter().zip(results) {
             match r {
                 Ok(()) => {
                     passed += 1;

@@ -44,6 +44,40 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 /// How long a created container may take to send its pty.
 const CONSOLE_LIMIT: Duration = Duration::from_secs(10);
 
+/// The node's trait catalogue, read once per shim.
+fn catalogue() -> &'static std::result::Result<crate::traits::Catalogue, String> {
+    static CATALOGUE: std::sync::OnceLock<std::result::Result<crate::traits::Catalogue, String>> =
+        std::sync::OnceLock::new();
+    CATALOGUE.get_or_init(crate::traits::Catalogue::node)
+}
+
+/// An exec's process spec held to its container's traits (see
+/// `traits::enforce::tighten_exec`); unchanged for containers without them.
+fn held_to_traits(bundle: &Path, process: &str) -> std::result::Result<String, String> {
+    let config = std::fs::read(bundle.join("config.json"))
+        .map_err(|e| format!("read the container's spec: {e}"))?;
+    let container: serde_json::Value =
+        serde_json::from_slice(&config).map_err(|e| format!("the container's spec: {e}"))?;
+    let has_traits = container
+        .get("annotations")
+        .and_then(|a| a.as_object())
+        .is_some_and(|a| a.keys().any(|k| k.starts_with(crate::traits::TRAIT_PREFIX)));
+    if !has_traits {
+        return Ok(process.to_string());
+    }
+    let catalogue = catalogue()
+        .as_ref()
+        .map_err(|e| format!("the node's trait catalogue: {e}"))?;
+    let mut value: serde_json::Value =
+        serde_json::from_str(process).map_err(|e| format!("process spec: {e}"))?;
+    if crate::traits::enforce::tighten_exec(&container, &mut value, catalogue)
+        .map_err(|e| e.to_string())?
+    {
+        return serde_json::to_string(&value).map_err(|e| e.to_string());
+    }
+    Ok(process.to_string())
+}
+
 /// Publishes events to containerd, in the order they are sent.
 pub struct Events {
     publisher: Option<RemotePublisher>,
@@ -195,6 +229,13 @@ impl Tasks {
                 "bundle {} has no config.json",
                 bundle.display()
             )));
+        }
+        // Traits first: a refused container leaves nothing behind.
+        let tightened =
+            crate::traits::enforce::apply_to_bundle(&bundle.join("config.json"), catalogue())
+                .map_err(Error::InvalidArgument)?;
+        if !tightened.is_empty() {
+            log::info!("{}: traits applied: {}", req.id, tightened.join(", "));
         }
         let paths = StdioPaths {
             stdin: req.stdin.clone(),
@@ -562,6 +603,12 @@ impl Tasks {
             .as_ref()
             .map(|any| String::from_utf8_lossy(&any.value).into_owned())
             .ok_or_else(|| Error::InvalidArgument("exec without a process spec".into()))?;
+        let spec = held_to_traits(&c.bundle, &spec).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "tidal refused exec {} in {}: {e}",
+                req.exec_id, req.id
+            ))
+        })?;
         let parsed: oci_spec::runtime::Process = serde_json::from_str(&spec).map_err(|e| {
             Error::InvalidArgument(format!("exec {} process spec: {e}", req.exec_id))
         })?;

@@ -141,6 +141,167 @@ pub fn tighten(spec: &mut Value, pod: &PodTraits) -> Result<Vec<String>, TraitEr
     Ok(changed)
 }
 
+/// Whether any annotation is one tidal reads, so that pods without them
+/// cost nothing.
+fn mentions_tidal(spec: &Value) -> bool {
+    spec.get("annotations")
+        .and_then(Value::as_object)
+        .is_some_and(|a| {
+            a.keys().any(|k| {
+                k.starts_with(TRAIT_PREFIX)
+                    || k.starts_with(super::TIDAL_PREFIX)
+                    || k.starts_with("app.oam.dev/")
+            })
+        })
+}
+
+/// Who a refusal is about, from containerd's CRI annotations.
+fn subject(spec: &Value) -> String {
+    let a = |k: &str| {
+        spec.get("annotations")
+            .and_then(|m| m.get(k))
+            .and_then(Value::as_str)
+            .map(super::schema::shorten)
+    };
+    let pod = match (
+        a("io.kubernetes.cri.sandbox-namespace"),
+        a("io.kubernetes.cri.sandbox-name"),
+    ) {
+        (Some(ns), Some(name)) => Some(format!("pod {ns}/{name}")),
+        _ => None,
+    };
+    match (
+        a(CONTAINER_TYPE).as_deref(),
+        a("io.kubernetes.cri.container-name"),
+        pod,
+    ) {
+        (Some("sandbox"), _, Some(pod)) => pod,
+        (_, Some(c), Some(pod)) => format!("container {c} of {pod}"),
+        (_, _, Some(pod)) => pod,
+        _ => "the container".into(),
+    }
+}
+
+/// Checks and applies the traits named in the OCI bundle's `config.json`
+/// (rewritten in place when tightened) before the container is created.
+/// Returns what was changed; the error is the whole message for the user,
+/// e.g. `tidal refused pod default/web: traits "a" and "b" conflict ...`.
+pub fn apply_to_bundle(
+    config: &std::path::Path,
+    catalogue: &Result<super::Catalogue, String>,
+) -> Result<Vec<String>, String> {
+    let text = std::fs::read(config).map_err(|e| format!("read {}: {e}", config.display()))?;
+    let mut spec: Value = serde_json::from_slice(&text)
+        .map_err(|e| format!("{} is not valid JSON: {e}", config.display()))?;
+    if !mentions_tidal(&spec) {
+        return Ok(vec![]);
+    }
+    let who = subject(&spec);
+    let catalogue = catalogue
+        .as_ref()
+        .map_err(|e| format!("tidal refused {who}: the node's trait catalogue is broken: {e}"))?;
+    let annotations: Vec<(String, String)> = spec["annotations"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+        .collect();
+    let pod = catalogue
+        .pod_traits(annotations.iter().map(|(k, v)| (k, v)))
+        .map_err(|e| format!("tidal refused {who}: {e}"))?;
+    let changed = tighten(&mut spec, &pod).map_err(|e| format!("tidal refused {who}: {e}"))?;
+    if !changed.is_empty() {
+        let tmp = config.with_extension("json.tidal-tmp");
+        let bytes = serde_json::to_vec(&spec).map_err(|e| e.to_string())?;
+        std::fs::write(&tmp, bytes)
+            .and_then(|_| std::fs::rename(&tmp, config))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                format!("rewrite {}: {e}", config.display())
+            })?;
+    }
+    Ok(changed)
+}
+
+/// Holds an exec'd process to its container's trait-tightened rules:
+/// containerd builds an exec's process from the spec it stored, not from the
+/// bundle the shim tightened. With `security-policy` on the container, the
+/// exec gets no_new_privs if the container has it, no capability the
+/// container lacks, and no uid 0 under `runAsNonRoot`. Returns whether
+/// `process` changed.
+pub fn tighten_exec(
+    container: &Value,
+    process: &mut Value,
+    catalogue: &super::Catalogue,
+) -> Result<bool, TraitError> {
+    let annotations: Vec<(String, String)> = container
+        .get("annotations")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with(TRAIT_PREFIX))
+        .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+        .collect();
+    let Some(policy) = annotations
+        .iter()
+        .find(|(k, _)| k.strip_prefix(TRAIT_PREFIX) == Some("security-policy"))
+    else {
+        return Ok(false);
+    };
+    let def = catalogue.get("security-policy").ok_or_else(|| TraitError {
+        annotation: Some(policy.0.clone()),
+        message: "the node's catalogue has no security-policy".into(),
+    })?;
+    let policy = super::parse_properties(def, &policy.1).map_err(|message| TraitError {
+        annotation: Some(policy.0.clone()),
+        message,
+    })?;
+    let mut changed = false;
+    if policy.bool("runAsNonRoot")
+        && process
+            .pointer("/user/uid")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+            == 0
+    {
+        return Err(TraitError {
+            annotation: Some(format!("{TRAIT_PREFIX}security-policy")),
+            message: "runAsNonRoot is true but the exec would run as uid 0".into(),
+        });
+    }
+    if container
+        .pointer("/process/noNewPrivileges")
+        .and_then(Value::as_bool)
+        == Some(true)
+        && process.get("noNewPrivileges").and_then(Value::as_bool) != Some(true)
+    {
+        process["noNewPrivileges"] = Value::Bool(true);
+        changed = true;
+    }
+    let theirs = container
+        .pointer("/process/capabilities")
+        .cloned()
+        .unwrap_or(Value::Null);
+    if let Some(caps) = process
+        .get_mut("capabilities")
+        .and_then(Value::as_object_mut)
+    {
+        for (set, list) in caps.iter_mut() {
+            let allowed: Vec<&str> = theirs
+                .get(set)
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if let Some(list) = list.as_array_mut() {
+                let before = list.len();
+                list.retain(|c| c.as_str().is_some_and(|c| allowed.contains(&c)));
+                changed |= list.len() != before;
+            }
+        }
+    }
+    Ok(changed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +405,35 @@ mod tests {
         let mut s = spec();
         s["process"]["user"]["uid"] = json!(1000);
         tighten(&mut s, &pod(r#"{"runAsNonRoot": true}"#)).unwrap();
+    }
+
+    #[test]
+    fn an_exec_is_held_to_the_containers_rules() {
+        let c = Catalogue::builtin();
+        let mut container = spec();
+        container["annotations"]["trait.tidal.dev/security-policy"] =
+            json!(r#"{"dropCapabilities": ["NET_RAW"]}"#);
+        tighten(&mut container, &pod(r#"{"dropCapabilities": ["NET_RAW"]}"#)).unwrap();
+        let mut exec = json!({"args": ["sh"], "user": {"uid": 0}, "noNewPrivileges": false,
+            "capabilities": {"bounding": ["CAP_CHOWN", "CAP_NET_RAW"], "effective": ["CAP_NET_RAW"]}});
+        assert!(tighten_exec(&container, &mut exec, &c).unwrap());
+        assert_eq!(exec["noNewPrivileges"], true);
+        assert_eq!(exec["capabilities"]["bounding"], json!(["CAP_CHOWN"]));
+        assert_eq!(exec["capabilities"]["effective"], json!([]));
+        assert!(
+            !tighten_exec(&container, &mut exec, &c).unwrap(),
+            "already as tight"
+        );
+        // Without the trait, execs are containerd's business.
+        let mut plain = spec();
+        plain["process"]["noNewPrivileges"] = json!(true);
+        let mut exec = json!({"args": ["sh"], "noNewPrivileges": false});
+        assert!(!tighten_exec(&plain, &mut exec, &c).unwrap());
+        let mut nonroot = spec();
+        nonroot["annotations"]["trait.tidal.dev/security-policy"] =
+            json!(r#"{"runAsNonRoot": true}"#);
+        let e = tighten_exec(&nonroot, &mut json!({"user": {"uid": 0}}), &c).unwrap_err();
+        assert!(e.to_string().contains("the exec would run as uid 0"), "{e}");
     }
 
     #[test]
