@@ -19,6 +19,11 @@ pub mod pb {
     tonic::include_proto!("tidal.resize.v1");
 }
 
+/// The trait catalogue API (`tidal.traits.v1`).
+pub mod traits_pb {
+    tonic::include_proto!("tidal.traits.v1");
+}
+
 use pb::resize_client::ResizeClient;
 use pb::resize_server::{Resize, ResizeServer};
 
@@ -418,10 +423,27 @@ impl Resize for Service {
     }
 }
 
-/// A client of tidald's API on the unix socket at `path`.
+/// A client of tidald's resize API on the unix socket at `path`.
 pub async fn connect(
     path: &Path,
 ) -> Result<ResizeClient<tonic::transport::Channel>, tonic::transport::Error> {
+    Ok(ResizeClient::new(channel(path).await?))
+}
+
+/// A client of tidald's trait catalogue API on the unix socket at `path`.
+pub async fn connect_traits(
+    path: &Path,
+) -> Result<
+    traits_pb::traits_client::TraitsClient<tonic::transport::Channel>,
+    tonic::transport::Error,
+> {
+    Ok(traits_pb::traits_client::TraitsClient::new(
+        channel(path).await?,
+    ))
+}
+
+/// A channel to tidald on the unix socket at `path`.
+async fn channel(path: &Path) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     let path = path.to_path_buf();
     // The URI is required by the endpoint but unused: the connector dials the socket.
     let channel = tonic::transport::Endpoint::from_static("http://tidald.invalid")
@@ -433,7 +455,41 @@ pub async fn connect(
             }
         }))
         .await?;
-    Ok(ResizeClient::new(channel))
+    Ok(channel)
+}
+
+/// Serves the node's trait catalogue (or the reason it could not be read).
+struct TraitsService {
+    catalogue: std::result::Result<crate::traits::Catalogue, String>,
+}
+
+#[tonic::async_trait]
+impl traits_pb::traits_server::Traits for TraitsService {
+    async fn list_traits(
+        &self,
+        _req: Request<traits_pb::ListTraitsRequest>,
+    ) -> Result<Response<traits_pb::ListTraitsResponse>, Status> {
+        let c = self
+            .catalogue
+            .as_ref()
+            .map_err(|e| Status::failed_precondition(format!("the node's trait catalogue: {e}")))?;
+        let traits = c
+            .definitions()
+            .map(|d| traits_pb::TraitDefinition {
+                name: d.name().to_string(),
+                description: d.description().to_string(),
+                applies_to: d.applies_to().to_vec(),
+                conflicts_with: d.conflicts_with().to_vec(),
+                conflict_reason: d.conflict_reason().unwrap_or_default().to_string(),
+                schema_json: serde_json::to_string(d.schema()).unwrap_or_default(),
+                source: d.source.clone(),
+            })
+            .collect();
+        Ok(Response::new(traits_pb::ListTraitsResponse {
+            traits,
+            origin: c.origin.clone(),
+        }))
+    }
 }
 
 /// Binds `socket` with mode 0600 in a 0700 directory. Once this returns,
@@ -466,10 +522,22 @@ pub async fn serve(
             metrics,
             revisions,
         },
+        {
+            let allowed = allowed.clone();
+            move |req: Request<()>| authorize(&allowed, &req).map(|_| req)
+        },
+    );
+    let catalogue = crate::traits::Catalogue::node();
+    if let Err(e) = &catalogue {
+        eprintln!("tidald: trait catalogue: {e}");
+    }
+    let traits = traits_pb::traits_server::TraitsServer::with_interceptor(
+        TraitsService { catalogue },
         move |req: Request<()>| authorize(&allowed, &req).map(|_| req),
     );
     let result = tonic::transport::Server::builder()
         .add_service(service)
+        .add_service(traits)
         .serve_with_incoming_shutdown(incoming, stop)
         .await
         .map_err(std::io::Error::other);

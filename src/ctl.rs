@@ -22,6 +22,11 @@ commands:
   rollback [-n NAMESPACE] ID REVISION restore the limits as they were right after REVISION
                                       (0: before the first)
   watch [-n NAMESPACE] [ID]           print revisions as they are recorded, by anyone
+  traits [-o table|json]              the OAM traits this node supports (its trait catalogue)
+  traits describe NAME                a trait's rules and the schema of its properties
+  check [--traits DIR] FILE           check an OAM Application/ApplicationConfiguration YAML
+                                      against the trait catalogue (offline: DIR, else
+                                      $TIDAL_TRAITS_DIR, /etc/tidal/traits or the built-in one)
   version                             print the version
 
 tidalctl talks to tidald's API; --socket defaults to $TIDAL_STATE_DIR/.api/tidald.sock
@@ -30,11 +35,29 @@ tidalctl talks to tidald's API; --socket defaults to $TIDAL_STATE_DIR/.api/tidal
 /// A parsed command line.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
-    Ps { json: bool },
+    Ps {
+        json: bool,
+    },
     Resize(Resize),
-    History { target: Target, json: bool },
-    Rollback { target: Target, revision: u64 },
-    Watch { target: Option<Target> },
+    History {
+        target: Target,
+        json: bool,
+    },
+    Rollback {
+        target: Target,
+        revision: u64,
+    },
+    Watch {
+        target: Option<Target>,
+    },
+    Traits {
+        describe: Option<String>,
+        json: bool,
+    },
+    Check {
+        file: PathBuf,
+        traits: Option<PathBuf>,
+    },
     Version,
 }
 
@@ -69,6 +92,8 @@ pub enum CtlError {
     Connect { socket: String, error: String },
     #[error("{0}")]
     Api(String),
+    #[error("{}", .0.join("\n"))]
+    Check(Vec<String>),
     #[error("resize of {id} refused: {reason}\ncurrent limits: {current}")]
     Refused {
         id: String,
@@ -208,6 +233,46 @@ pub fn parse(args: &[String]) -> Result<(PathBuf, Command), CtlError> {
             Command::Watch {
                 target: (!target.id.is_empty()).then_some(target),
             }
+        }
+        "traits" => {
+            let (mut describe, mut json) = (None, false);
+            let mut i = 0;
+            while i < rest.len() {
+                match rest[i].as_str() {
+                    "-o" | "--output" => match value(&mut i, "-o")?.as_str() {
+                        "json" => json = true,
+                        "table" => json = false,
+                        other => return Err(usage(&format!("unknown output format {other:?}"))),
+                    },
+                    "describe" if describe.is_none() => {
+                        i += 1;
+                        let name = rest
+                            .get(i)
+                            .ok_or_else(|| usage("traits describe needs a trait NAME"))?;
+                        describe = Some(name.to_string());
+                    }
+                    other => return Err(usage(&format!("unexpected argument {other:?}"))),
+                }
+                i += 1;
+            }
+            Command::Traits { describe, json }
+        }
+        "check" => {
+            let (mut file, mut traits) = (None, None);
+            let mut i = 0;
+            while i < rest.len() {
+                match rest[i].as_str() {
+                    "--traits" => traits = Some(PathBuf::from(value(&mut i, "--traits")?)),
+                    s if s.starts_with('-') && s != "-" => {
+                        return Err(usage(&format!("unknown flag {s:?}")))
+                    }
+                    s if file.is_none() => file = Some(PathBuf::from(s)),
+                    s => return Err(usage(&format!("unexpected argument {s:?}"))),
+                }
+                i += 1;
+            }
+            let file = file.ok_or_else(|| usage("check needs a FILE (- for standard input)"))?;
+            Command::Check { file, traits }
         }
         "version" | "--version" => Command::Version,
         other => return Err(usage(&format!("unknown command {other:?}"))),
@@ -381,6 +446,12 @@ pub async fn run(socket: PathBuf, cmd: Command) -> Result<(), CtlError> {
         println!("tidalctl {}", env!("CARGO_PKG_VERSION"));
         return Ok(());
     }
+    if let Command::Check { file, traits } = &cmd {
+        return check(file, traits.as_deref());
+    }
+    if let Command::Traits { describe, json } = &cmd {
+        return show_traits(&socket, describe.as_deref(), *json).await;
+    }
     let mut api = crate::api::connect(&socket)
         .await
         .map_err(|e| CtlError::Connect {
@@ -391,7 +462,7 @@ pub async fn run(socket: PathBuf, cmd: Command) -> Result<(), CtlError> {
         })?;
     let status = |s: tonic::Status| CtlError::Api(s.message().to_string());
     match cmd {
-        Command::Version => {}
+        Command::Version | Command::Check { .. } | Command::Traits { .. } => {}
         Command::Ps { json: as_json } => {
             let all = api
                 .list_containers(pb::ListContainersRequest {})
@@ -579,6 +650,245 @@ fn describe_change(before: &Update, after: &Update) -> String {
         parts.push("other limits".into());
     }
     parts.join(", ")
+}
+
+/// `tidalctl check`: the catalogue's rules applied to an OAM file, offline.
+fn check(file: &std::path::Path, dir: Option<&std::path::Path>) -> Result<(), CtlError> {
+    use std::io::Read;
+    let catalogue = match dir {
+        Some(d) => crate::traits::Catalogue::load(d),
+        None => crate::traits::Catalogue::node(),
+    }
+    .map_err(|e| CtlError::Check(vec![e]))?;
+    let name = file.display().to_string();
+    let mut text = String::new();
+    let limit = crate::traits::oam::MAX_FILE as u64 + 1;
+    let read = if name == "-" {
+        std::io::stdin().take(limit).read_to_string(&mut text)
+    } else {
+        std::fs::File::open(file).and_then(|f| f.take(limit).read_to_string(&mut text))
+    };
+    read.map_err(|e| CtlError::Check(vec![format!("{name}: {e}")]))?;
+    match crate::traits::oam::check(&catalogue, &text) {
+        Ok((components, traits)) => {
+            println!(
+                "{name}: ok: {components} component(s), {traits} trait(s) checked against the {} trait catalogue",
+                catalogue.origin
+            );
+            Ok(())
+        }
+        Err(problems) => Err(CtlError::Check(
+            problems
+                .into_iter()
+                .map(|p| format!("{name}: {p}"))
+                .collect(),
+        )),
+    }
+}
+
+/// `tidalctl traits [describe NAME]`, from tidald's catalogue API.
+async fn show_traits(
+    socket: &std::path::Path,
+    describe: Option<&str>,
+    as_json: bool,
+) -> Result<(), CtlError> {
+    let mut api = crate::api::connect_traits(socket)
+        .await
+        .map_err(|e| CtlError::Connect {
+            socket: socket.display().to_string(),
+            error: std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| e.to_string()),
+        })?;
+    let list = api
+        .list_traits(crate::api::traits_pb::ListTraitsRequest {})
+        .await
+        .map_err(|s| CtlError::Api(s.message().to_string()))?
+        .into_inner();
+    let Some(name) = describe else {
+        if as_json {
+            let all: Vec<serde_json::Value> = list.traits.iter().map(trait_json).collect();
+            println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+        } else {
+            print!("{}", traits_table(&list.traits));
+        }
+        return Ok(());
+    };
+    let t = list.traits.iter().find(|t| t.name == name).ok_or_else(|| {
+        let names: Vec<&str> = list.traits.iter().map(|t| t.name.as_str()).collect();
+        CtlError::Api(format!(
+            "no trait {name:?} on this node (it supports: {})",
+            names.join(", ")
+        ))
+    })?;
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&trait_json(t)).unwrap_or_default()
+        );
+    } else {
+        print!("{}", describe_trait(t));
+    }
+    Ok(())
+}
+
+fn trait_json(t: &crate::api::traits_pb::TraitDefinition) -> serde_json::Value {
+    serde_json::json!({
+        "name": t.name,
+        "description": t.description,
+        "appliesToWorkloads": t.applies_to,
+        "conflictsWith": t.conflicts_with,
+        "conflictReason": t.conflict_reason,
+        "schema": serde_json::from_str::<serde_json::Value>(&t.schema_json).unwrap_or_default(),
+        "source": t.source,
+    })
+}
+
+/// `tidalctl traits`: one row per definition, like `kubectl get traitdefinition`.
+pub fn traits_table(traits: &[crate::api::traits_pb::TraitDefinition]) -> String {
+    let rows: Vec<Vec<String>> = traits
+        .iter()
+        .map(|t| {
+            let list = |l: &[String]| {
+                if l.is_empty() {
+                    "-".to_string()
+                } else {
+                    l.join(",")
+                }
+            };
+            let mut desc: String = t.description.chars().take(60).collect();
+            if t.description.chars().count() > 60 {
+                desc.push_str("...");
+            }
+            vec![
+                t.name.clone(),
+                list(&t.applies_to),
+                list(&t.conflicts_with),
+                desc,
+            ]
+        })
+        .collect();
+    columns(
+        &["NAME", "APPLIES-TO", "CONFLICTS-WITH", "DESCRIPTION"],
+        &[false; 4],
+        &rows,
+    )
+}
+
+/// `tidalctl traits describe NAME`: the rules and every property.
+pub fn describe_trait(t: &crate::api::traits_pb::TraitDefinition) -> String {
+    use crate::traits::schema::Schema;
+    let mut out = format!("Name:            {}\n", t.name);
+    out += &format!("Description:     {}\n", t.description);
+    out += &format!("Applies to:      {}\n", t.applies_to.join(", "));
+    let conflicts = if t.conflicts_with.is_empty() {
+        "-".to_string()
+    } else if t.conflict_reason.is_empty() {
+        t.conflicts_with.join(", ")
+    } else {
+        format!("{} ({})", t.conflicts_with.join(", "), t.conflict_reason)
+    };
+    out += &format!("Conflicts with:  {conflicts}\n");
+    out += &format!(
+        "Annotation:      {}{}: '<properties as JSON>'\n",
+        crate::traits::TRAIT_PREFIX,
+        t.name
+    );
+    out += &format!("Source:          {}\n", t.source);
+    let schema: Schema = match serde_json::from_str(&t.schema_json) {
+        Ok(s) => s,
+        Err(e) => return out + &format!("Properties:      unreadable schema: {e}\n"),
+    };
+    fn walk(s: &Schema, path: &str, required: bool, rows: &mut Vec<Vec<String>>) {
+        use crate::traits::schema::Kind;
+        let mut ty = match s.kind {
+            Kind::Array => format!(
+                "[]{}",
+                s.items
+                    .as_ref()
+                    .map(|i| format!("{:?}", i.kind).to_lowercase())
+                    .unwrap_or_default()
+            ),
+            k => format!("{k:?}").to_lowercase(),
+        };
+        let format = s.format.or(s.items.as_ref().and_then(|i| i.format));
+        if let Some(f) = format {
+            ty += &format!(
+                " ({})",
+                serde_json::to_value(f)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            );
+        }
+        if let Some(e) = s
+            .one_of
+            .as_ref()
+            .or(s.items.as_ref().and_then(|i| i.one_of.as_ref()))
+        {
+            let names: Vec<String> = e
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(String::from)
+                        .unwrap_or_else(|| v.to_string())
+                })
+                .collect();
+            ty += &format!(" {}", names.join("|"));
+        }
+        if let (Some(lo), Some(hi)) = (s.minimum, s.maximum) {
+            ty += &format!(" {lo}..{hi}");
+        }
+        if !path.is_empty() {
+            rows.push(vec![
+                format!("{path}{}", if required { "*" } else { "" }),
+                ty,
+                s.default
+                    .as_ref()
+                    .map(|d| {
+                        d.as_str()
+                            .map(String::from)
+                            .unwrap_or_else(|| d.to_string())
+                    })
+                    .unwrap_or_else(|| "-".into()),
+                s.description.clone().unwrap_or_default(),
+            ]);
+        }
+        let (obj, prefix) = match (&s.items, s.kind) {
+            (Some(items), Kind::Array) => (items.as_ref(), format!("{path}[].")),
+            _ => (
+                s,
+                if path.is_empty() {
+                    String::new()
+                } else {
+                    format!("{path}.")
+                },
+            ),
+        };
+        for (name, p) in &obj.properties {
+            walk(
+                p,
+                &format!("{prefix}{name}"),
+                obj.required.contains(name),
+                rows,
+            );
+        }
+    }
+    let mut rows = Vec::new();
+    walk(&schema, "", false, &mut rows);
+    out += "Properties (* required):\n";
+    let table = columns(
+        &["  PROPERTY", "TYPE", "DEFAULT", "DESCRIPTION"],
+        &[false; 4],
+        &rows
+            .into_iter()
+            .map(|mut r| {
+                r[0] = format!("  {}", r[0]);
+                r
+            })
+            .collect::<Vec<_>>(),
+    );
+    out + &table
 }
 
 #[cfg(test)]

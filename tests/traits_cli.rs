@@ -1,0 +1,220 @@
+//! `tidalctl traits` against a running tidald, and `tidalctl check` offline,
+//! as an operator runs them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tidalctl(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tidalctl"))
+        .args(args)
+        .env_remove("TIDAL_TRAITS_DIR")
+        .output()
+        .expect("run tidalctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A tidald on a private state directory; stopped (by pid) when dropped.
+struct Agent {
+    child: std::process::Child,
+    dir: PathBuf,
+    /// Kept open: tidald logs to it.
+    _log: std::io::BufReader<std::process::ChildStderr>,
+}
+
+impl Agent {
+    fn start(name: &str, traits_dir: Option<&Path>) -> Agent {
+        use std::io::BufRead;
+        let dir = std::env::temp_dir().join(format!("tidal-traits-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidald"));
+        cmd.arg("--state-dir")
+            .arg(&dir)
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .stderr(Stdio::piped());
+        match traits_dir {
+            Some(d) => cmd.env("TIDAL_TRAITS_DIR", d),
+            None => cmd.env_remove("TIDAL_TRAITS_DIR"),
+        };
+        let mut child = cmd.spawn().expect("start tidald");
+        let mut line = String::new();
+        let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
+        log.read_line(&mut line).unwrap();
+        assert!(line.contains("API on"), "tidald: {line}");
+        Agent {
+            child,
+            dir,
+            _log: log,
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) -> (i32, String, String) {
+        let mut all = vec!["--state-dir", self.dir.to_str().unwrap()];
+        all.extend_from_slice(args);
+        tidalctl(&all)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+#[test]
+fn traits_lists_and_describes_the_catalogue() {
+    if !root() {
+        eprintln!("skipped: tidald's API is root-only");
+        return;
+    }
+    let agent = Agent::start("list", None);
+    let (code, out, err) = agent.ctl(&["traits"]);
+    assert_eq!(code, 0, "{err}");
+    let names: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "cron-vertical-scaler",
+            "qos",
+            "security-policy",
+            "vertical-autoscaler"
+        ],
+        "{out}"
+    );
+    assert!(out.lines().next().unwrap().starts_with("NAME"), "{out}");
+    let va = out
+        .lines()
+        .find(|l| l.starts_with("vertical-autoscaler"))
+        .unwrap();
+    assert!(
+        va.contains("cron-vertical-scaler") && va.contains("server,singleton-server,worker"),
+        "{va}"
+    );
+
+    let (code, out, err) = agent.ctl(&["traits", "describe", "security-policy"]);
+    assert_eq!(code, 0, "{err}");
+    for want in [
+        "Applies to:      *",
+        "trait.tidal.dev/security-policy",
+        "allowPrivilegeEscalation",
+        "runtime-default|strict",
+        "dropCapabilities",
+        "[]string (capability)",
+    ] {
+        assert!(out.contains(want), "{want} missing from:\n{out}");
+    }
+    let (code, out, _) = agent.ctl(&["traits", "-o", "json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[1]["name"], "qos");
+    assert_eq!(v[1]["schema"]["required"][0], "class");
+
+    let (code, _, err) = agent.ctl(&["traits", "describe", "gpu-turbo"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no trait \"gpu-turbo\" on this node (it supports: cron-vertical-scaler, qos"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tidald_serves_the_nodes_own_catalogue() {
+    if !root() {
+        eprintln!("skipped: tidald's API is root-only");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("tidal-catalogue-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(repo().join("config/traits/qos.yaml"), dir.join("qos.yaml")).unwrap();
+    let agent = Agent::start("own", Some(&dir));
+    let (code, out, err) = agent.ctl(&["traits"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.lines().count(),
+        2,
+        "only the node's one definition: {out}"
+    );
+    let (_, out, _) = agent.ctl(&["traits", "describe", "qos"]);
+    assert!(
+        out.contains(&format!(
+            "Source:          {}",
+            dir.join("qos.yaml").display()
+        )),
+        "{out}"
+    );
+    drop(agent);
+    // A broken catalogue is reported, not papered over.
+    std::fs::write(
+        dir.join("bad.yaml"),
+        "kind: TraitDefinition\napiVersion: core.oam.dev/v1beta1\n",
+    )
+    .unwrap();
+    let agent = Agent::start("broken", Some(&dir));
+    let (code, _, err) = agent.ctl(&["traits"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("the node's trait catalogue") && err.contains("bad.yaml"),
+        "{err}"
+    );
+    drop(agent);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn check_accepts_the_example_application() {
+    let file = repo().join("config/oam/shop.yaml");
+    let (code, out, err) = tidalctl(&["check", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ok: 2 component(s), 5 trait(s)"), "{out}");
+}
+
+#[test]
+fn check_refuses_conflicts_naming_both_traits() {
+    let dir = std::env::temp_dir().join(format!("tidal-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("app.yaml");
+    let text = std::fs::read_to_string(repo().join("config/oam/shop.yaml"))
+        .unwrap()
+        .replace(
+            "        - type: vertical-autoscaler\n",
+            "        - type: cron-vertical-scaler\n          properties: {jobs: [{name: am, schedule: '0 8 * * 1-5', cpu: '2'}]}\n        - type: vertical-autoscaler\n",
+        )
+        .replace("seccompProfile: strict", "seccompProfile: off");
+    std::fs::write(&file, text).unwrap();
+    let (code, out, err) = tidalctl(&["check", file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    let f = file.display();
+    assert!(
+        err.contains(&format!("{f}: component web: traits \"cron-vertical-scaler\" and \"vertical-autoscaler\" conflict: both steer the container's CPU and memory limits")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{f}: component reports: trait security-policy: seccompProfile must be one of \"runtime-default\", \"strict\", not \"off\"")),
+        "{err}"
+    );
+    // The same words the shim gives through CRI for the same pod.
+    let (code, _, err) = tidalctl(&["check", "/nonexistent/app.yaml"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent/app.yaml: No such file"), "{err}");
+    let (code, _, err) = tidalctl(&["check"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("check needs a FILE"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
