@@ -195,7 +195,12 @@ fn declared_from(spec: Option<&serde_json::Value>, revisions: &[history::Revisio
         sandbox: note(ANNOTATION_CONTAINER_TYPE) == "sandbox",
         qos: match note(ANNOTATION_QOS) {
             q @ ("online" | "offline") => q.to_string(),
-            _ => String::new(),
+            // Else the class of the pod's qos trait (checked at create).
+            _ => serde_json::from_str::<serde_json::Value>(note("trait.tidal.dev/qos"))
+                .ok()
+                .and_then(|t| t.get("class")?.as_str().map(String::from))
+                .filter(|q| q == "online" || q == "offline")
+                .unwrap_or_default(),
         },
         overlays: overlays(revisions, Some(&limits)),
         limits: Some(limits),
@@ -597,6 +602,13 @@ mod tests {
         let d = declared(&root, &container(&root, Some(&sandbox)));
         assert!(d.sandbox);
         assert_eq!(d.qos, "");
+        // Without the annotation, the qos trait's class.
+        let traited = POD_SPEC.replace(
+            r#""tidal.dev/qos": "online""#,
+            r#""trait.tidal.dev/qos": "{\"class\": \"offline\"}""#,
+        );
+        let d = declared(&root, &container(&root, Some(&traited)));
+        assert_eq!(d.qos, "offline");
 
         // ctr's containers have no pod; no resources means unlimited.
         let d = declared(
