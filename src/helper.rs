@@ -12,12 +12,19 @@
 //! hooks (hooks are run by libcontainer with `pre_exec`): Start is a write on
 //! libcontainer's notify socket, Delete removes cgroups, state and mounts.
 //! Neither forks or changes process-wide state.
+//!
+//! Helpers (and the serving shim) are started from a [`ProtectedExe`], never
+//! from the binary's path: a container's processes are cloned from a helper,
+//! and until they exec the container's program their /proc/PID/exe is the
+//! shim's binary, which must not be writable through it.
 
+use std::ffi::{CString, OsString};
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -106,14 +113,237 @@ pub struct HelperStdio {
     pub stderr: Option<OwnedFd>,
 }
 
+/// The shim's own executable, opened so that no process can write to it.
+///
+/// libcontainer clones a container's init (and an exec's process) from the
+/// helper, so until it execs the container's program its /proc/PID/exe is the
+/// shim's binary on the host: a process in the container could open it
+/// (O_PATH) and reopen it for writing once nothing executes it any more
+/// (runc's CVE-2019-5736). So helpers and the serving shim are started as
+/// `/proc/self/fd/N` (with argv\[0\] kept), where N is either
+/// - the binary opened through a read-only overlayfs that is attached
+///   nowhere: every open for writing fails with EROFS (checked before
+///   ETXTBSY), it costs no memory and the text pages stay shared. The mount
+///   is made with fsmount and never attached (Linux 5.2), or on older
+///   kernels mounted in a temporary directory and detached at once; or, where
+///   overlayfs cannot be mounted,
+/// - a sealed memfd copy of it (one copy of the binary in memory per shim).
+///
+/// Without either, no helper runs (see [`SelfExe`]).
+pub struct ProtectedExe {
+    fd: OwnedFd,
+    guard: crate::sys::WriteGuard,
+    /// The fsmount mount, kept open: closing it would dissolve the mount,
+    /// which waits for an RCU grace period.
+    mount: Option<OwnedFd>,
+    how: &'static str,
+    arg0: OsString,
+}
+
+/// The lowest descriptor number a [`ProtectedExe`] is kept at: a child's
+/// `dup2` onto fd 3 ([`crate::sys::pass_fd`]) must not replace it.
+const EXE_FD_MIN: i32 = 10;
+
+impl ProtectedExe {
+    /// The executable this process runs, protected: as it is when this process
+    /// was itself started from a protected one (the serving shim, from
+    /// `start`), else through a read-only overlayfs mounted for a moment in a
+    /// temporary directory under `scratch`, else as a sealed memfd.
+    pub fn for_this_process(scratch: &Path) -> Result<Self, String> {
+        use crate::sys::WriteGuard;
+        let arg0 = std::env::args_os()
+            .next()
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| OsString::from("containerd-shim-tidal-v2"));
+        // The very file this process runs, even if its path was replaced since.
+        let mut running = std::fs::File::open("/proc/self/exe")
+            .map_err(|e| format!("open /proc/self/exe: {e}"))?;
+        let guard = crate::sys::write_guard(running.as_fd())
+            .map_err(|e| format!("inspect /proc/self/exe: {e}"))?;
+        if guard != WriteGuard::None {
+            return Self::new(running.into(), guard, None, "inherited", arg0);
+        }
+        let overlay = match overlay_open(&running, scratch) {
+            Ok((fd, mount, how)) => {
+                return Self::new(fd, WriteGuard::ReadOnlyOverlay, mount, how, arg0)
+            }
+            Err(e) => e,
+        };
+        let name = std::fs::read_link("/proc/self/exe")
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.as_encoded_bytes().to_vec()))
+            .and_then(|n| CString::new(n).ok())
+            .unwrap_or_else(|| c"containerd-shim-tidal-v2".to_owned());
+        match crate::sys::sealed_memfd_copy(&mut running, &name) {
+            Ok(fd) => Self::new(fd, WriteGuard::SealedMemfd, None, "made now", arg0),
+            Err(memfd) => Err(format!(
+                "cannot protect the shim's executable from containers: \
+                 read-only overlayfs: {overlay}; sealed memfd: {memfd}"
+            )),
+        }
+    }
+
+    fn new(
+        fd: OwnedFd,
+        guard: crate::sys::WriteGuard,
+        mount: Option<OwnedFd>,
+        how: &'static str,
+        arg0: OsString,
+    ) -> Result<Self, String> {
+        let high = |fd| crate::sys::fd_at_least(fd, EXE_FD_MIN).map_err(|e| format!("dup: {e}"));
+        Ok(Self {
+            fd: high(fd)?,
+            guard,
+            mount: mount.map(high).transpose()?,
+            how,
+            arg0,
+        })
+    }
+
+    /// The unattached mount the executable lives on, if this process made
+    /// one: to hand to a process that outlives this one (the serving shim).
+    pub fn mount(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.mount.as_ref().map(|m| m.as_fd())
+    }
+
+    /// A command that runs this executable with the process's own argv\[0\].
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(format!("/proc/self/fd/{}", self.fd.as_raw_fd()));
+        cmd.arg0(&self.arg0);
+        cmd
+    }
+
+    /// How it is protected, in words for the log.
+    pub fn describe(&self) -> String {
+        let what = match self.guard {
+            crate::sys::WriteGuard::ReadOnlyOverlay => "a read-only overlayfs attached nowhere",
+            crate::sys::WriteGuard::SealedMemfd => "a sealed memfd copy",
+            crate::sys::WriteGuard::None => "nothing",
+        };
+        format!("{what} ({})", self.how)
+    }
+}
+
+/// Opens the file `running` through a read-only overlayfs whose lower layer
+/// is its directory: with fsmount (the mount is returned, to keep), else
+/// with mount(2) and an immediate detach. Checks that it is the same file
+/// (its path may have been replaced since this process started). Leaves no
+/// mount and no directory behind. Also says which way it was made.
+fn overlay_open(
+    running: &std::fs::File,
+    scratch: &Path,
+) -> Result<(OwnedFd, Option<OwnedFd>, &'static str), String> {
+    use std::os::unix::fs::MetadataExt;
+    let path = std::fs::read_link("/proc/self/exe").map_err(|e| format!("/proc/self/exe: {e}"))?;
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(format!("no directory in {}", path.display()));
+    };
+    crate::shim::private_dir(scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    // Empty: the second lower layer (removed as soon as the overlay exists).
+    let tmp = nix::unistd::mkdtemp(&scratch.join(".exe-XXXXXX"))
+        .map_err(|e| format!("temporary directory in {}: {e}", scratch.display()))?;
+    let (empty, mnt) = (tmp.join("empty"), tmp.join("mnt"));
+    let opened = match crate::sys::open_on_unattached_overlay(dir, name, &tmp) {
+        Ok((fd, mount)) => Ok((fd, Some(mount), "fsmount, never attached")),
+        Err(fsmount) => std::fs::create_dir(&empty)
+            .and_then(|_| std::fs::create_dir(&mnt))
+            .and_then(|_| crate::sys::open_on_readonly_overlay(dir, name, &empty, &mnt))
+            .map(|fd| (fd, None, "mount(2), detached at once"))
+            .map_err(|e| format!("fsmount: {fsmount}; mount: {e}")),
+    };
+    // No mount is attached here (the fallback's is detached): plain rmdir
+    // is enough, and fails rather than removing anything a mount would show.
+    let removed = [&mnt, &empty, &tmp]
+        .into_iter()
+        .filter(|d| d.exists())
+        .try_for_each(std::fs::remove_dir)
+        .map_err(|e| format!("remove {}: {e}", tmp.display()));
+    let (fd, mount, how) = opened?;
+    removed?;
+    // The path still names the running file (overlayfs may number inodes
+    // its own way, so the identity is checked on the host's path, after the
+    // lookup through the overlay), and the overlay shows the same content.
+    let seen = std::fs::File::from(crate::sys::dup(&fd).map_err(|e| e.to_string())?)
+        .metadata()
+        .map_err(|e| format!("stat on overlayfs: {e}"))?;
+    let host = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let ran = running
+        .metadata()
+        .map_err(|e| format!("stat /proc/self/exe: {e}"))?;
+    let content = |m: &std::fs::Metadata| (m.size(), m.mtime(), m.mtime_nsec());
+    if (host.dev(), host.ino()) != (ran.dev(), ran.ino()) || content(&seen) != content(&ran) {
+        return Err(format!(
+            "{} is no longer the binary this process runs",
+            path.display()
+        ));
+    }
+    Ok((fd, mount, how))
+}
+
+/// The protected executable helpers are started from, made once on first
+/// use (a `delete` usually starts no helper at all) or given ready. If it
+/// could not be made, every helper fails with that reason: tidal does not
+/// run containers from an executable they could write.
+pub struct SelfExe {
+    cell: OnceLock<Result<ProtectedExe, String>>,
+    scratch: PathBuf,
+}
+
+impl SelfExe {
+    /// Protects this process's executable when first needed, with temporary
+    /// directories under `scratch`.
+    pub fn lazy(scratch: PathBuf) -> Self {
+        Self {
+            cell: OnceLock::new(),
+            scratch,
+        }
+    }
+
+    /// An executable protected already (or the reason it could not be).
+    pub fn ready(exe: Result<ProtectedExe, String>) -> Self {
+        Self {
+            cell: OnceLock::from(exe),
+            scratch: PathBuf::new(),
+        }
+    }
+
+    pub fn get(&self) -> Result<&ProtectedExe, &str> {
+        self.cell
+            .get_or_init(|| ProtectedExe::for_this_process(&self.scratch))
+            .as_ref()
+            .map_err(String::as_str)
+    }
+}
+
+/// A process started as `/proc/self/fd/N` is named `N` by the kernel: names
+/// it after its argv\[0\] again (ps, top and `pgrep` without `-f` show it).
+pub fn restore_process_name() {
+    let Ok(name) = nix::sys::prctl::get_name() else {
+        return;
+    };
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
+        return;
+    }
+    let wanted = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.as_encoded_bytes().to_vec()))
+        .unwrap_or_else(|| b"containerd-shim-tidal-v2".to_vec());
+    let short: Vec<u8> = wanted.into_iter().take(15).collect();
+    if let Ok(short) = CString::new(short) {
+        let _ = crate::sys::set_process_name(&short);
+    }
+}
+
 /// Starts helpers and collects their replies.
 pub struct Helpers {
-    exe: PathBuf,
+    exe: SelfExe,
     reaper: Arc<Reaper>,
 }
 
 impl Helpers {
-    pub fn new(exe: PathBuf, reaper: Arc<Reaper>) -> Self {
+    pub fn new(exe: SelfExe, reaper: Arc<Reaper>) -> Self {
         Self { exe, reaper }
     }
 
@@ -123,7 +353,11 @@ impl Helpers {
         let (reply_r, reply_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| HelperError::Failed(format!("pipe for helper reply: {e}")))?;
         let io = |fd: Option<OwnedFd>| fd.map(Stdio::from).unwrap_or_else(Stdio::null);
-        let mut cmd = Command::new(&self.exe);
+        let exe = self
+            .exe
+            .get()
+            .map_err(|e| HelperError::Failed(format!("refusing to start a helper: {e}")))?;
+        let mut cmd = exe.command();
         cmd.arg(HELPER_ARG)
             .arg(json)
             .stdin(io(stdio.stdin))
@@ -136,9 +370,9 @@ impl Helpers {
             );
         crate::sys::pass_fd(&mut cmd, reply_w.as_raw_fd(), REPLY_FD);
         let since = Instant::now();
-        let child = cmd.spawn().map_err(|e| {
-            HelperError::Failed(format!("spawn helper {}: {e}", self.exe.display()))
-        })?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| HelperError::Failed(format!("spawn helper: {e}")))?;
         drop(reply_w);
         let exited = self.reaper.subscribe(child.id() as i32, since);
         drop(child); // never waited on here: the reaper owns wait().
@@ -266,6 +500,7 @@ fn op_name(req: &Request) -> &'static str {
 
 /// Entry point of helper mode; never returns. Runs before any thread exists.
 pub fn main(arg: &str) -> ! {
+    restore_process_name();
     // SAFETY: `Helpers::run` put the reply pipe at REPLY_FD for us alone.
     let mut reply_fd = std::fs::File::from(unsafe { crate::sys::inherited(REPLY_FD) });
     let _ = crate::sys::set_cloexec(&reply_fd, true);
@@ -618,5 +853,97 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 fn unmount_rootfs(target: &Path) {
     if let Some(t) = target.to_str() {
         let _ = containerd_shim::mount::umount_recursive(Some(t), libc::MNT_DETACH);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::WriteGuard;
+
+    /// Opens `path` O_WRONLY|O_APPEND (never truncating) and closes it.
+    fn open_for_append(path: &str) -> Result<(), i32> {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(drop)
+            .map_err(|e| e.raw_os_error().unwrap_or(0))
+    }
+
+    /// What `delete` does: protect an executable that is not protected yet
+    /// (this test binary), then run it. As root through overlayfs, leaving
+    /// nothing in the scratch directory; without root as a sealed memfd.
+    #[test]
+    fn this_processs_executable_is_protected_on_first_use() {
+        let scratch = std::env::temp_dir().join(format!("tidal-exe-{}", std::process::id()));
+        let exe = SelfExe::lazy(scratch.clone());
+        let got = exe.get().expect("protect the test binary");
+        let path = format!("/proc/self/fd/{}", got.fd.as_raw_fd());
+        if nix::unistd::Uid::effective().is_root() {
+            assert_eq!(got.guard, WriteGuard::ReadOnlyOverlay);
+            assert!(got.mount.is_some(), "{}", got.describe());
+            assert_eq!(open_for_append(&path), Err(libc::EROFS));
+            let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().collect();
+            assert!(left.is_empty(), "left in the scratch dir: {left:?}");
+            let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+            assert!(!mounts.contains(&*scratch.to_string_lossy()), "{mounts}");
+        } else {
+            assert_eq!(got.guard, WriteGuard::SealedMemfd);
+        }
+        let same = std::fs::File::open(&path).unwrap();
+        assert_eq!(
+            crate::sys::write_guard(same.as_fd()).unwrap(),
+            got.guard,
+            "the guard is recognised again (the serving shim's check)"
+        );
+        let listed = got
+            .command()
+            .args(["--list", "--format=terse"])
+            .output()
+            .unwrap();
+        assert!(listed.status.success());
+        assert!(String::from_utf8_lossy(&listed.stdout).contains("protected_on_first_use"));
+        let _ = std::fs::remove_dir(&scratch);
+    }
+
+    #[test]
+    fn a_sealed_memfd_copy_cannot_change() {
+        let mut exe = std::fs::File::open("/proc/self/exe").unwrap();
+        let fd = crate::sys::sealed_memfd_copy(&mut exe, c"copy").unwrap();
+        assert_eq!(
+            crate::sys::write_guard(fd.as_fd()).unwrap(),
+            WriteGuard::SealedMemfd
+        );
+        // A copy: writing to it could not harm the binary, and must fail.
+        let copy = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let target = std::fs::read_link(&copy).unwrap();
+        assert!(
+            target.to_string_lossy().starts_with("/memfd:copy"),
+            "{}",
+            target.display()
+        );
+        let mut w = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&copy)
+            .unwrap();
+        let err = w.write_all(b"x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+        drop(w);
+        assert_eq!(
+            std::fs::File::from(crate::sys::dup(&fd).unwrap())
+                .metadata()
+                .unwrap()
+                .len(),
+            exe.metadata().unwrap().len()
+        );
+        // The fallback runs: started from the copy.
+        let copy =
+            ProtectedExe::new(fd, WriteGuard::SealedMemfd, None, "test", "copy".into()).unwrap();
+        let listed = copy
+            .command()
+            .args(["--list", "--format=terse"])
+            .output()
+            .unwrap();
+        assert!(listed.status.success(), "{listed:?}");
     }
 }

@@ -175,3 +175,218 @@ pub fn in_forked_child(f: impl FnOnce() -> Result<(), String>) -> Result<(), Str
         }
     }
 }
+
+/// Moves `fd` to a close-on-exec descriptor numbered `min` or above (so a
+/// child's `dup2` onto a low number, e.g. [`pass_fd`]'s, cannot replace it).
+pub fn fd_at_least(fd: OwnedFd, min: std::os::fd::RawFd) -> io::Result<OwnedFd> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let raw = fcntl(fd.as_raw_fd(), FcntlArg::F_DUPFD_CLOEXEC(min))?;
+    // SAFETY: F_DUPFD_CLOEXEC just made `raw` for us and nothing else has it.
+    Ok(unsafe { owned(raw) })
+}
+
+/// Opens `name` in directory `dir` (O_PATH, close-on-exec) through a
+/// read-only overlayfs made with the new mount API (fsopen, fsconfig,
+/// fsmount; Linux 5.2): a mount that is never attached anywhere, so nothing
+/// has to be unmounted, which would wait for an RCU grace period (a few ms).
+/// Any open of the file for writing through the descriptor (or through
+/// /proc/PID/exe of a process executing it) fails with EROFS. `empty` is an
+/// empty directory, the second lower layer overlayfs wants without an upper
+/// one; it may be removed as soon as this returns.
+///
+/// Returns the file and the mount. Keep the mount's descriptor open (or
+/// hand it to a process that keeps it): closing the last one dissolves the
+/// mount, with the same grace period as an unmount.
+pub fn open_on_unattached_overlay(
+    dir: &std::path::Path,
+    name: &std::ffi::OsStr,
+    empty: &std::path::Path,
+) -> io::Result<(OwnedFd, OwnedFd)> {
+    let dir_fd = open_path(dir, libc::O_DIRECTORY)?;
+    let empty_fd = open_path(empty, libc::O_DIRECTORY)?;
+    let lower = std::ffi::CString::new(format!(
+        "/proc/self/fd/{}:/proc/self/fd/{}",
+        dir_fd.as_raw_fd(),
+        empty_fd.as_raw_fd()
+    ))
+    .map_err(io::Error::other)?;
+    let fd = |rc: libc::c_long, what: &str| -> io::Result<OwnedFd> {
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("{what}: {e}")));
+        }
+        // SAFETY: the system call just returned this new descriptor to us.
+        Ok(unsafe { owned(rc as std::os::fd::RawFd) })
+    };
+    // SAFETY: fsopen reads the NUL-terminated name we pass; it returns a new
+    // descriptor or -1 and touches no memory of ours otherwise.
+    let context = fd(
+        unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), libc::FSOPEN_CLOEXEC) },
+        "fsopen overlay",
+    )?;
+    let config =
+        |cmd: libc::c_uint, key: Option<&std::ffi::CStr>, value: Option<&std::ffi::CStr>| {
+            let ptr = |s: Option<&std::ffi::CStr>| s.map_or(std::ptr::null(), |s| s.as_ptr());
+            // SAFETY: fsconfig reads the NUL-terminated key and value (or takes
+            // null for a command) for the duration of the call, on a live context.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_fsconfig,
+                    context.as_raw_fd(),
+                    cmd,
+                    ptr(key),
+                    ptr(value),
+                    0,
+                )
+            };
+            if rc < 0 {
+                // The kernel explains a refusal in the context's message log.
+                let e = io::Error::last_os_error();
+                let mut why = [0u8; 256];
+                let n = nix::unistd::read(context.as_raw_fd(), &mut why).unwrap_or(0);
+                let why = String::from_utf8_lossy(&why[..n]).trim().to_string();
+                return Err(io::Error::new(e.kind(), format!("fsconfig: {e} {why}")));
+            }
+            Ok(())
+        };
+    config(libc::FSCONFIG_SET_STRING, Some(c"lowerdir"), Some(&lower))?;
+    config(libc::FSCONFIG_CMD_CREATE, None, None)?;
+    let attrs = libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+    // SAFETY: fsmount takes plain integers and returns a new descriptor or -1.
+    let mount = fd(
+        unsafe {
+            libc::syscall(
+                libc::SYS_fsmount,
+                context.as_raw_fd(),
+                libc::FSMOUNT_CLOEXEC,
+                attrs,
+            )
+        },
+        "fsmount",
+    )?;
+    let file = open_path(
+        &std::path::Path::new(&format!("/proc/self/fd/{}", mount.as_raw_fd())).join(name),
+        libc::O_NOFOLLOW,
+    )?;
+    Ok((file, mount))
+}
+
+/// Opens `name` in directory `dir` (O_PATH, close-on-exec) through a
+/// read-only overlayfs mounted on `mountpoint`, then detaches that mount: the
+/// descriptor is the only way left to the mount, and any open of the file for
+/// writing through it (or through /proc/PID/exe of a process executing it)
+/// fails with EROFS. `empty` is an empty directory: overlayfs without an
+/// upper layer wants two lower ones. For kernels without the new mount API
+/// ([`open_on_unattached_overlay`]): the unmount costs a grace period.
+///
+/// The layers are named as `/proc/self/fd/N` so that no path needs
+/// overlayfs' escaping of `:` and `,`.
+pub fn open_on_readonly_overlay(
+    dir: &std::path::Path,
+    name: &std::ffi::OsStr,
+    empty: &std::path::Path,
+    mountpoint: &std::path::Path,
+) -> io::Result<OwnedFd> {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    let dir_fd = open_path(dir, libc::O_DIRECTORY)?;
+    let empty_fd = open_path(empty, libc::O_DIRECTORY)?;
+    let options = format!(
+        "lowerdir=/proc/self/fd/{}:/proc/self/fd/{}",
+        dir_fd.as_raw_fd(),
+        empty_fd.as_raw_fd()
+    );
+    mount(
+        Some("overlay"),
+        mountpoint,
+        Some("overlay"),
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(options.as_str()),
+    )
+    .map_err(|e| io::Error::other(format!("mount overlayfs: {e}")))?;
+    let opened = open_path(&mountpoint.join(name), libc::O_NOFOLLOW);
+    umount2(mountpoint, MntFlags::MNT_DETACH)
+        .map_err(|e| io::Error::other(format!("detach overlayfs: {e}")))?;
+    opened.map_err(|e| io::Error::new(e.kind(), format!("open on overlayfs: {e}")))
+}
+
+/// Opens `path` with O_PATH|O_CLOEXEC and `flags`.
+fn open_path(path: &std::path::Path, flags: i32) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | flags)
+        .open(path)?;
+    Ok(f.into())
+}
+
+/// A sealed in-memory copy of `file`: a memfd that can never be written,
+/// shrunk or grown again (F_SEAL_WRITE|SHRINK|GROW, then F_SEAL_SEAL), and
+/// returned as a read-only descriptor, since a file still open for writing
+/// cannot be executed (ETXTBSY).
+pub fn sealed_memfd_copy(file: &mut std::fs::File, name: &std::ffi::CStr) -> io::Result<OwnedFd> {
+    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+    use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+    let memfd = memfd_create(
+        name,
+        MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
+    )?;
+    let mut copy = std::fs::File::from(memfd);
+    io::copy(file, &mut copy)?;
+    fcntl(
+        copy.as_raw_fd(),
+        FcntlArg::F_ADD_SEALS(
+            SealFlag::F_SEAL_SHRINK
+                | SealFlag::F_SEAL_GROW
+                | SealFlag::F_SEAL_WRITE
+                | SealFlag::F_SEAL_SEAL,
+        ),
+    )?;
+    let readonly = std::fs::File::open(format!("/proc/self/fd/{}", copy.as_raw_fd()))?;
+    Ok(readonly.into())
+}
+
+/// How the file behind `fd` resists writes, as far as the kernel says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteGuard {
+    /// On a read-only overlayfs mount: every open for writing fails (EROFS).
+    ReadOnlyOverlay,
+    /// A memfd sealed against writing, shrinking and growing.
+    SealedMemfd,
+    /// Neither.
+    None,
+}
+
+/// Which [`WriteGuard`] protects the file open (not O_PATH) at `fd`.
+pub fn write_guard(fd: BorrowedFd<'_>) -> io::Result<WriteGuard> {
+    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+    use nix::sys::statfs::{fstatfs, OVERLAYFS_SUPER_MAGIC};
+    use nix::sys::statvfs::{fstatvfs, FsFlags};
+    if fstatfs(fd)?.filesystem_type() == OVERLAYFS_SUPER_MAGIC
+        && fstatvfs(fd)?.flags().contains(FsFlags::ST_RDONLY)
+    {
+        return Ok(WriteGuard::ReadOnlyOverlay);
+    }
+    let needed = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE;
+    match fcntl(fd.as_raw_fd(), FcntlArg::F_GET_SEALS) {
+        Ok(bits) if SealFlag::from_bits_truncate(bits).contains(needed) => {
+            Ok(WriteGuard::SealedMemfd)
+        }
+        _ => Ok(WriteGuard::None),
+    }
+}
+
+/// Keeps the descriptor `fd` this process inherited open for the rest of
+/// its life, closed on exec: a mount `start` handed on (see
+/// [`open_on_unattached_overlay`]).
+pub fn keep_inherited(fd: std::os::fd::RawFd) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    Ok(())
+}
+
+/// Gives this process the short name `name` (its `comm`, first 15 bytes): a
+/// program started as `/proc/self/fd/N` is otherwise called `N`.
+pub fn set_process_name(name: &std::ffi::CStr) -> io::Result<()> {
+    nix::sys::prctl::set_name(name)?;
+    Ok(())
+}

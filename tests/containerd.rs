@@ -469,3 +469,99 @@ fn the_shim_keeps_no_descriptor_from_finished_processes() {
     assert_eq!(fds(), before, "the shim's descriptors grew over 30 execs");
     env.remove("host");
 }
+
+/// Opens `path` for appending (O_WRONLY|O_APPEND: never O_TRUNC or
+/// O_CREAT) and closes it at once without writing a byte; the errno.
+fn open_for_append(path: &str) -> Result<(), i32> {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map(drop)
+        .map_err(|e| e.raw_os_error().unwrap_or(0))
+}
+
+#[test]
+fn the_shim_executable_cannot_be_opened_for_writing_through_proc() {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let env = Env::start("exe");
+    env.run_detached(TIDAL, "guard", &[], &["sleep", "1000"]);
+    let shims = env.shims();
+    assert_eq!(shims.len(), 1, "shims: {shims:?}");
+    let shim = shims[0];
+    let real = std::fs::metadata(env!("CARGO_BIN_EXE_containerd-shim-tidal-v2")).unwrap();
+    let same_binary = |m: &std::fs::Metadata| {
+        (m.size(), m.mtime(), m.mtime_nsec()) == (real.size(), real.mtime(), real.mtime_nsec())
+    };
+
+    // The serving shim runs the binary from a read-only mount, under its own name.
+    let exe = format!("/proc/{shim}/exe");
+    assert!(same_binary(&std::fs::metadata(&exe).unwrap()));
+    assert_eq!(
+        open_for_append(&exe),
+        Err(libc::EROFS),
+        "the serving shim's executable"
+    );
+    let comm = std::fs::read_to_string(format!("/proc/{shim}/comm")).unwrap();
+    assert_eq!(comm.trim(), "containerd-shim");
+
+    // A helper, caught as an attacker would: its executable held with O_PATH
+    // while it runs, reopened for writing once it has exited.
+    let stop = AtomicBool::new(false);
+    let held = std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0.. {
+                if stop.load(Ordering::Relaxed) || i == 200 {
+                    break;
+                }
+                env.ctr(&[
+                    "task",
+                    "exec",
+                    "--exec-id",
+                    &format!("e{i}"),
+                    "guard",
+                    "true",
+                ]);
+            }
+        });
+        let marker = format!("{}/", env.dir.display());
+        let start = Instant::now();
+        let mut held = None;
+        while held.is_none() && start.elapsed() < Duration::from_secs(60) {
+            for pid in processes_with(&format!("containerd-shim-tidal-v2 {}", "__helper")) {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                if !String::from_utf8_lossy(&cmdline).contains(&marker) {
+                    continue;
+                }
+                if let Ok(f) = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_PATH)
+                    .open(format!("/proc/{pid}/exe"))
+                {
+                    held = Some((pid, f));
+                    break;
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        held
+    });
+    let (pid, file) = held.expect("no helper process seen in 60 s of execs");
+    assert!(
+        same_binary(&file.metadata().unwrap()),
+        "helper {pid} runs another binary"
+    );
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    use std::os::fd::AsRawFd;
+    let reopen = format!("/proc/self/fd/{}", file.as_raw_fd());
+    assert_eq!(
+        open_for_append(&reopen),
+        Err(libc::EROFS),
+        "helper {pid}'s executable, reopened after it exited"
+    );
+    drop(file);
+    env.remove("guard");
+    env.assert_no_leftovers("guard");
+}

@@ -26,7 +26,7 @@ use containerd_shim::protos::protobuf::Message;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{ExitSignal, Flags};
 
-use crate::helper::Helpers;
+use crate::helper::{Helpers, ProtectedExe, SelfExe};
 use crate::reaper::Reaper;
 
 /// The runtime name containerd knows tidal by.
@@ -44,7 +44,7 @@ pub fn state_dir() -> PathBuf {
 }
 
 /// Creates `dir` (and parents) and makes it 0700.
-fn private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
@@ -63,11 +63,19 @@ fn grouping(bundle: &Path, id: &str) -> String {
 
 /// The listening socket travels from `start` to the serving shim as this fd.
 const LISTENER_FD: i32 = 3;
+/// The unattached mount the serving shim's executable lives on travels from
+/// `start` as this fd, announced by [`EXE_MOUNT_ENV`]: the serving shim keeps
+/// it, so that `start`'s exit does not dissolve the mount (an RCU grace
+/// period, a few ms, on containerd's path).
+const EXE_MOUNT_FD: i32 = 4;
+const EXE_MOUNT_ENV: &str = "TIDAL_EXE_MOUNT_FD";
 /// containerd names its ttrpc address in this variable.
 const TTRPC_ADDRESS: &str = "TTRPC_ADDRESS";
 
 /// Runs the shim for the command line containerd gave it; returns the exit code.
 pub async fn run(args: &[String]) -> i32 {
+    // The serving shim is started as /proc/self/fd/N: see ProtectedExe.
+    crate::helper::restore_process_name();
     let flags = match containerd_shim::parse(args) {
         Ok(f) => f,
         Err(e) => {
@@ -137,7 +145,16 @@ fn start(flags: &Flags) -> Result<String, String> {
         Err(e) => return Err(format!("bind {}: {e}", socket.display())),
     };
     let fd: OwnedFd = listener.into();
-    let mut cmd = std::process::Command::new(self_exe());
+    // The serving shim runs from the protected executable too: a container
+    // with the host's pid namespace sees it, and it is what helpers inherit.
+    let exe = match ProtectedExe::for_this_process(&state_dir()) {
+        Ok(exe) => exe,
+        Err(e) => {
+            let _ = std::fs::remove_file(&socket);
+            return Err(e);
+        }
+    };
+    let mut cmd = exe.command();
     cmd.args([
         "-namespace",
         &flags.namespace,
@@ -158,6 +175,10 @@ fn start(flags: &Flags) -> Result<String, String> {
     .stderr(std::process::Stdio::null())
     .process_group(0);
     crate::sys::pass_fd(&mut cmd, fd.as_raw_fd(), LISTENER_FD);
+    if let Some(mount) = exe.mount() {
+        crate::sys::pass_fd(&mut cmd, mount.as_raw_fd(), EXE_MOUNT_FD);
+        cmd.env(EXE_MOUNT_ENV, EXE_MOUNT_FD.to_string());
+    }
     let child = cmd.spawn();
     if let Err(e) = child {
         let _ = std::fs::remove_file(&socket);
@@ -188,7 +209,7 @@ async fn delete(flags: &Flags) -> Result<api::DeleteResponse, String> {
     crate::ids::validate("namespace", &flags.namespace).map_err(|e| e.to_string())?;
     let bundle = std::env::current_dir().map_err(|e| e.to_string())?;
     let reaper = Reaper::start().map_err(|e| e.to_string())?;
-    let helpers = Helpers::new(self_exe(), reaper);
+    let helpers = Helpers::new(SelfExe::lazy(state_dir()), reaper);
     let root = state_dir().join(&flags.namespace);
     if let Err(e) = helpers.delete(&flags.id, &root, &bundle).await {
         log::warn!("cleanup of {}: {e}", flags.id);
@@ -216,6 +237,10 @@ async fn serve(flags: &Flags) -> Result<(), String> {
     let listener = UnixListener::from(unsafe { crate::sys::inherited(LISTENER_FD) });
     crate::sys::set_cloexec(&listener, true).map_err(|e| e.to_string())?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    if std::env::var(EXE_MOUNT_ENV).as_deref() == Ok(&EXE_MOUNT_FD.to_string()) {
+        crate::sys::keep_inherited(EXE_MOUNT_FD)
+            .map_err(|e| format!("the executable's mount at fd {EXE_MOUNT_FD}: {e}"))?;
+    }
     let socket = flags.socket.trim_start_matches("unix://").to_string();
 
     let reaper = Reaper::start().map_err(|e| format!("SIGCHLD handler: {e}"))?;
@@ -226,10 +251,17 @@ async fn serve(flags: &Flags) -> Result<(), String> {
         .map_err(|e| format!("connect to containerd at {ttrpc_address}: {e}"))?;
     let root = state_dir().join(&flags.namespace);
     private_dir(&root).map_err(|e| format!("state dir {}: {e}", root.display()))?;
+    // Normally inherited from `start`; a shim that cannot have it serves,
+    // but every helper fails with the reason (see SelfExe).
+    let exe = ProtectedExe::for_this_process(&state_dir());
+    match &exe {
+        Ok(exe) => log::info!("helpers run from {}", exe.describe()),
+        Err(e) => log::error!("{e}: no container can be created or changed by this shim"),
+    }
     let exit = Arc::new(ExitSignal::default());
     let tasks = Arc::new(task::Tasks::new(
         root,
-        Helpers::new(self_exe(), reaper.clone()),
+        Helpers::new(SelfExe::ready(exe), reaper.clone()),
         reaper,
         task::Events::new(Some(publisher), flags.namespace.clone()),
         exit.clone(),
@@ -262,9 +294,4 @@ async fn remove_dead_socket(bundle: &Path) {
     if tokio::net::UnixStream::connect(&path).await.is_err() {
         let _ = std::fs::remove_file(&path);
     }
-}
-
-/// The shim's own binary, which helpers re-execute.
-pub fn self_exe() -> PathBuf {
-    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
 }
