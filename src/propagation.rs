@@ -72,7 +72,7 @@ fn rootfs_propagation(value: &str) -> (&str, Option<MsFlags>) {
 
 /// Reads the plan from `spec` and rewrites its `rootfsPropagation` for
 /// libcontainer; returns whether `spec` changed.
-fn plan_spec(spec: &mut serde_json::Value) -> Result<(Plan, bool), String> {
+pub fn plan_spec(spec: &mut serde_json::Value) -> Result<(Plan, bool), String> {
     let mut plan = Plan::default();
     for m in spec
         .get("mounts")
