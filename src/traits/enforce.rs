@@ -63,6 +63,19 @@ pub fn tighten(spec: &mut Value, pod: &PodTraits) -> Result<Vec<String>, TraitEr
         ))
         .and_then(Value::as_str)
         == Some("sandbox");
+    // The members tightened below must be objects (absent ones are made):
+    // a malformed spec is refused, never indexed into or silently replaced.
+    for member in ["process", "root", "linux"] {
+        match spec.get(member) {
+            None | Some(Value::Null) => spec[member] = json!({}),
+            Some(Value::Object(_)) => {}
+            Some(_) => {
+                return Err(refuse(format!(
+                    "the container's OCI spec has a {member} that is not a JSON object"
+                )))
+            }
+        }
+    }
     if is_privileged(spec) {
         return Err(refuse(
             "a privileged container cannot run under trait security-policy: remove privileged from its security context or the trait from the pod".into(),
@@ -132,9 +145,6 @@ pub fn tighten(spec: &mut Value, pod: &PodTraits) -> Result<Vec<String>, TraitEr
     let profile = policy.str("seccompProfile").unwrap_or("runtime-default");
     let required = super::seccomp::builtin(profile)
         .ok_or_else(|| refuse(format!("unknown seccomp profile {profile:?}")))?;
-    if !spec["linux"].is_object() {
-        spec["linux"] = json!({});
-    }
     let pod_profile = spec["linux"].get("seccomp").cloned();
     spec["linux"]["seccomp"] = super::seccomp::stack(pod_profile.as_ref(), &required);
     changed.push(format!("seccomp {profile}"));
@@ -256,6 +266,12 @@ pub fn tighten_exec(
         annotation: Some(policy.0.clone()),
         message,
     })?;
+    if !process.is_object() {
+        return Err(TraitError {
+            annotation: Some(format!("{TRAIT_PREFIX}security-policy")),
+            message: "the exec's process spec is not a JSON object".into(),
+        });
+    }
     let mut changed = false;
     if policy.bool("runAsNonRoot")
         && process
@@ -434,6 +450,33 @@ mod tests {
             json!(r#"{"runAsNonRoot": true}"#);
         let e = tighten_exec(&nonroot, &mut json!({"user": {"uid": 0}}), &c).unwrap_err();
         assert!(e.to_string().contains("the exec would run as uid 0"), "{e}");
+    }
+
+    #[test]
+    fn malformed_specs_are_refused_not_indexed() {
+        // Found by the oci_config fuzz target: members of the wrong type.
+        for (member, value) in [
+            ("process", json!(1)),
+            ("root", json!("rootfs")),
+            ("linux", json!([])),
+        ] {
+            let mut s = spec();
+            s[member] = value;
+            let e = tighten(&mut s, &pod(r#"{"readOnlyRootFilesystem": true}"#)).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains(&format!("has a {member} that is not a JSON object")),
+                "{e}"
+            );
+        }
+        let c = Catalogue::builtin();
+        let mut container = spec();
+        container["annotations"]["trait.tidal.dev/security-policy"] = json!("{}");
+        tighten(&mut container, &pod("{}")).unwrap();
+        for exec in [json!(0), json!(""), json!([])] {
+            let e = tighten_exec(&container, &mut exec.clone(), &c).unwrap_err();
+            assert!(e.to_string().contains("not a JSON object"), "{e}");
+        }
     }
 
     #[test]

@@ -461,8 +461,15 @@ fn per_name(profile: &Value) -> Vec<(String, Value)> {
         .into_iter()
         .flatten()
     {
-        for n in names(rule) {
-            let mut r = rule.clone();
+        let names = names(rule);
+        if names.is_empty() {
+            continue;
+        }
+        // An object, since it has names; cloned once without them.
+        let mut base = rule.clone();
+        base["names"] = Value::Null;
+        for n in names {
+            let mut r = base.clone();
             r["names"] = json!([n]);
             out.push((n, r));
         }
