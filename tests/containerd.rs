@@ -120,7 +120,10 @@ fn pause_really_freezes_and_resume_thaws() {
             "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.02; done",
         ],
     );
-    std::thread::sleep(Duration::from_millis(300));
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while read_counter(&env, "ticker") == 0 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(read_counter(&env, "ticker") > 0, "ticker does not tick");
     env.ctr_ok(&["task", "pause", "ticker"]);
     assert_eq!(env.task("ticker").unwrap().1, "PAUSED");
@@ -133,7 +136,11 @@ fn pause_really_freezes_and_resume_thaws() {
     );
     env.ctr_ok(&["task", "resume", "ticker"]);
     assert_eq!(env.task("ticker").unwrap().1, "RUNNING");
-    std::thread::sleep(Duration::from_millis(500));
+    // Resumed, it ticks again (within seconds even on a loaded machine).
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while read_counter(&env, "ticker") <= frozen && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
         read_counter(&env, "ticker") > frozen,
         "resumed container does not run"
