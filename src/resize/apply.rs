@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use super::plan::{plan, Write};
+use super::files::Files;
+use super::plan::{plan_with, Write};
 use super::update::{Limit, Update};
 use super::ResizeError;
 use crate::cgroups::Cgroup;
@@ -14,53 +15,67 @@ pub struct Applied {
     pub writes: Vec<(Write, String)>,
 }
 
-fn read(path: &Path) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+fn read(files: &mut Files, path: &Path) -> Option<u64> {
+    files.read(path).ok()?.trim().parse().ok()
 }
 
 /// Current memory use of the cgroup.
 pub fn memory_usage(cg: &Cgroup) -> Option<u64> {
-    match cg {
-        Cgroup::V1(_) => read(&cg.dir("memory")?.join("memory.usage_in_bytes")),
-        Cgroup::V2(dir) => read(&dir.join("memory.current")),
-    }
+    usage(cg, &mut Files::default())
 }
 
-fn write(w: &Write) -> std::io::Result<()> {
-    // Never create: a missing file means the cgroup went away.
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(&w.path)?;
-    std::io::Write::write_all(&mut f, w.value.as_bytes())
+fn usage(cg: &Cgroup, files: &mut Files) -> Option<u64> {
+    match cg {
+        Cgroup::V1(_) => read(files, &cg.dir("memory")?.join("memory.usage_in_bytes")),
+        Cgroup::V2(dir) => read(files, &dir.join("memory.current")),
+    }
 }
 
 /// Applies `u` to `cg`. With `reclaim`, memory above a new, lower limit is
 /// reclaimed first; without it, such a shrink is refused.
 pub fn apply(cg: &Cgroup, u: &Update, reclaim: bool) -> Result<Applied, ResizeError> {
-    let writes = check(cg, u, reclaim)?;
-    write_all(cg, writes)
+    apply_with(cg, u, reclaim, &mut Files::default())
+}
+
+/// `apply`, through `files`.
+pub fn apply_with(
+    cg: &Cgroup,
+    u: &Update,
+    reclaim: bool,
+    files: &mut Files,
+) -> Result<Applied, ResizeError> {
+    let writes = check_with(cg, u, reclaim, files)?;
+    write_all(cg, writes, files)
 }
 
 /// Everything `apply` checks before writing, and the writes it would make.
 /// With `reclaim` on cgroup v2 this asks the kernel to reclaim memory.
 pub fn check(cg: &Cgroup, u: &Update, reclaim: bool) -> Result<Vec<Write>, ResizeError> {
-    let writes = plan(cg, u)?;
-    for w in &writes {
+    check_with(cg, u, reclaim, &mut Files::default())
+}
+
+/// `check`, through `files`.
+pub fn check_with(
+    cg: &Cgroup,
+    u: &Update,
+    reclaim: bool,
+    files: &mut Files,
+) -> Result<Vec<Write>, ResizeError> {
+    let writes = plan_with(cg, u, files)?;
+    // One lookup per file; its directory only when the file is missing.
+    if let Some(w) = writes.iter().find(|w| !files.exists(&w.path)) {
         let dir = w.path.parent().unwrap_or(Path::new("/"));
         if !dir.is_dir() {
             return Err(ResizeError::Gone(dir.display().to_string()));
         }
-        if !w.path.exists() {
-            return Err(ResizeError::Invalid {
-                field: "cgroup file",
-                value: w.path.display().to_string(),
-                why: "this kernel does not have it".into(),
-            });
-        }
+        return Err(ResizeError::Invalid {
+            field: "cgroup file",
+            value: w.path.display().to_string(),
+            why: "this kernel does not have it".into(),
+        });
     }
     if let Some(Limit::Value(limit)) = u.memory_limit {
-        if let Some(usage) = memory_usage(cg).filter(|&usage| usage > limit) {
+        if let Some(usage) = usage(cg, files).filter(|&usage| usage > limit) {
             if !reclaim {
                 return Err(ResizeError::BelowUsage {
                     requested: limit,
@@ -68,11 +83,8 @@ pub fn check(cg: &Cgroup, u: &Update, reclaim: bool) -> Result<Vec<Write>, Resiz
                 });
             }
             if let Cgroup::V2(dir) = cg {
-                let _ = write(&Write {
-                    path: dir.join("memory.reclaim"),
-                    value: (usage - limit).to_string(),
-                });
-                if let Some(usage) = memory_usage(cg).filter(|&usage| usage > limit) {
+                let _ = files.write(&dir.join("memory.reclaim"), &(usage - limit).to_string());
+                if let Some(usage) = self::usage(cg, files).filter(|&usage| usage > limit) {
                     return Err(ResizeError::BelowUsage {
                         requested: limit,
                         usage,
@@ -85,21 +97,23 @@ pub fn check(cg: &Cgroup, u: &Update, reclaim: bool) -> Result<Vec<Write>, Resiz
     Ok(writes)
 }
 
-fn write_all(cg: &Cgroup, writes: Vec<Write>) -> Result<Applied, ResizeError> {
+fn write_all(cg: &Cgroup, writes: Vec<Write>, files: &mut Files) -> Result<Applied, ResizeError> {
     let mut done: Vec<(Write, String)> = Vec::with_capacity(writes.len());
     for w in writes {
-        let old = std::fs::read_to_string(&w.path)
+        let old = files
+            .read(&w.path)
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
-        if let Err(e) = write(&w) {
-            undo(&done);
+        if let Err(e) = files.write(&w.path, &w.value) {
+            undo(&done, files);
             let file = w.path.display().to_string();
             if e.raw_os_error() == Some(libc::EBUSY) && file.ends_with("memory.limit_in_bytes") {
                 let requested = w.value.parse().unwrap_or(0);
-                let usage = memory_usage(cg).unwrap_or(0);
+                let usage = usage(cg, files).unwrap_or(0);
                 return Err(ResizeError::BelowUsage { requested, usage });
             }
-            if e.kind() == std::io::ErrorKind::NotFound {
+            // ENODEV: a file kept open whose cgroup has been removed since.
+            if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENODEV) {
                 return Err(ResizeError::Gone(file));
             }
             return Err(ResizeError::Write {
@@ -114,13 +128,9 @@ fn write_all(cg: &Cgroup, writes: Vec<Write>) -> Result<Applied, ResizeError> {
 }
 
 /// Restores earlier writes, last first.
-fn undo(done: &[(Write, String)]) {
+fn undo(done: &[(Write, String)], files: &mut Files) {
     for (w, old) in done.iter().rev() {
-        let restore = Write {
-            path: w.path.clone(),
-            value: old.clone(),
-        };
-        if let Err(e) = write(&restore) {
+        if let Err(e) = files.write(&w.path, old) {
             log::error!("restore {} to {old:?}: {e}", w.path.display());
         }
     }

@@ -3,24 +3,23 @@
 
 use std::path::Path;
 
+use super::files::Files;
 use super::update::{Limit, Update};
 use crate::cgroups::Cgroup;
 
-fn text(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_string())
+fn text(files: &mut Files, path: &Path) -> Option<String> {
+    files.read(path).ok().map(|s| s.trim().to_string())
 }
 
-fn num(path: &Path) -> Option<u64> {
-    text(path)?.parse().ok()
+fn num(files: &mut Files, path: &Path) -> Option<u64> {
+    text(files, path)?.parse().ok()
 }
 
 /// v1 byte limits at or above this are "unlimited".
 const V1_UNLIMITED: u64 = 1 << 62;
 
-fn v1_limit(path: &Path) -> Option<Limit> {
-    let t = text(path)?;
+fn v1_limit(files: &mut Files, path: &Path) -> Option<Limit> {
+    let t = text(files, path)?;
     if t == "-1" {
         return Some(Limit::Max);
     }
@@ -32,8 +31,8 @@ fn v1_limit(path: &Path) -> Option<Limit> {
     })
 }
 
-fn max_or(path: &Path) -> Option<Limit> {
-    let t = text(path)?;
+fn max_or(files: &mut Files, path: &Path) -> Option<Limit> {
+    let t = text(files, path)?;
     if t == "max" {
         Some(Limit::Max)
     } else {
@@ -46,56 +45,89 @@ pub fn read(cg: &Cgroup) -> Update {
     read_only(cg, &Update::everything())
 }
 
-/// The values of the fields set in `mask` (a resize reads back only what it changes).
+/// The values of the fields set in `mask`; only their files are read (a
+/// resize reads back only what it changes).
 pub fn read_only(cg: &Cgroup, mask: &Update) -> Update {
+    read_with(cg, mask, &mut Files::default())
+}
+
+/// `read_only`, through `files`.
+pub fn read_with(cg: &Cgroup, mask: &Update, files: &mut Files) -> Update {
+    let f = files;
     let mut u = Update::default();
     match cg {
         Cgroup::V1(_) => {
-            let cpu =
-                mask.cpu_shares.is_some() || mask.cpu_period.is_some() || mask.cpu_quota.is_some();
-            let cpuset = mask.cpuset_cpus.is_some() || mask.cpuset_mems.is_some();
-            let memory = mask.memory_limit.is_some()
-                || mask.memory_swap.is_some()
-                || mask.memory_reservation.is_some();
-            if let Some(d) = cg.dir("cpu").filter(|_| cpu) {
-                u.cpu_shares = num(&d.join("cpu.shares"));
-                u.cpu_period = num(&d.join("cpu.cfs_period_us"));
-                u.cpu_quota = v1_limit(&d.join("cpu.cfs_quota_us"));
+            if let Some(d) = cg.dir("cpu") {
+                if mask.cpu_shares.is_some() {
+                    u.cpu_shares = num(f, &d.join("cpu.shares"));
+                }
+                if mask.cpu_period.is_some() {
+                    u.cpu_period = num(f, &d.join("cpu.cfs_period_us"));
+                }
+                if mask.cpu_quota.is_some() {
+                    u.cpu_quota = v1_limit(f, &d.join("cpu.cfs_quota_us"));
+                }
             }
-            if let Some(d) = cg.dir("cpuset").filter(|_| cpuset) {
-                u.cpuset_cpus = text(&d.join("cpuset.cpus"));
-                u.cpuset_mems = text(&d.join("cpuset.mems"));
+            if let Some(d) = cg.dir("cpuset") {
+                if mask.cpuset_cpus.is_some() {
+                    u.cpuset_cpus = text(f, &d.join("cpuset.cpus"));
+                }
+                if mask.cpuset_mems.is_some() {
+                    u.cpuset_mems = text(f, &d.join("cpuset.mems"));
+                }
             }
-            if let Some(d) = cg.dir("memory").filter(|_| memory) {
-                u.memory_limit = v1_limit(&d.join("memory.limit_in_bytes"));
-                u.memory_swap = v1_limit(&d.join("memory.memsw.limit_in_bytes"));
-                u.memory_reservation = v1_limit(&d.join("memory.soft_limit_in_bytes"));
+            if let Some(d) = cg.dir("memory") {
+                if mask.memory_limit.is_some() {
+                    u.memory_limit = v1_limit(f, &d.join("memory.limit_in_bytes"));
+                }
+                if mask.memory_swap.is_some() {
+                    u.memory_swap = v1_limit(f, &d.join("memory.memsw.limit_in_bytes"));
+                }
+                if mask.memory_reservation.is_some() {
+                    u.memory_reservation = v1_limit(f, &d.join("memory.soft_limit_in_bytes"));
+                }
             }
             if let Some(d) = cg.dir("pids").filter(|_| mask.pids_limit.is_some()) {
-                u.pids_limit = max_or(&d.join("pids.max"));
+                u.pids_limit = max_or(f, &d.join("pids.max"));
             }
         }
         Cgroup::V2(d) => {
-            // Inverse of the shares -> weight mapping, rounded up so it round-trips.
-            u.cpu_shares = num(&d.join("cpu.weight"))
-                .map(|w| 2 + (w.saturating_sub(1) * 262_142).div_ceil(9_999));
-            if let Some(max) = text(&d.join("cpu.max")) {
-                let mut p = max.split_whitespace();
-                u.cpu_quota = p
-                    .next()
-                    .map(|q| q.parse().map(Limit::Value).unwrap_or(Limit::Max));
-                u.cpu_period = p.next().and_then(|p| p.parse().ok());
+            if mask.cpu_shares.is_some() {
+                // Inverse of the shares -> weight mapping, rounded up so it round-trips.
+                u.cpu_shares = num(f, &d.join("cpu.weight"))
+                    .map(|w| 2 + (w.saturating_sub(1) * 262_142).div_ceil(9_999));
             }
-            u.cpuset_cpus = text(&d.join("cpuset.cpus")).filter(|s| !s.is_empty());
-            u.cpuset_mems = text(&d.join("cpuset.mems")).filter(|s| !s.is_empty());
-            u.memory_limit = max_or(&d.join("memory.max"));
-            u.memory_swap = match (u.memory_limit, max_or(&d.join("memory.swap.max"))) {
-                (Some(Limit::Value(m)), Some(Limit::Value(s))) => Some(Limit::Value(m + s)),
-                (_, Some(_)) => Some(Limit::Max),
-                _ => None,
-            };
-            u.memory_reservation = max_or(&d.join("memory.low"));
-            u.pids_limit = max_or(&d.join("pids.max"));
+            if mask.cpu_quota.is_some() || mask.cpu_period.is_some() {
+                if let Some(max) = text(f, &d.join("cpu.max")) {
+                    let mut p = max.split_whitespace();
+                    u.cpu_quota = p
+                        .next()
+                        .map(|q| q.parse().map(Limit::Value).unwrap_or(Limit::Max));
+                    u.cpu_period = p.next().and_then(|p| p.parse().ok());
+                }
+            }
+            if mask.cpuset_cpus.is_some() {
+                u.cpuset_cpus = text(f, &d.join("cpuset.cpus")).filter(|s| !s.is_empty());
+            }
+            if mask.cpuset_mems.is_some() {
+                u.cpuset_mems = text(f, &d.join("cpuset.mems")).filter(|s| !s.is_empty());
+            }
+            if mask.memory_limit.is_some() || mask.memory_swap.is_some() {
+                u.memory_limit = max_or(f, &d.join("memory.max"));
+            }
+            if mask.memory_swap.is_some() {
+                u.memory_swap = match (u.memory_limit, max_or(f, &d.join("memory.swap.max"))) {
+                    (Some(Limit::Value(m)), Some(Limit::Value(s))) => Some(Limit::Value(m + s)),
+                    (_, Some(_)) => Some(Limit::Max),
+                    _ => None,
+                };
+            }
+            if mask.memory_reservation.is_some() {
+                u.memory_reservation = max_or(f, &d.join("memory.low"));
+            }
+            if mask.pids_limit.is_some() {
+                u.pids_limit = max_or(f, &d.join("pids.max"));
+            }
         }
     }
     u.restricted_to(mask)

@@ -46,9 +46,12 @@ pub fn validate_source(s: &str) -> Result<(), ResizeError> {
     }
 }
 
+/// The name of a container's history file, beside its libcontainer state.
+pub const FILE_NAME: &str = "tidal-revisions.jsonl";
+
 /// The history file of a container whose libcontainer state is in `dir`.
 pub fn path(container_dir: &Path) -> PathBuf {
-    container_dir.join("tidal-revisions.jsonl")
+    container_dir.join(FILE_NAME)
 }
 
 pub fn read(file: &Path) -> std::io::Result<Vec<Revision>> {
@@ -63,8 +66,40 @@ pub fn read(file: &Path) -> std::io::Result<Vec<Revision>> {
 }
 
 /// The number of the last revision in `file` (0 when there is none).
+/// Reads the file but parses only its last well-formed line.
 pub fn last(file: &Path) -> std::io::Result<u64> {
-    Ok(read(file)?.last().map(|r| r.revision).unwrap_or(0))
+    let text = match std::fs::read(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    Ok(last_in(&text).unwrap_or(0))
+}
+
+/// The number of the last revision among the lines of `text`.
+pub fn last_in(text: &[u8]) -> Option<u64> {
+    text.split(|&b| b == b'\n').rev().find_map(number)
+}
+
+/// The number of the revision on `line`, without parsing the rest of it
+/// (revisions are written with their number first); None for a line that
+/// is no revision.
+pub fn number(line: &[u8]) -> Option<u64> {
+    let fast = line.strip_prefix(b"{\"revision\":").and_then(|rest| {
+        let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+        (end > 0 && rest[end] == b',' && line.last() == Some(&b'}'))
+            .then(|| std::str::from_utf8(&rest[..end]).ok()?.parse().ok())
+            .flatten()
+    });
+    fast.or_else(|| {
+        #[derive(Deserialize)]
+        struct Numbered {
+            revision: u64,
+        }
+        serde_json::from_slice::<Numbered>(line)
+            .ok()
+            .map(|n| n.revision)
+    })
 }
 
 /// How many revisions a container's history keeps at least; older ones are
@@ -74,37 +109,84 @@ pub const KEPT: u64 = 1000;
 const COMPACT_EVERY: u64 = 256;
 
 /// Appends `rev` as number `last + 1`; returns that number.
-pub fn append(file: &Path, last: u64, mut rev: Revision) -> std::io::Result<u64> {
-    rev.revision = last + 1;
-    if rev.revision > KEPT && rev.revision % COMPACT_EVERY == 0 {
-        compact(file, rev.revision - KEPT)?;
+pub fn append(file: &Path, last: u64, rev: Revision) -> std::io::Result<u64> {
+    let mut log = Log {
+        file: file.to_path_buf(),
+        last,
+        out: None,
+    };
+    log.append(rev)
+}
+
+/// A container's history as its one writer (the shim that owns the
+/// container) holds it: the last revision's number, and the file kept open
+/// for appending between revisions.
+#[derive(Debug)]
+pub struct Log {
+    file: PathBuf,
+    last: u64,
+    out: Option<std::fs::File>,
+}
+
+impl Log {
+    /// The history in `file` (which need not exist yet).
+    pub fn open(file: &Path) -> std::io::Result<Log> {
+        Ok(Log {
+            file: file.to_path_buf(),
+            last: last(file)?,
+            out: None,
+        })
     }
-    let mut line = serde_json::to_vec(&rev).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(file)?;
-    // One write of one line: a shim that crashes after it keeps the record.
-    // No fsync: like the rest of the runtime state it lives in /run.
-    f.write_all(&line)?;
-    Ok(rev.revision)
+
+    /// The number of the last revision recorded.
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
+    /// Appends `rev` as the next revision; returns its number.
+    pub fn append(&mut self, mut rev: Revision) -> std::io::Result<u64> {
+        rev.revision = self.last + 1;
+        if rev.revision > KEPT && rev.revision % COMPACT_EVERY == 0 {
+            // The file is replaced: appends go to the new one.
+            self.out = None;
+            compact(&self.file, rev.revision - KEPT)?;
+        }
+        let mut line = serde_json::to_vec(&rev).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        if self.out.is_none() {
+            self.out = Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.file)?,
+            );
+        }
+        let out = self.out.as_mut().expect("opened above");
+        // One write of one line: a shim that crashes after it keeps the record.
+        // No fsync: like the rest of the runtime state it lives in /run.
+        if let Err(e) = out.write_all(&line) {
+            self.out = None;
+            return Err(e);
+        }
+        self.last = rev.revision;
+        Ok(rev.revision)
+    }
 }
 
 /// Keeps only revisions numbered above `drop_through`, replacing the file
-/// atomically.
+/// atomically. Lines are kept as they are (only their numbers are read), so
+/// compacting costs little more than copying the kept part.
 fn compact(file: &Path, drop_through: u64) -> std::io::Result<()> {
-    let kept: Vec<Revision> = read(file)?
-        .into_iter()
-        .filter(|r| r.revision > drop_through)
-        .collect();
-    let mut text = Vec::new();
-    for r in &kept {
-        text.extend(serde_json::to_vec(r).map_err(std::io::Error::other)?);
-        text.push(b'\n');
+    let text = std::fs::read(file)?;
+    let mut kept = Vec::with_capacity(text.len());
+    for line in text.split(|&b| b == b'\n') {
+        if number(line).is_some_and(|n| n > drop_through) {
+            kept.extend_from_slice(line);
+            kept.push(b'\n');
+        }
     }
     let tmp = file.with_extension("jsonl.tmp");
-    std::fs::write(&tmp, text)?;
+    std::fs::write(&tmp, kept)?;
     std::fs::rename(tmp, file)
 }
 
@@ -243,6 +325,45 @@ mod tests {
         assert!(rollback_target(&all, first - 1).is_ok());
         let e = rollback_target(&all, 1).unwrap_err().to_string();
         assert!(e.contains("no longer kept"), "{e}");
+    }
+
+    #[test]
+    fn a_log_keeps_numbering_through_compactions_and_reopening() {
+        let dir = crate::testfs::FakeDir::new("log", &[]);
+        let f = path(&dir);
+        let mut log = Log::open(&f).unwrap();
+        assert_eq!(log.last(), 0);
+        for i in 0..1100 {
+            assert_eq!(log.append(rev(0, mem(i), mem(i + 1))).unwrap(), i + 1);
+        }
+        // Compacted at 1024 (the file was replaced under the open log).
+        let all = read(&f).unwrap();
+        assert_eq!(all.first().unwrap().revision, 25);
+        assert_eq!(all.last().unwrap().revision, 1100);
+        assert!(all.windows(2).all(|w| w[1].revision == w[0].revision + 1));
+        assert_eq!(all.last().unwrap().after, mem(1100));
+        drop(log);
+        let mut log = Log::open(&f).unwrap();
+        assert_eq!(log.last(), 1100);
+        assert_eq!(log.append(rev(0, mem(1), mem(2))).unwrap(), 1101);
+        assert_eq!(last(&f).unwrap(), 1101);
+    }
+
+    #[test]
+    fn numbers_are_read_from_the_start_of_a_line() {
+        let line = serde_json::to_vec(&rev(42, mem(1), mem(2))).unwrap();
+        assert!(line.starts_with(b"{\"revision\":42,"));
+        assert_eq!(number(&line), Some(42));
+        // Another field order still parses; a torn line does not.
+        assert_eq!(
+            number(br#"{"time":1,"revision":7,"source":"x","reason":"","before":{},"after":{}}"#),
+            Some(7)
+        );
+        assert_eq!(number(&line[..line.len() - 5]), None);
+        assert_eq!(number(b""), None);
+        let mut text = line.clone();
+        text.extend_from_slice(b"\n{\"revision\":43,\"tim");
+        assert_eq!(last_in(&text), Some(42), "a torn last line is skipped");
     }
 
     #[test]

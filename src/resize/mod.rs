@@ -6,11 +6,13 @@
 
 pub mod apply;
 pub mod current;
+pub mod files;
 pub mod history;
 pub mod plan;
 pub mod update;
 
 pub use apply::{apply, Applied};
+pub use files::Files;
 pub use plan::{plan, Write};
 pub use update::{Limit, Update};
 
@@ -37,4 +39,23 @@ pub enum ResizeError {
         value: String,
         error: String,
     },
+}
+
+/// What the one writer of a container's resources (the shim that owns it)
+/// keeps between resizes.
+#[derive(Debug)]
+pub struct Kept {
+    /// The container's cgroup files, open.
+    pub files: Files,
+    /// Its revision history; None until opened (or after it failed).
+    pub history: Option<history::Log>,
+}
+
+impl Default for Kept {
+    fn default() -> Self {
+        Kept {
+            files: Files::kept(),
+            history: None,
+        }
+    }
 }

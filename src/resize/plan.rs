@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::files::Files;
 use super::update::{Limit, Update};
 use super::ResizeError;
 use crate::cgroups::Cgroup;
@@ -14,15 +15,13 @@ pub struct Write {
     pub value: String,
 }
 
-fn read(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_string())
+fn read(files: &mut Files, path: &Path) -> Option<String> {
+    files.read(path).ok().map(|s| s.trim().to_string())
 }
 
 /// A v1 byte limit as a number; "unlimited" is u64::MAX.
-fn v1_bytes(path: &Path) -> u64 {
-    read(path)
+fn v1_bytes(files: &mut Files, path: &Path) -> u64 {
+    read(files, path)
         .and_then(|s| s.parse::<u64>().ok())
         .filter(|&v| v < (1 << 62))
         .unwrap_or(u64::MAX)
@@ -65,13 +64,18 @@ fn missing(controller: &str) -> ResizeError {
 /// Plans the writes for `u` on `cg`, reading current values where the order
 /// depends on them.
 pub fn plan(cg: &Cgroup, u: &Update) -> Result<Vec<Write>, ResizeError> {
+    plan_with(cg, u, &mut Files::default())
+}
+
+/// `plan`, reading through `files`.
+pub fn plan_with(cg: &Cgroup, u: &Update, files: &mut Files) -> Result<Vec<Write>, ResizeError> {
     match cg {
-        Cgroup::V1(_) => plan_v1(cg, u),
-        Cgroup::V2(dir) => plan_v2(dir, u),
+        Cgroup::V1(_) => plan_v1(cg, u, files),
+        Cgroup::V2(dir) => plan_v2(dir, u, files),
     }
 }
 
-fn plan_v1(cg: &Cgroup, u: &Update) -> Result<Vec<Write>, ResizeError> {
+fn plan_v1(cg: &Cgroup, u: &Update, files: &mut Files) -> Result<Vec<Write>, ResizeError> {
     let mut w = Vec::new();
     let dir = |c: &str| cg.dir(c).map(Path::to_path_buf).ok_or_else(|| missing(c));
     let mut push = |d: &Path, f: &str, v: String| {
@@ -104,10 +108,10 @@ fn plan_v1(cg: &Cgroup, u: &Update) -> Result<Vec<Write>, ResizeError> {
     if u.memory_limit.is_some() || u.memory_swap.is_some() || u.memory_reservation.is_some() {
         let mem = dir("memory")?;
         let memsw = mem.join("memory.memsw.limit_in_bytes");
-        let has_swap_file = memsw.exists();
-        let cur_limit = v1_bytes(&mem.join("memory.limit_in_bytes"));
+        let has_swap_file = files.exists(&memsw);
+        let cur_limit = v1_bytes(files, &mem.join("memory.limit_in_bytes"));
         let cur_swap = if has_swap_file {
-            v1_bytes(&memsw)
+            v1_bytes(files, &memsw)
         } else {
             u64::MAX
         };
@@ -152,7 +156,7 @@ fn plan_v1(cg: &Cgroup, u: &Update) -> Result<Vec<Write>, ResizeError> {
     }
     if let Some(b) = u.blkio_weight {
         let blkio = dir("blkio")?;
-        let file = if blkio.join("blkio.weight").exists() {
+        let file = if files.exists(&blkio.join("blkio.weight")) {
             "blkio.weight"
         } else {
             "blkio.bfq.weight"
@@ -179,7 +183,7 @@ fn plan_v1(cg: &Cgroup, u: &Update) -> Result<Vec<Write>, ResizeError> {
     Ok(w)
 }
 
-fn plan_v2(dir: &Path, u: &Update) -> Result<Vec<Write>, ResizeError> {
+fn plan_v2(dir: &Path, u: &Update, files: &mut Files) -> Result<Vec<Write>, ResizeError> {
     let mut w = Vec::new();
     let mut push = |f: &str, v: String| {
         w.push(Write {
@@ -191,7 +195,7 @@ fn plan_v2(dir: &Path, u: &Update) -> Result<Vec<Write>, ResizeError> {
         push("cpu.weight", shares_to_weight(s).to_string());
     }
     if u.cpu_quota.is_some() || u.cpu_period.is_some() {
-        let cur = read(&dir.join("cpu.max")).unwrap_or_else(|| "max 100000".into());
+        let cur = read(files, &dir.join("cpu.max")).unwrap_or_else(|| "max 100000".into());
         let mut parts = cur.split_whitespace();
         let cur_quota = parts.next().unwrap_or("max").to_string();
         let cur_period = parts.next().unwrap_or("100000").to_string();
@@ -211,7 +215,7 @@ fn plan_v2(dir: &Path, u: &Update) -> Result<Vec<Write>, ResizeError> {
     if let Some(s) = u.memory_swap {
         // OCI counts memory plus swap; v2's memory.swap.max is swap alone.
         let limit = u.memory_limit.map(as_num).unwrap_or_else(|| {
-            read(&dir.join("memory.max"))
+            read(files, &dir.join("memory.max"))
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(u64::MAX)
         });
@@ -234,7 +238,7 @@ fn plan_v2(dir: &Path, u: &Update) -> Result<Vec<Write>, ResizeError> {
         push(&format!("hugetlb.{size}.max"), limit.to_string());
     }
     for (k, v) in &u.unified {
-        if !dir.join(k).exists() {
+        if !files.exists(&dir.join(k)) {
             return Err(ResizeError::Invalid {
                 field: "unified key",
                 value: k.clone(),

@@ -54,19 +54,31 @@ macro_rules! scalar_fields {
     };
 }
 
+/// Serialized without its unset fields (a revision names only what it
+/// changed); a missing field reads back as unset.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Update {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_shares: Option<u64>,
     /// CFS quota in microseconds per period.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_quota: Option<Limit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_period: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cpuset_cpus: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cpuset_mems: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_limit: Option<Limit>,
     /// Memory plus swap, as OCI counts it.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_swap: Option<Limit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_reservation: Option<Limit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pids_limit: Option<Limit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub blkio_weight: Option<u16>,
     /// Page size ("2MB") -> limit in bytes.
     pub hugetlb: BTreeMap<String, u64>,
@@ -136,7 +148,22 @@ pub struct Node {
     pub mems: String,
 }
 
+/// The node's facts as this process last read them.
+static FACTS: std::sync::Mutex<Option<Node>> = std::sync::Mutex::new(None);
+
 impl Node {
+    /// The node's facts as last read by this process (read on first use).
+    pub fn cached() -> Self {
+        FACTS.lock().unwrap().get_or_insert_with(Node::read).clone()
+    }
+
+    /// Reads the node's facts again, and keeps them.
+    pub fn refreshed() -> Self {
+        let now = Node::read();
+        *FACTS.lock().unwrap() = Some(now.clone());
+        now
+    }
+
     pub fn read() -> Self {
         let read = |p: &str| {
             std::fs::read_to_string(p)
@@ -284,6 +311,20 @@ impl Update {
         Ok(u)
     }
 
+    /// `from_oci` on this node: against its facts as last read, and once
+    /// more against fresh ones if they refuse a cpuset (CPUs or memory
+    /// nodes may have come online since). One that went offline since is
+    /// refused by the kernel when written.
+    pub fn from_oci_here(r: &LinuxResources) -> Result<Self, ResizeError> {
+        match Self::from_oci(r, Node::cached) {
+            Err(ResizeError::Invalid {
+                field: "cpuset cpus" | "cpuset mems",
+                ..
+            }) => Self::from_oci(r, Node::refreshed),
+            other => other,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         *self == Update::default()
     }
@@ -389,6 +430,29 @@ mod tests {
         assert_eq!(u.cpu_quota, Some(Limit::Max));
         assert_eq!(u.memory_limit, Some(Limit::Max));
         assert_eq!(u.pids_limit, Some(Limit::Max));
+    }
+
+    #[test]
+    fn unset_fields_are_left_out_and_read_back_unset() {
+        let u = Update {
+            cpu_quota: Some(Limit::Value(50_000)),
+            memory_limit: Some(Limit::Max),
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&u).unwrap();
+        assert_eq!(
+            text,
+            r#"{"cpu_quota":{"value":50000},"memory_limit":"max","hugetlb":{},"unified":{}}"#
+        );
+        assert_eq!(serde_json::from_str::<Update>(&text).unwrap(), u);
+        // As revisions were written before: every field, unset ones null.
+        let mut old = serde_json::to_value(Update::default()).unwrap();
+        for f in ["cpu_shares", "cpu_period", "pids_limit", "blkio_weight"] {
+            old[f] = serde_json::Value::Null;
+        }
+        old["cpu_quota"] = serde_json::json!({"value": 50000});
+        old["memory_limit"] = serde_json::json!("max");
+        assert_eq!(serde_json::from_value::<Update>(old).unwrap(), u);
     }
 
     #[test]

@@ -110,9 +110,9 @@ pub struct Container {
     /// up again from a pid that may be gone or reused.
     cgroup: Option<crate::cgroups::Cgroup>,
     /// One resize at a time per container (held across the write, never
-    /// map-wide); guards the number of its last revision, read from the
-    /// history file on first use.
-    resize_lock: tokio::sync::Mutex<Option<u64>>,
+    /// map-wide); guards what its resizes keep (its cgroup files, open, and
+    /// its revision history), made on first use.
+    resize_lock: tokio::sync::Mutex<Option<crate::resize::Kept>>,
     /// Exec processes by exec id. Lock never held across an `.await`.
     execs: Mutex<HashMap<String, Arc<Process>>>,
 }
@@ -818,7 +818,7 @@ impl Tasks {
                 )))
             }
         };
-        let mut last_revision = c.resize_lock.lock().await;
+        let mut kept = c.resize_lock.lock().await;
         if c.init.status() == Status::Stopped {
             return Err(Error::NotFound(format!("container {} has exited", req.id)));
         }
@@ -849,10 +849,7 @@ impl Tasks {
                     .ok_or_else(|| Error::InvalidArgument("update without resources".into()))?;
                 let oci: oci_spec::runtime::LinuxResources = serde_json::from_slice(&any.value)
                     .map_err(|e| Error::InvalidArgument(format!("resources of {}: {e}", req.id)))?;
-                (
-                    resize::Update::from_oci(&oci, resize::update::Node::read)?,
-                    reason.to_string(),
-                )
+                (resize::Update::from_oci_here(&oci)?, reason.to_string())
             }
         };
         if update.is_empty() {
@@ -861,13 +858,15 @@ impl Tasks {
                 req.id
             )));
         }
+        let kept = kept.get_or_insert_with(Default::default);
+        let files = &mut kept.files;
         if note(ANNOTATION_DRY_RUN) == Some("true") {
-            resize::apply::check(&cg, &update, false)?;
+            resize::apply::check_with(&cg, &update, false, files)?;
             return Ok(());
         }
-        let before = resize::current::read_only(&cg, &update);
-        resize::apply(&cg, &update, reclaim)?;
-        let after = resize::current::read_only(&cg, &update);
+        let before = resize::current::read_with(&cg, &update, files);
+        resize::apply::apply_with(&cg, &update, reclaim, files)?;
+        let after = resize::current::read_with(&cg, &update, files);
         let time = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
@@ -880,14 +879,16 @@ impl Tasks {
             before,
             after,
         };
-        let last = match *last_revision {
-            Some(n) => Ok(n),
-            None => history::last(&history_file),
-        };
-        match last.and_then(|n| history::append(&history_file, n, rev)) {
-            Ok(n) => *last_revision = Some(n),
+        if kept.history.is_none() {
+            kept.history = history::Log::open(&history_file)
+                .map_err(|e| log::error!("history of {}: {e}", req.id))
+                .ok();
+        }
+        if let Some(Err(e)) = kept.history.as_mut().map(|l| l.append(rev)) {
             // The change is in place; losing its record must not undo it.
-            Err(e) => log::error!("record revision of {}: {e}", req.id),
+            // The history is opened afresh for the next one.
+            log::error!("record revision of {}: {e}", req.id);
+            kept.history = None;
         }
         Ok(())
     }
