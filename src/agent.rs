@@ -22,11 +22,36 @@ pub struct Config {
     pub socket: PathBuf,
     /// Uids besides root that may call the API.
     pub allowed_uids: Vec<u32>,
+    /// Threads serving the API (1: a single-threaded runtime).
+    pub threads: usize,
+}
+
+/// Threads serving the API by default: one per CPU, at most 4. Requests
+/// spend most of their time in HTTP/2 and in system calls, so concurrent
+/// clients (several containers resized at once) are served side by side.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4)
+}
+
+/// The runtime `run` needs for `cfg`.
+pub fn runtime(cfg: &Config) -> std::io::Result<tokio::runtime::Runtime> {
+    if cfg.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cfg.threads)
+            .enable_all()
+            .build()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("{0}\nusage: tidald [--state-dir DIR] [--metrics-addr 127.0.0.1:9464] [--socket PATH] [--allow-uid UID]...")]
+    #[error("{0}\nusage: tidald [--state-dir DIR] [--metrics-addr 127.0.0.1:9464] [--socket PATH] [--allow-uid UID]... [--threads N]")]
     Usage(String),
     #[error("metrics address {0} is not a loopback address: tidald does not expose metrics beyond this node")]
     NotLoopback(SocketAddr),
@@ -53,6 +78,7 @@ pub fn parse(args: &[String]) -> Result<Config, AgentError> {
         metrics_addr: DEFAULT_METRICS_ADDR.parse().unwrap(),
         socket: PathBuf::new(),
         allowed_uids: Vec::new(),
+        threads: default_threads(),
     };
     let mut socket = None;
     let mut it = args.iter();
@@ -78,6 +104,12 @@ pub fn parse(args: &[String]) -> Result<Config, AgentError> {
                         AgentError::Usage(format!("--allow-uid {v:?} is not a uid"))
                     })?,
                 );
+            }
+            "--threads" => {
+                let v = value()?;
+                cfg.threads = v.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+                    AgentError::Usage(format!("--threads {v:?} is not a positive number"))
+                })?;
             }
             other => return Err(AgentError::Usage(format!("unknown argument {other:?}"))),
         }
@@ -259,6 +291,12 @@ mod tests {
         assert_eq!(cfg.state_dir, PathBuf::from("/x"));
         assert_eq!(cfg.socket, PathBuf::from("/x/.api/tidald.sock"));
         assert_eq!(cfg.allowed_uids, vec![1000]);
+        assert_eq!(cfg.threads, default_threads());
+        assert_eq!(parse(&args("--threads 1")).unwrap().threads, 1);
+        assert!(matches!(
+            parse(&args("--threads 0")),
+            Err(AgentError::Usage(_))
+        ));
         assert!(matches!(
             parse(&args("--allow-uid bob")),
             Err(AgentError::Usage(_))

@@ -15,6 +15,11 @@ use crate::shim::task::{
     ANNOTATION_SOURCE,
 };
 
+mod follow;
+mod route;
+
+pub use follow::follow;
+
 pub mod pb {
     tonic::include_proto!("tidal.resize.v1");
 }
@@ -136,10 +141,9 @@ pub struct Service {
     pub metrics: std::sync::Arc<ResizeMetrics>,
     /// New revisions of every container, as `follow` finds them.
     pub revisions: tokio::sync::broadcast::Sender<pb::WatchEvent>,
+    /// Containers and shim connections, kept between changes.
+    routes: std::sync::Arc<route::Routes>,
 }
-
-/// How often `follow` looks for new revisions.
-const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl From<history::Revision> for pb::Revision {
     fn from(r: history::Revision) -> Self {
@@ -164,46 +168,6 @@ impl From<pb::Revision> for history::Revision {
             before: serde_json::from_str(&r.before_json).unwrap_or_default(),
             after: serde_json::from_str(&r.after_json).unwrap_or_default(),
         }
-    }
-}
-
-/// Follows every container's revision file and sends each new revision,
-/// whoever made it (the shims write them; kubelet's changes never pass
-/// through tidald). A file is re-read only when its size changes.
-pub async fn follow(state_dir: PathBuf, tx: tokio::sync::broadcast::Sender<pb::WatchEvent>) {
-    use std::collections::HashMap;
-    // (namespace, id) -> (file size seen, last revision sent)
-    let mut seen: HashMap<(String, String), (u64, u64)> = HashMap::new();
-    let mut first = true;
-    loop {
-        let mut alive = std::collections::HashSet::new();
-        for (namespace, id, dir) in node::dirs(&state_dir).unwrap_or_default() {
-            let file = history::path(&dir);
-            let key = (namespace.clone(), id.clone());
-            alive.insert(key.clone());
-            let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-            let (old_size, last) = seen.get(&key).copied().unwrap_or((0, 0));
-            if size == old_size {
-                continue;
-            }
-            let revs = history::read(&file).unwrap_or_default();
-            let newest = revs.last().map(|r| r.revision).unwrap_or(0);
-            if !first {
-                for r in revs.into_iter().filter(|r| r.revision > last) {
-                    let _ = tx.send(pb::WatchEvent {
-                        container: Some(pb::ContainerRef {
-                            namespace: namespace.clone(),
-                            id: id.clone(),
-                        }),
-                        revision: Some(r.into()),
-                    });
-                }
-            }
-            seen.insert(key, (size, newest));
-        }
-        seen.retain(|k, _| alive.contains(k));
-        first = false;
-        tokio::time::sleep(FOLLOW_EVERY).await;
     }
 }
 
@@ -255,31 +219,33 @@ impl Service {
         node::find(&self.state_dir, ns, &r.id).map_err(io_status)
     }
 
-    fn last_revision(&self, c: &ContainerInfo) -> u64 {
-        history::last(&history::path(
-            &self.state_dir.join(&c.namespace).join(&c.id),
-        ))
-        .unwrap_or(0)
+    /// Where a change to the named container goes.
+    fn target(&self, r: Option<pb::ContainerRef>) -> Result<route::Target, Status> {
+        let r = r.ok_or_else(|| Status::invalid_argument("no container named"))?;
+        let ns = Some(r.namespace.as_str()).filter(|n| !n.is_empty());
+        self.routes
+            .target(&self.state_dir, ns, &r.id)
+            .map_err(io_status)
     }
 
     /// Sends Task.Update to the owning shim; maps its refusal to a status.
     async fn update(
         &self,
-        c: &ContainerInfo,
+        t: route::Target,
         resources: serde_json::Value,
         notes: &[(&str, String)],
     ) -> Result<Response<pb::UpdateResourcesResponse>, Status> {
-        if c.status == "stopped" {
+        if t.stopped {
             return Err(Status::not_found(format!(
                 "container {} is not running",
-                c.id
+                t.id
             )));
         }
         let dry = notes
             .iter()
             .any(|(k, v)| *k == ANNOTATION_DRY_RUN && v == "true");
         let start = std::time::Instant::now();
-        let result = crate::shimclient::update(c, &resources, notes).await;
+        let result = self.routes.update(&t, &resources, notes).await;
         if !dry {
             let outcome = match &result {
                 Ok(()) => "ok".to_string(),
@@ -288,10 +254,10 @@ impl Service {
             self.metrics.record(&outcome, start.elapsed().as_secs_f64());
         }
         result.map_err(|e| Status::new(tonic::Code::from_i32(e.code), e.message))?;
-        let now = node::find(&self.state_dir, Some(&c.namespace), &c.id).map_err(io_status)?;
+        let now = self.routes.after(&self.state_dir, &t).map_err(io_status)?;
         Ok(Response::new(pb::UpdateResourcesResponse {
-            container: Some(self.container(&now)),
-            revision: if dry { 0 } else { self.last_revision(&now) },
+            container: Some(to_pb(&now.info, now.declared)),
+            revision: if dry { 0 } else { now.last_revision },
         }))
     }
 }
@@ -355,7 +321,7 @@ impl Resize for Service {
         req: Request<pb::UpdateResourcesRequest>,
     ) -> Result<Response<pb::UpdateResourcesResponse>, Status> {
         let r = req.into_inner();
-        let c = self.find(r.container)?;
+        let t = self.target(r.container)?;
         let source = if r.source.is_empty() {
             "operator".to_string()
         } else {
@@ -388,7 +354,7 @@ impl Resize for Service {
         if r.dry_run {
             notes.push((ANNOTATION_DRY_RUN, "true".into()));
         }
-        self.update(&c, crate::ctl::resources_json(&resize), &notes)
+        self.update(t, crate::ctl::resources_json(&resize), &notes)
             .await
     }
 
@@ -411,7 +377,7 @@ impl Resize for Service {
         req: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::UpdateResourcesResponse>, Status> {
         let r = req.into_inner();
-        let c = self.find(r.container)?;
+        let t = self.target(r.container)?;
         let mut notes = vec![
             (ANNOTATION_SOURCE, "operator".to_string()),
             (ANNOTATION_ROLLBACK, r.revision.to_string()),
@@ -419,7 +385,7 @@ impl Resize for Service {
         if !r.reason.is_empty() {
             notes.push((ANNOTATION_REASON, r.reason));
         }
-        self.update(&c, serde_json::json!({}), &notes).await
+        self.update(t, serde_json::json!({}), &notes).await
     }
 }
 
@@ -515,12 +481,17 @@ pub async fn serve(
     let socket = listener.local_addr()?.as_pathname().map(Path::to_path_buf);
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let (revisions, _) = tokio::sync::broadcast::channel(256);
-    let follower = tokio::spawn(follow(state_dir.clone(), revisions.clone()));
+    let routes = std::sync::Arc::new(route::Routes::default());
+    let follower = tokio::spawn(follow(state_dir.clone(), revisions.clone(), {
+        let routes = routes.clone();
+        move |ns: &str, id: &str| routes.forget(ns, id)
+    }));
     let service = ResizeServer::with_interceptor(
         Service {
             state_dir,
             metrics,
             revisions,
+            routes,
         },
         {
             let allowed = allowed.clone();

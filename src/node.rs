@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::cgroups::Cgroup;
-use crate::resize::{history, Limit, Update};
+use crate::resize::{history, Files, Limit, Update};
 
 /// CPU and memory limits of a container: live (as its cgroup has them now)
 /// or declared (as Kubernetes set them).
@@ -165,45 +165,159 @@ pub fn declared(state_dir: &Path, c: &ContainerInfo) -> Declared {
 
 /// `declared` from a parsed spec (None: unreadable) and the history.
 fn declared_from(spec: Option<&serde_json::Value>, revisions: &[history::Revision]) -> Declared {
-    let Some(spec) = spec else {
-        return Declared {
-            overlays: overlays(revisions, None),
-            ..Default::default()
-        };
-    };
-    let note = |k: &str| {
-        spec.pointer("/annotations")
-            .and_then(|a| a.get(k))
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-    };
-    let (pod_ns, pod_name) = (
-        note(ANNOTATION_SANDBOX_NAMESPACE),
-        note(ANNOTATION_SANDBOX_NAME),
-    );
-    let mut limits = spec_limits(spec);
-    for r in revisions.iter().filter(|r| r.source == "kubelet") {
-        apply_update(&mut limits, &r.after);
+    let mut layers = Layers::new(spec);
+    for r in revisions {
+        layers.push(r);
     }
-    Declared {
-        pod: if pod_ns.is_empty() || pod_name.is_empty() {
-            String::new()
-        } else {
-            format!("{pod_ns}/{pod_name}")
-        },
-        name: note(ANNOTATION_CONTAINER_NAME).to_string(),
-        sandbox: note(ANNOTATION_CONTAINER_TYPE) == "sandbox",
-        qos: match note(ANNOTATION_QOS) {
-            q @ ("online" | "offline") => q.to_string(),
-            // Else the class of the pod's qos trait (checked at create).
-            _ => serde_json::from_str::<serde_json::Value>(note("trait.tidal.dev/qos"))
-                .ok()
-                .and_then(|t| t.get("class")?.as_str().map(String::from))
-                .filter(|q| q == "online" || q == "offline")
-                .unwrap_or_default(),
-        },
-        overlays: overlays(revisions, Some(&limits)),
-        limits: Some(limits),
+    layers.declared()
+}
+
+/// What was declared for a container, built up one revision at a time (so
+/// that tidald need not re-read a long history after each change): the
+/// spec's part; the latest of kubelet's revisions to set each declared
+/// limit; and for each value any revision set, the latest revision that set
+/// it. Revisions are known by their numbers, so those a compaction dropped
+/// can be forgotten again (`drop_through`).
+#[derive(Debug, Clone, Default)]
+pub struct Layers {
+    /// Pod, name, sandbox, QoS and limits as the spec declares them; None
+    /// when the spec could not be read.
+    spec: Option<Declared>,
+    /// Kubelet's latest value of each declared limit: (revision, value).
+    kubelet_quota: Option<(u64, Option<u64>)>,
+    kubelet_period: Option<(u64, u64)>,
+    kubelet_cpuset: Option<(u64, String)>,
+    kubelet_memory: Option<(u64, Option<u64>)>,
+    /// Value (see `values`) -> (revision, its source, what it set).
+    latest: BTreeMap<String, (u64, String, serde_json::Value)>,
+}
+
+impl Layers {
+    /// Nothing layered yet on `spec` (None: unreadable).
+    pub fn new(spec: Option<&serde_json::Value>) -> Layers {
+        let spec = spec.map(|spec| {
+            let note = |k: &str| {
+                spec.pointer("/annotations")
+                    .and_then(|a| a.get(k))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+            };
+            let (pod_ns, pod_name) = (
+                note(ANNOTATION_SANDBOX_NAMESPACE),
+                note(ANNOTATION_SANDBOX_NAME),
+            );
+            Declared {
+                pod: if pod_ns.is_empty() || pod_name.is_empty() {
+                    String::new()
+                } else {
+                    format!("{pod_ns}/{pod_name}")
+                },
+                name: note(ANNOTATION_CONTAINER_NAME).to_string(),
+                sandbox: note(ANNOTATION_CONTAINER_TYPE) == "sandbox",
+                qos: match note(ANNOTATION_QOS) {
+                    q @ ("online" | "offline") => q.to_string(),
+                    // Else the class of the pod's qos trait (checked at create).
+                    _ => serde_json::from_str::<serde_json::Value>(note("trait.tidal.dev/qos"))
+                        .ok()
+                        .and_then(|t| t.get("class")?.as_str().map(String::from))
+                        .filter(|q| q == "online" || q == "offline")
+                        .unwrap_or_default(),
+                },
+                limits: Some(spec_limits(spec)),
+                overlays: Vec::new(),
+            }
+        });
+        Layers {
+            spec,
+            ..Default::default()
+        }
+    }
+
+    /// Layers the history's next revision (numbers only grow) on what is there.
+    pub fn push(&mut self, r: &history::Revision) {
+        let n = r.revision;
+        if r.source == "kubelet" {
+            let u = &r.after;
+            if let Some(q) = u.cpu_quota {
+                self.kubelet_quota = Some((n, q.value()));
+            }
+            if let Some(p) = u.cpu_period.filter(|&p| p > 0) {
+                self.kubelet_period = Some((n, p));
+            }
+            if let Some(set) = &u.cpuset_cpus {
+                self.kubelet_cpuset = Some((n, set.clone()));
+            }
+            if let Some(m) = u.memory_limit {
+                self.kubelet_memory = Some((n, m.value()));
+            }
+        }
+        for (field, v) in values(&r.after) {
+            self.latest.insert(field, (n, r.source.clone(), v));
+        }
+    }
+
+    /// Forgets revisions numbered up to `n` (dropped from the history), as
+    /// if they had never been layered: what only they set is as declared.
+    pub fn drop_through(&mut self, n: u64) {
+        fn kept<T>(v: &mut Option<(u64, T)>, n: u64) {
+            if v.as_ref().is_some_and(|(r, _)| *r <= n) {
+                *v = None;
+            }
+        }
+        kept(&mut self.kubelet_quota, n);
+        kept(&mut self.kubelet_period, n);
+        kept(&mut self.kubelet_cpuset, n);
+        kept(&mut self.kubelet_memory, n);
+        self.latest.retain(|_, (r, _, _)| *r > n);
+    }
+
+    /// The spec's limits with kubelet's revisions applied.
+    fn limits(&self) -> Option<Limits> {
+        let mut l = self.spec.as_ref()?.limits.clone()?;
+        if let Some((_, q)) = self.kubelet_quota {
+            l.cpu_quota_us = q;
+        }
+        if let Some((_, p)) = self.kubelet_period {
+            l.cpu_period_us = p;
+        }
+        if let Some((_, set)) = &self.kubelet_cpuset {
+            l.cpuset = set.clone();
+        }
+        if let Some((_, m)) = self.kubelet_memory {
+            l.memory_bytes = m;
+        }
+        Some(l)
+    }
+
+    /// What was declared, with the sources of the changes layered on it now:
+    /// the latest changes of values that kubelet has not set again since and
+    /// that differ from the declared ones, each source once, oldest first.
+    pub fn declared(&self) -> Declared {
+        let limits = self.limits();
+        let declared = limits
+            .as_ref()
+            .map(|l| values(&as_update(l)))
+            .unwrap_or_default();
+        let mut layered: Vec<(u64, &str)> = self
+            .latest
+            .iter()
+            .filter(|(field, (_, source, v))| {
+                source != "kubelet" && !same(field, declared.get(*field), v)
+            })
+            .map(|(_, (n, source, _))| (*n, source.as_str()))
+            .collect();
+        layered.sort_unstable();
+        let mut overlays: Vec<String> = Vec::new();
+        for (_, source) in layered {
+            if !overlays.iter().any(|s| s == source) {
+                overlays.push(source.to_string());
+            }
+        }
+        Declared {
+            limits,
+            overlays,
+            ..self.spec.clone().unwrap_or_default()
+        }
     }
 }
 
@@ -224,22 +338,6 @@ fn spec_limits(spec: &serde_json::Value) -> Limits {
             .unwrap_or_default()
             .to_string(),
         memory_bytes: positive("memory/limit").map(|m| m as u64),
-    }
-}
-
-/// Sets the limits that `u` changes.
-fn apply_update(l: &mut Limits, u: &Update) {
-    if let Some(q) = u.cpu_quota {
-        l.cpu_quota_us = q.value();
-    }
-    if let Some(p) = u.cpu_period.filter(|&p| p > 0) {
-        l.cpu_period_us = p;
-    }
-    if let Some(set) = &u.cpuset_cpus {
-        l.cpuset = set.clone();
-    }
-    if let Some(m) = u.memory_limit {
-        l.memory_bytes = m.value();
     }
 }
 
@@ -287,62 +385,39 @@ fn same(field: &str, declared: Option<&serde_json::Value>, live: &serde_json::Va
     }
 }
 
-/// Who made the changes now layered on the declared limits: for each value
-/// any revision set, the latest revision that set it, when that revision is
-/// not kubelet's and the value is not the declared one. Each source once,
-/// oldest first.
-fn overlays(revisions: &[history::Revision], declared: Option<&Limits>) -> Vec<String> {
-    let declared = declared.map(|l| values(&as_update(l))).unwrap_or_default();
-    // Value -> (index of the latest revision that set it, what it set).
-    let mut latest = BTreeMap::new();
-    for (i, r) in revisions.iter().enumerate() {
-        for (field, v) in values(&r.after) {
-            latest.insert(field, (i, v));
-        }
-    }
-    let mut layered: Vec<usize> = latest
-        .iter()
-        .filter(|(field, (i, v))| {
-            revisions[*i].source != "kubelet" && !same(field, declared.get(*field), v)
-        })
-        .map(|(_, (i, _))| *i)
-        .collect();
-    layered.sort_unstable();
-    let mut out: Vec<String> = Vec::new();
-    for i in layered {
-        if !out.contains(&revisions[i].source) {
-            out.push(revisions[i].source.clone());
-        }
-    }
-    out
-}
-
-fn read_one(namespace: &str, dir: &Path) -> Option<ContainerInfo> {
+/// A container as libcontainer's `state.json` in `dir` records it: id, pid,
+/// status (as recorded, even if the process is gone) and bundle; no limits
+/// or usage.
+pub fn read_state(namespace: &str, dir: &Path) -> Option<ContainerInfo> {
     let state: State = serde_json::from_slice(&std::fs::read(dir.join("state.json")).ok()?).ok()?;
-    let pid = state.pid.unwrap_or(0);
-    let alive = pid > 0 && Path::new(&format!("/proc/{pid}")).exists();
-    let status = if alive {
-        state.status
-    } else {
-        "stopped".into()
-    };
-    let (limits, usage) = match alive.then(|| Cgroup::of_pid(pid).ok()).flatten() {
-        Some(cg) => (read_limits(&cg), read_usage(&cg)),
-        None => Default::default(),
-    };
     Some(ContainerInfo {
         id: state.id,
         namespace: namespace.to_string(),
-        pid,
-        status,
+        pid: state.pid.unwrap_or(0),
+        status: state.status,
         bundle: state.bundle,
-        limits,
-        usage,
+        limits: Limits::default(),
+        usage: Usage::default(),
     })
 }
 
-fn read(dir: Option<&Path>, file: &str) -> Option<String> {
-    std::fs::read_to_string(dir?.join(file))
+fn read_one(namespace: &str, dir: &Path) -> Option<ContainerInfo> {
+    let mut c = read_state(namespace, dir)?;
+    let pid = c.pid;
+    let alive = pid > 0 && Path::new(&format!("/proc/{pid}")).exists();
+    if !alive {
+        c.status = "stopped".into();
+    }
+    if let Some(cg) = alive.then(|| Cgroup::of_pid(pid).ok()).flatten() {
+        c.limits = read_limits(&cg);
+        c.usage = read_usage(&cg);
+    }
+    Some(c)
+}
+
+fn read(files: &mut Files, dir: Option<&Path>, file: &str) -> Option<String> {
+    files
+        .read(&dir?.join(file))
         .ok()
         .map(|s| s.trim().to_string())
 }
@@ -351,51 +426,61 @@ fn read(dir: Option<&Path>, file: &str) -> Option<String> {
 const V1_UNLIMITED: u64 = 1 << 62;
 
 pub fn read_limits(cg: &Cgroup) -> Limits {
+    read_limits_with(cg, &mut Files::default())
+}
+
+/// `read_limits` through `files` (tidald keeps them open between resizes).
+pub fn read_limits_with(cg: &Cgroup, files: &mut Files) -> Limits {
     match cg {
         Cgroup::V1(_) => {
             let cpu = cg.dir("cpu");
-            let quota: i64 = read(cpu, "cpu.cfs_quota_us")
+            let quota: i64 = read(files, cpu, "cpu.cfs_quota_us")
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(-1);
             Limits {
                 cpu_quota_us: u64::try_from(quota).ok(),
-                cpu_period_us: read(cpu, "cpu.cfs_period_us")
+                cpu_period_us: read(files, cpu, "cpu.cfs_period_us")
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(0),
-                cpuset: read(cg.dir("cpuset"), "cpuset.cpus").unwrap_or_default(),
-                memory_bytes: read(cg.dir("memory"), "memory.limit_in_bytes")
+                cpuset: read(files, cg.dir("cpuset"), "cpuset.cpus").unwrap_or_default(),
+                memory_bytes: read(files, cg.dir("memory"), "memory.limit_in_bytes")
                     .and_then(|s| s.parse().ok())
                     .filter(|&b| b < V1_UNLIMITED),
             }
         }
         Cgroup::V2(dir) => {
             let d = Some(dir.as_path());
-            let max = read(d, "cpu.max").unwrap_or_default();
+            let max = read(files, d, "cpu.max").unwrap_or_default();
             let mut parts = max.split_whitespace();
             let quota = parts.next().and_then(|q| q.parse().ok());
             Limits {
                 cpu_quota_us: quota,
                 cpu_period_us: parts.next().and_then(|p| p.parse().ok()).unwrap_or(100_000),
-                cpuset: read(d, "cpuset.cpus.effective").unwrap_or_default(),
-                memory_bytes: read(d, "memory.max").and_then(|s| s.parse().ok()),
+                cpuset: read(files, d, "cpuset.cpus.effective").unwrap_or_default(),
+                memory_bytes: read(files, d, "memory.max").and_then(|s| s.parse().ok()),
             }
         }
     }
 }
 
 pub fn read_usage(cg: &Cgroup) -> Usage {
+    read_usage_with(cg, &mut Files::default())
+}
+
+/// `read_usage` through `files`.
+pub fn read_usage_with(cg: &Cgroup, files: &mut Files) -> Usage {
     match cg {
         Cgroup::V1(_) => Usage {
-            cpu_ns: read(cg.dir("cpuacct"), "cpuacct.usage")
+            cpu_ns: read(files, cg.dir("cpuacct"), "cpuacct.usage")
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0),
-            memory_bytes: read(cg.dir("memory"), "memory.usage_in_bytes")
+            memory_bytes: read(files, cg.dir("memory"), "memory.usage_in_bytes")
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0),
         },
         Cgroup::V2(dir) => {
             let d = Some(dir.as_path());
-            let usec = read(d, "cpu.stat")
+            let usec = read(files, d, "cpu.stat")
                 .and_then(|s| {
                     s.lines()
                         .find_map(|l| l.strip_prefix("usage_usec ")?.parse::<u64>().ok())
@@ -403,7 +488,7 @@ pub fn read_usage(cg: &Cgroup) -> Usage {
                 .unwrap_or(0);
             Usage {
                 cpu_ns: usec * 1000,
-                memory_bytes: read(d, "memory.current")
+                memory_bytes: read(files, d, "memory.current")
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(0),
             }

@@ -1,6 +1,9 @@
 //! Talking to the shim that owns a container: Task.Update over its ttrpc
 //! socket, the one write path for resizes.
 
+use containerd_shim::api::UpdateTaskRequest;
+use containerd_shim::protos::shim_async::{Client, TaskClient};
+
 use crate::node::ContainerInfo;
 
 /// A refused or failed update: the gRPC status code (ttrpc uses the same
@@ -18,55 +21,94 @@ impl std::fmt::Display for Refusal {
 }
 
 /// gRPC's UNAVAILABLE: the shim could not be reached.
-const UNAVAILABLE: i32 = 14;
+pub const UNAVAILABLE: i32 = 14;
 /// gRPC's INTERNAL.
 const INTERNAL: i32 = 13;
 
-/// Sends Task.Update to the shim that owns `c`.
-pub async fn update(
-    c: &ContainerInfo,
+/// How long tidald waits for a shim's answer.
+const TIMEOUT_NS: i64 = 10_000_000_000;
+
+/// Why a call to a shim failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The shim answered: a refusal, or an error of its own.
+    Answered(Refusal),
+    /// The connection failed or was closed: the shim exited, or the
+    /// connection was already gone before the call.
+    Connection(Refusal),
+    /// No answer in time, or none that could be read.
+    Other(Refusal),
+}
+
+impl From<Failure> for Refusal {
+    fn from(f: Failure) -> Refusal {
+        match f {
+            Failure::Answered(r) | Failure::Connection(r) | Failure::Other(r) => r,
+        }
+    }
+}
+
+/// Task.Update of container `id` with OCI `resources` and tidal's
+/// annotations `notes`.
+pub fn request(
+    id: &str,
     resources: &serde_json::Value,
     notes: &[(&str, String)],
-) -> Result<(), Refusal> {
-    use containerd_shim::api::UpdateTaskRequest;
+) -> UpdateTaskRequest {
     use containerd_shim::protos::protobuf::well_known_types::any::Any;
-    use containerd_shim::protos::shim_async::{Client, TaskClient};
-
-    let unavailable = |message: String| Refusal {
-        code: UNAVAILABLE,
-        message,
-    };
-    let address = c
-        .shim_address()
-        .map_err(|e| unavailable(format!("no shim address for {}: {e}", c.id)))?;
-    let client = Client::connect(&address)
-        .await
-        .map_err(|e| unavailable(format!("connect to shim at {address}: {e}")))?;
     let mut any = Any::new();
     any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into();
     any.value = resources.to_string().into_bytes();
-    let req = UpdateTaskRequest {
-        id: c.id.clone(),
+    UpdateTaskRequest {
+        id: id.to_string(),
         resources: Some(any).into(),
         annotations: notes
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect(),
         ..Default::default()
-    };
-    let ctx = containerd_shim::protos::ttrpc::context::with_timeout(10_000_000_000);
-    TaskClient::new(client)
-        .update(ctx, &req)
-        .await
-        .map(|_| ())
-        .map_err(|e| match e {
-            containerd_shim::protos::ttrpc::Error::RpcStatus(s) => Refusal {
+    }
+}
+
+/// Sends `req` over `client`.
+pub async fn send(client: &TaskClient, req: &UpdateTaskRequest) -> Result<(), Failure> {
+    use containerd_shim::protos::ttrpc::Error;
+    let ctx = containerd_shim::protos::ttrpc::context::with_timeout(TIMEOUT_NS);
+    client.update(ctx, req).await.map(|_| ()).map_err(|e| {
+        let refusal = |code| Refusal {
+            code,
+            message: e.to_string(),
+        };
+        match &e {
+            Error::RpcStatus(s) => Failure::Answered(Refusal {
                 code: containerd_shim::protos::protobuf::Enum::value(&s.code()),
                 message: s.message().to_string(),
-            },
-            other => Refusal {
-                code: INTERNAL,
-                message: other.to_string(),
-            },
-        })
+            }),
+            // A connection whose task has ended takes no more requests.
+            Error::Others(m) if m.starts_with("reserve channel capacity failed") => {
+                Failure::Connection(refusal(INTERNAL))
+            }
+            Error::Others(_) => Failure::Other(refusal(INTERNAL)),
+            _ => Failure::Connection(refusal(INTERNAL)),
+        }
+    })
+}
+
+/// Sends Task.Update to the shim that owns `c`, over a new connection.
+pub async fn update(
+    c: &ContainerInfo,
+    resources: &serde_json::Value,
+    notes: &[(&str, String)],
+) -> Result<(), Refusal> {
+    let address = c.shim_address().map_err(|e| Refusal {
+        code: UNAVAILABLE,
+        message: format!("no shim address for {}: {e}", c.id),
+    })?;
+    let client = Client::connect(&address).await.map_err(|e| Refusal {
+        code: UNAVAILABLE,
+        message: format!("connect to shim at {address}: {e}"),
+    })?;
+    send(&TaskClient::new(client), &request(&c.id, resources, notes))
+        .await
+        .map_err(Into::into)
 }

@@ -398,3 +398,63 @@ fn watch_streams_revisions_whoever_makes_them() {
     );
     env.remove("watched");
 }
+
+/// tidald keeps each container's route and its shim's connection between
+/// calls; a container deleted and made again under the same id (by a new
+/// shim on the same socket, then by another pod's shim) is found as it is.
+#[test]
+fn a_container_made_again_under_the_same_id_is_resized_where_it_is_now() {
+    let env = Env::start("apiagain");
+    let agent = env.start_agent();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let run = |pod: &str| {
+        env.run_detached(
+            TIDAL,
+            "again",
+            &[
+                "--annotation",
+                &format!("io.kubernetes.cri.sandbox-id={pod}"),
+            ],
+            &["sleep", "1000"],
+        )
+    };
+    rt.block_on(async {
+        let mut api = tidal::api::connect(&agent.socket).await.unwrap();
+        let resize = |millis: u64| pb::UpdateResourcesRequest {
+            container: target("again"),
+            cpu_millis: Some(millis),
+            ..Default::default()
+        };
+        let resize_ok = async |api: &mut pb::resize_client::ResizeClient<_>, millis, pid| {
+            let r = api
+                .update_resources(resize(millis))
+                .await
+                .unwrap()
+                .into_inner();
+            let c = r.container.unwrap();
+            assert_eq!((c.pid, c.live.unwrap().cpu_millis), (pid, Some(millis)));
+            r.revision
+        };
+        let pid = run("pod-a");
+        assert_eq!(resize_ok(&mut api, 200, pid).await, 1);
+        assert_eq!(resize_ok(&mut api, 300, pid).await, 2);
+        env.remove("again");
+        let gone = api.update_resources(resize(400)).await.unwrap_err();
+        assert_eq!(gone.code(), tonic::Code::NotFound, "{gone:?}");
+
+        // The same pod again: a new shim on the same socket (the one tidald
+        // kept a connection to has exited), a new history.
+        let pid = run("pod-a");
+        assert_eq!(resize_ok(&mut api, 500, pid).await, 1);
+        env.remove("again");
+
+        // Another pod's shim.
+        let pid = run("pod-b");
+        assert_eq!(resize_ok(&mut api, 600, pid).await, 1);
+        assert_eq!(resize_ok(&mut api, 700, pid).await, 2);
+    });
+    env.remove("again");
+}

@@ -9,10 +9,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = tidal::agent::runtime(&cfg).expect("tokio runtime");
     if let Err(e) = rt.block_on(tidal::agent::run(cfg)) {
         eprintln!("tidald: {e}");
         std::process::exit(1);
