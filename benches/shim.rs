@@ -3,11 +3,21 @@
 //!
 //! - lifecycle: Tasks.Create -> Start -> (exit) -> Delete through containerd's
 //!   API, runtimes interleaved, p50/p99;
+//! - resize: latency from a resize call to the new CPU quota being readable
+//!   in the container's cgroup file: Task.Update straight to tidal's shim and
+//!   UpdateResources through tidald (started here on the environment's state
+//!   dir, from target/release or $TIDALD), 1 and 8 concurrent clients;
+//!   containerd's Tasks.Update through the runc shim, and `runc update`;
 //! - memory: RSS and PSS of the shims (and anything they keep running besides
 //!   the containers) with 1, 10 and 50 containers, one shim per container and
 //!   one shim per pod.
 //!
 //! Usage: cargo bench --bench shim -- ADDRESS NAMESPACE ITERATIONS
+//!
+//! Environment: BENCH_ONLY=lifecycle,resize,memory (any of them; default
+//! all), RESIZE_CALLS (per tidal row, default 10000), RUNC_RESIZE_CALLS (per
+//! runc row, default RESIZE_CALLS), WATCH_CALLS (revisions timed to a Watch
+//! stream, default 200), RESIZE_ROWS=direct,api,watch,runc (default all).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -208,13 +218,20 @@ fn memory(ctx: &Ctx, grouped: bool) -> Vec<String> {
     rows
 }
 
-fn pct_table(name: &str, clients: usize, mut s: Vec<Duration>) -> String {
+fn pct_table(name: &str, clients: usize, mut s: Vec<Duration>, runc_cli_p50: Duration) -> String {
     s.sort();
+    let p50 = percentile(&s, 0.5);
     format!(
-        "| {name} | {clients} | {} | {:.3} | {:.3} |",
+        "| {name} | {clients} | {} | {:.3} | {:.3} | {:.3} | {} |",
         s.len(),
-        percentile(&s, 0.5).as_secs_f64() * 1e3,
-        percentile(&s, 0.99).as_secs_f64() * 1e3
+        p50.as_secs_f64() * 1e3,
+        percentile(&s, 0.99).as_secs_f64() * 1e3,
+        percentile(&s, 0.999).as_secs_f64() * 1e3,
+        if runc_cli_p50.is_zero() {
+            "-".to_string()
+        } else {
+            format!("{:.1}x", runc_cli_p50.as_secs_f64() / p50.as_secs_f64())
+        },
     )
 }
 
@@ -250,6 +267,78 @@ fn resources(quota: i64) -> containerd_shim_protos_any::Any {
     any
 }
 
+/// The quota the `i`th call of a client sets: two values in turn, so every
+/// call changes something.
+fn quota_for(i: usize) -> i64 {
+    50_000 + (i % 2) as i64 * 10_000
+}
+
+/// `n` tidal containers running `sleep` in one pod (one shim), named
+/// PREFIX-0.., each with its CPU quota file.
+fn tidal_pod(ctx: &Ctx, prefix: &str, n: usize) -> Vec<(String, std::path::PathBuf)> {
+    (0..n)
+        .map(|c| {
+            let id = format!("{prefix}-{c}");
+            ctx.ctr(&[
+                "run",
+                "-d",
+                "--null-io",
+                "--runtime",
+                "io.containerd.tidal.v2",
+                "--annotation",
+                &format!("io.kubernetes.cri.sandbox-id={prefix}-pod"),
+                IMAGE,
+                &id,
+                "sleep",
+                "100000",
+            ]);
+            let file = quota_file(task_pid(ctx, &id));
+            (id, file)
+        })
+        .collect()
+}
+
+/// Runs `clients` concurrent clients, `calls` calls in all: `call(client, i)`
+/// is timed until the quota it set reads back from the container's cgroup
+/// file.
+async fn timed_clients<C, F>(
+    pod: &[(String, std::path::PathBuf)],
+    calls: usize,
+    mut client: impl FnMut(&str) -> C,
+) -> Vec<Duration>
+where
+    C: FnMut(usize) -> F + 'static,
+    F: std::future::Future<Output = ()> + 'static,
+{
+    let per_client = calls.div_ceil(pod.len());
+    let local = tokio::task::LocalSet::new();
+    let mut handles = Vec::new();
+    for (id, file) in pod {
+        let mut call = client(id);
+        let file = file.clone();
+        handles.push(local.spawn_local(async move {
+            let mut samples = Vec::with_capacity(per_client);
+            for i in 0..per_client {
+                let start = Instant::now();
+                call(i).await;
+                let now = std::fs::read_to_string(&file).unwrap();
+                assert_eq!(now.trim(), quota_for(i).to_string());
+                samples.push(start.elapsed());
+            }
+            samples
+        }));
+    }
+    local
+        .run_until(async move {
+            let mut all = Vec::new();
+            for h in handles {
+                all.extend(h.await.unwrap());
+            }
+            all
+        })
+        .await
+}
+
 /// tidal: Task.Update straight to the shim that owns the container, until the
 /// new quota reads back from the cgroup file.
 async fn tidal_resize(ctx: &Ctx, clients: usize, calls: usize) -> Vec<Duration> {
@@ -259,42 +348,32 @@ async fn tidal_resize(ctx: &Ctx, clients: usize, calls: usize) -> Vec<Duration> 
         .parent()
         .unwrap()
         .to_path_buf();
-    let mut handles = Vec::new();
-    for c in 0..clients {
-        let id = format!("rs-tidal-{c}");
-        ctx.ctr(&[
-            "run",
-            "-d",
-            "--null-io",
-            "--runtime",
-            "io.containerd.tidal.v2",
-            "--annotation",
-            "io.kubernetes.cri.sandbox-id=rs-pod",
-            IMAGE,
-            &id,
-            "sleep",
-            "100000",
-        ]);
-        let file = quota_file(task_pid(ctx, &id));
+    let pod = tidal_pod(ctx, &format!("rs-shim{clients}"), clients);
+    let mut tasks = Vec::new();
+    for (id, _) in &pod {
         let address = std::fs::read_to_string(
             dir.join("state/io.containerd.runtime.v2.task")
                 .join(&ctx.ns)
-                .join(&id)
+                .join(id)
                 .join("address"),
         )
         .unwrap();
-        let client = TaskClient::new(Client::connect(address.trim()).await.unwrap());
-        let per_client = calls / clients;
-        handles.push(tokio::spawn(async move {
-            let mut samples = Vec::with_capacity(per_client);
-            for i in 0..per_client {
-                let quota = 50_000 + (i % 2) as i64 * 10_000;
+        tasks.push(TaskClient::new(
+            Client::connect(address.trim()).await.unwrap(),
+        ));
+    }
+    let mut tasks = tasks.into_iter();
+    let samples = timed_clients(&pod, calls, |id| {
+        let client = std::rc::Rc::new(tasks.next().unwrap());
+        let id = id.to_string();
+        move |i| {
+            let (client, id) = (client.clone(), id.clone());
+            async move {
                 let req = UpdateTaskRequest {
-                    id: id.clone(),
-                    resources: Some(resources(quota)).into(),
+                    id,
+                    resources: Some(resources(quota_for(i))).into(),
                     ..Default::default()
                 };
-                let start = Instant::now();
                 client
                     .update(
                         containerd_shim::protos::ttrpc::context::with_timeout(5_000_000_000),
@@ -302,21 +381,167 @@ async fn tidal_resize(ctx: &Ctx, clients: usize, calls: usize) -> Vec<Duration> 
                     )
                     .await
                     .expect("update");
-                let now = std::fs::read_to_string(&file).unwrap();
-                assert_eq!(now.trim(), quota.to_string());
-                samples.push(start.elapsed());
             }
-            samples
-        }));
+        }
+    })
+    .await;
+    for (id, _) in &pod {
+        remove(ctx, id);
     }
-    let mut all = Vec::new();
-    for h in handles {
-        all.extend(h.await.unwrap());
+    samples
+}
+
+/// tidald, started on this containerd's tidal state dir for the API rows;
+/// stopped (SIGTERM) when dropped.
+struct Tidald {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+}
+
+impl Tidald {
+    fn start(ctx: &Ctx) -> Tidald {
+        use std::io::BufRead;
+        let dir = std::path::Path::new(&ctx.address).parent().unwrap();
+        let socket = dir.join("tidald-bench.sock");
+        let binary = std::env::var_os("TIDALD").map_or_else(
+            || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/tidald"),
+            std::path::PathBuf::from,
+        );
+        let mut child = Command::new(&binary)
+            .arg("--state-dir")
+            .arg(dir.join("tidal"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+        // tidald prints its ready line once the socket is bound.
+        let mut line = String::new();
+        std::io::BufReader::new(child.stderr.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("API on"), "tidald did not start: {line:?}");
+        Tidald { child, socket }
     }
-    for c in 0..clients {
-        remove(ctx, &format!("rs-tidal-{c}"));
+
+    /// Stops tidald (SIGTERM). Its clients' connections close while this
+    /// waits (their tasks run on this runtime); SIGKILL after 10 s.
+    async fn stop(mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
-    all
+}
+
+impl Drop for Tidald {
+    /// A bench that fails leaves no tidald behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// tidal through tidald's API: UpdateResources (what tidalctl and the policy
+/// engine send), one API connection per client, until the new quota reads
+/// back from the cgroup file.
+async fn tidald_resize(ctx: &Ctx, agent: &Tidald, clients: usize, calls: usize) -> Vec<Duration> {
+    use tidal::api::pb;
+    let pod = tidal_pod(ctx, &format!("rs-api{clients}"), clients);
+    let mut apis = Vec::new();
+    for _ in &pod {
+        apis.push(tidal::api::connect(&agent.socket).await.expect("tidald"));
+    }
+    let mut apis = apis.into_iter();
+    let ns = ctx.ns.clone();
+    let samples = timed_clients(&pod, calls, |id| {
+        let api = apis.next().unwrap();
+        let target = pb::ContainerRef {
+            namespace: ns.clone(),
+            id: id.to_string(),
+        };
+        move |i| {
+            let mut api = api.clone();
+            let target = target.clone();
+            async move {
+                let resp = api
+                    .update_resources(pb::UpdateResourcesRequest {
+                        container: Some(target),
+                        cpu_millis: Some(quota_for(i) as u64 / 100),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("UpdateResources")
+                    .into_inner();
+                assert!(resp.revision > 0);
+            }
+        }
+    })
+    .await;
+    for (id, _) in &pod {
+        remove(ctx, id);
+    }
+    samples
+}
+
+/// How soon a revision made through tidald reaches a Watch stream: from the
+/// UpdateResources call to the event, and from its answer to the event.
+async fn watch_delay(ctx: &Ctx, agent: &Tidald, calls: usize) -> (Vec<Duration>, Vec<Duration>) {
+    use tidal::api::pb;
+    let pod = tidal_pod(ctx, "rs-watch", 1);
+    let target = pb::ContainerRef {
+        namespace: ctx.ns.clone(),
+        id: pod[0].0.clone(),
+    };
+    let mut api = tidal::api::connect(&agent.socket).await.expect("tidald");
+    let mut events = api
+        .watch(pb::WatchRequest {
+            container: Some(target.clone()),
+        })
+        .await
+        .expect("Watch")
+        .into_inner();
+    // Let tidald take in the new container before the first change.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (mut from_call, mut from_answer) = (Vec::new(), Vec::new());
+    for i in 0..calls {
+        let start = Instant::now();
+        let revision = api
+            .update_resources(pb::UpdateResourcesRequest {
+                container: Some(target.clone()),
+                cpu_millis: Some(quota_for(i) as u64 / 100),
+                ..Default::default()
+            })
+            .await
+            .expect("UpdateResources")
+            .into_inner()
+            .revision;
+        let answered = Instant::now();
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(5), events.message())
+                .await
+                .expect("no revision on the Watch stream within 5 s")
+                .expect("Watch")
+                .expect("Watch ended");
+            if ev.revision.is_some_and(|r| r.revision >= revision) {
+                break;
+            }
+        }
+        from_call.push(start.elapsed());
+        from_answer.push(answered.elapsed());
+    }
+    remove(ctx, &pod[0].0);
+    (from_call, from_answer)
 }
 
 fn remove(ctx: &Ctx, id: &str) {
@@ -333,7 +558,9 @@ fn remove(ctx: &Ctx, id: &str) {
 /// containerd's Tasks.Update through the runc shim, and `runc update`.
 async fn runc_resize(ctx: &Ctx, calls: usize, cli_calls: usize) -> (Vec<Duration>, Vec<Duration>) {
     use containerd_client::services::v1::UpdateTaskRequest;
-    let id = "rs-runc";
+    // runc's state root is shared by every private containerd on the machine:
+    // a name of this run's own.
+    let id = &format!("rs-runc-{}", std::process::id());
     ctx.ctr(&[
         "run",
         "-d",
@@ -349,7 +576,7 @@ async fn runc_resize(ctx: &Ctx, calls: usize, cli_calls: usize) -> (Vec<Duration
     let mut tasks = TasksClient::new(ctx.channel.clone());
     let mut via_containerd = Vec::new();
     for i in 0..calls {
-        let quota = 50_000 + (i % 2) as i64 * 10_000;
+        let quota = quota_for(i);
         let req = UpdateTaskRequest {
             container_id: id.into(),
             resources: Some(prost_types::Any {
@@ -373,7 +600,7 @@ async fn runc_resize(ctx: &Ctx, calls: usize, cli_calls: usize) -> (Vec<Duration
     let root = format!("/run/containerd/runc/{}", ctx.ns);
     let mut cli = Vec::new();
     for i in 0..cli_calls {
-        let quota = 50_000 + (i % 2) as i64 * 10_000;
+        let quota = quota_for(i);
         let start = Instant::now();
         let st = Command::new("runc")
             .args([
@@ -397,6 +624,92 @@ async fn runc_resize(ctx: &Ctx, calls: usize, cli_calls: usize) -> (Vec<Duration
     (via_containerd, cli)
 }
 
+/// A count from the environment, or `default`.
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn resize(ctx: &Ctx) {
+    let calls = env_count("RESIZE_CALLS", 10_000);
+    let runc_calls = env_count("RUNC_RESIZE_CALLS", calls);
+    let watch_calls = env_count("WATCH_CALLS", 200);
+    // RESIZE_ROWS=direct,api,watch,runc (any of them; default all).
+    let only = std::env::var("RESIZE_ROWS").unwrap_or_default();
+    let row = |name: &str| only.is_empty() || only.split(',').any(|p| p.trim() == name);
+    println!("## Live resize: call -> new CPU quota readable in the cgroup file\n");
+    let mut rows = Vec::new();
+    if row("direct") {
+        rows.push((
+            "tidal: Task.Update to the owning shim",
+            1,
+            tidal_resize(ctx, 1, calls).await,
+        ));
+        rows.push((
+            "tidal: Task.Update to the owning shim (8 containers, one pod shim)",
+            8,
+            tidal_resize(ctx, 8, calls).await,
+        ));
+    }
+    let mut watched = None;
+    if row("api") || row("watch") {
+        let agent = Tidald::start(ctx);
+        if row("api") {
+            rows.push((
+                "tidal: tidald UpdateResources",
+                1,
+                tidald_resize(ctx, &agent, 1, calls).await,
+            ));
+            rows.push((
+                "tidal: tidald UpdateResources (8 containers, one pod shim)",
+                8,
+                tidald_resize(ctx, &agent, 8, calls).await,
+            ));
+        }
+        if row("watch") {
+            watched = Some(watch_delay(ctx, &agent, watch_calls).await);
+        }
+        agent.stop().await;
+    }
+    // The ratio column is against `runc update`'s p50 (1 when not measured).
+    let mut runc_p50 = Duration::ZERO;
+    if row("runc") {
+        let (via_containerd, cli) = runc_resize(ctx, runc_calls, runc_calls).await;
+        let mut sorted = cli.clone();
+        sorted.sort();
+        runc_p50 = percentile(&sorted, 0.5);
+        rows.push(("runc shim: containerd Tasks.Update", 1, via_containerd));
+        rows.push(("runc update (CLI)", 1, cli));
+    }
+    println!("| path | concurrent clients | calls | p50 ms | p99 ms | p99.9 ms | runc update p50 / p50 |");
+    println!("|---|---|---|---|---|---|---|");
+    for (name, clients, samples) in rows {
+        println!("{}", pct_table(name, clients, samples, runc_p50));
+    }
+    if let Some((watch_call, watch_answer)) = watched {
+        println!(
+            "\n### A revision made through tidald, seen on a Watch stream ({watch_calls} calls)\n"
+        );
+        println!("| from | p50 ms | p99 ms | max ms |");
+        println!("|---|---|---|---|");
+        for (from, mut s) in [
+            ("the UpdateResources call", watch_call),
+            ("its answer", watch_answer),
+        ] {
+            s.sort();
+            println!(
+                "| {from} | {:.3} | {:.3} | {:.3} |",
+                percentile(&s, 0.5).as_secs_f64() * 1e3,
+                percentile(&s, 0.99).as_secs_f64() * 1e3,
+                s.last().unwrap().as_secs_f64() * 1e3
+            );
+        }
+    }
+    println!();
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
@@ -406,6 +719,10 @@ async fn main() {
         .expect("usage: shim ADDRESS NAMESPACE ITERATIONS");
     let ns = args.get(2).cloned().unwrap_or_else(|| "tidal".into());
     let iterations: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(100);
+    // BENCH_ONLY=resize (or a comma-separated list of lifecycle, resize,
+    // memory) runs only those parts.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let part = |name: &str| only.is_empty() || only.split(',').any(|p| p.trim() == name);
     let channel = containerd_client::connect(&address)
         .await
         .expect("connect to containerd");
@@ -415,6 +732,27 @@ async fn main() {
         channel,
     };
 
+    if part("lifecycle") {
+        lifecycle(&ctx, iterations).await;
+    }
+    if part("resize") {
+        resize(&ctx).await;
+    }
+    if part("memory") {
+        println!(
+            "## Shim memory (RSS and PSS of every shim process, from /proc/PID/smaps_rollup)\n"
+        );
+        println!("| grouping | runtime | containers | shim processes | RSS total MiB | RSS per container MiB | PSS per container MiB |");
+        println!("|---|---|---|---|---|---|---|");
+        for grouped in [false, true] {
+            for row in memory(&ctx, grouped) {
+                println!("{row}");
+            }
+        }
+    }
+}
+
+async fn lifecycle(ctx: &Ctx, iterations: usize) {
     for (name, runtime) in RUNTIMES {
         ctx.ctr(&[
             "container",
@@ -460,51 +798,5 @@ async fn main() {
     );
     for (name, _) in RUNTIMES {
         ctx.ctr(&["container", "rm", &format!("cycle-{name}")]);
-    }
-
-    let resize_calls: usize = std::env::var("RESIZE_CALLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
-    println!("## Live resize: call -> new CPU quota readable in the cgroup file\n");
-    println!("| path | concurrent clients | calls | p50 ms | p99 ms |");
-    println!("|---|---|---|---|---|");
-    let one = tidal_resize(&ctx, 1, resize_calls).await;
-    let eight = tidal_resize(&ctx, 8, resize_calls).await;
-    let (via_containerd, cli) = runc_resize(&ctx, resize_calls / 10, resize_calls / 30).await;
-    let p50 = |mut v: Vec<Duration>| {
-        v.sort();
-        percentile(&v, 0.5)
-    };
-    let (t1, rc) = (p50(one.clone()), p50(cli.clone()));
-    println!(
-        "{}",
-        pct_table("tidal: Task.Update to the owning shim", 1, one)
-    );
-    println!(
-        "{}",
-        pct_table(
-            "tidal: Task.Update to the owning shim (8 containers, one pod shim)",
-            8,
-            eight
-        )
-    );
-    println!(
-        "{}",
-        pct_table("runc shim: containerd Tasks.Update", 1, via_containerd)
-    );
-    println!("{}", pct_table("runc update (CLI)", 1, cli));
-    println!(
-        "\n`runc update` / tidal at p50: {:.1}x\n",
-        rc.as_secs_f64() / t1.as_secs_f64()
-    );
-
-    println!("## Shim memory (RSS and PSS of every shim process, from /proc/PID/smaps_rollup)\n");
-    println!("| grouping | runtime | containers | shim processes | RSS total MiB | RSS per container MiB | PSS per container MiB |");
-    println!("|---|---|---|---|---|---|---|");
-    for grouped in [false, true] {
-        for row in memory(&ctx, grouped) {
-            println!("{row}");
-        }
     }
 }

@@ -61,6 +61,14 @@ struct Tail {
     last: u64,
 }
 
+/// What layering needs of a revision (its other fields are skipped).
+#[derive(serde::Deserialize)]
+struct Layered {
+    revision: u64,
+    source: String,
+    after: crate::resize::Update,
+}
+
 /// One container as tidald last found it.
 struct Known {
     /// `state.json` when `info` was read from it.
@@ -140,9 +148,16 @@ impl Known {
             if history::number(line).is_none_or(|n| n <= self.tail.last) {
                 continue;
             }
-            if let Ok(r) = serde_json::from_slice::<history::Revision>(line) {
-                self.layers.push(&r);
+            if let Ok(r) = serde_json::from_slice::<Layered>(line) {
                 self.tail.last = r.revision;
+                self.layers.push(&history::Revision {
+                    revision: r.revision,
+                    time: 0,
+                    source: r.source,
+                    reason: String::new(),
+                    before: Default::default(),
+                    after: r.after,
+                });
             }
         }
         self.tail.offset += complete as u64;

@@ -7,19 +7,21 @@
 //! each write as the whole new value, as regular files would not.)
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A container's cgroup files, kept open (see `kept`) or not.
 #[derive(Debug, Default)]
 pub struct Files {
     keep: bool,
-    /// Files opened for reading and writing, by path.
-    open: HashMap<PathBuf, File>,
+    /// Files opened for reading and writing, by path (as bytes: hashing a
+    /// `Path` walks its components).
+    open: HashMap<OsString, File>,
     /// Files opened for reading only (see `read_from`), by path.
-    readonly: HashMap<PathBuf, File>,
+    readonly: HashMap<OsString, File>,
 }
 
 /// The bytes of `f` from `offset` to its end, by preads (no size lookup,
@@ -85,8 +87,8 @@ impl Files {
     /// Closes the file at `path` if it is open (say, because another file
     /// has been renamed over it).
     pub fn forget(&mut self, path: &Path) {
-        self.open.remove(path);
-        self.readonly.remove(path);
+        self.open.remove(path.as_os_str());
+        self.readonly.remove(path.as_os_str());
     }
 
     /// The bytes of the file at `path` from `offset` to its end (a file
@@ -95,10 +97,11 @@ impl Files {
         if !self.keep {
             return read_at_end(&File::open(path)?, offset);
         }
-        if !self.readonly.contains_key(path) {
-            self.readonly.insert(path.to_path_buf(), File::open(path)?);
+        let key = path.as_os_str();
+        if !self.readonly.contains_key(key) {
+            self.readonly.insert(key.to_owned(), File::open(path)?);
         }
-        read_at_end(&self.readonly[path], offset)
+        read_at_end(&self.readonly[key], offset)
     }
 
     /// The open file at `path`, opened for reading and writing on first
@@ -108,15 +111,16 @@ impl Files {
         if !self.keep {
             return None;
         }
-        if !self.open.contains_key(path) {
+        let key = path.as_os_str();
+        if !self.open.contains_key(key) {
             let f = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(path)
                 .ok()?;
-            self.open.insert(path.to_path_buf(), f);
+            self.open.insert(key.to_owned(), f);
         }
-        self.open.get(path)
+        self.open.get(key)
     }
 
     /// The text of the file at `path`.
@@ -157,7 +161,7 @@ impl Files {
     /// Whether the file at `path` exists (a kept one did when opened; if
     /// its cgroup has gone since, writing it fails with ENODEV).
     pub fn exists(&mut self, path: &Path) -> bool {
-        self.open.contains_key(path) || path.exists()
+        self.open.contains_key(path.as_os_str()) || path.exists()
     }
 }
 
