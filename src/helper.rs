@@ -374,10 +374,25 @@ impl Helpers {
             .spawn()
             .map_err(|e| HelperError::Failed(format!("spawn helper: {e}")))?;
         drop(reply_w);
+        // Its child joins the container's cgroup: see prime_attach_lock.
+        let primed = matches!(req, Request::Create { .. } | Request::Exec { .. }).then(|| {
+            let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (pid, until) = (child.id() as i32, done.clone());
+            tokio::task::spawn_blocking(move || {
+                let limit = std::time::Duration::from_millis(200);
+                if let Err(e) = crate::cgroups::prime_attach_lock(pid, &until, limit) {
+                    log::debug!("priming the cgroup attach lock with helper {pid}: {e}");
+                }
+            });
+            done
+        });
         let exited = self.reaper.subscribe(child.id() as i32, since);
         drop(child); // never waited on here: the reaper owns wait().
 
         let reply = read_reply(reply_r).await;
+        if let Some(done) = primed {
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         log::debug!(
             "helper {} replied after {:?}",
             op_name(req),

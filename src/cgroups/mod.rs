@@ -97,6 +97,41 @@ pub fn pids_of(pid: i32) -> io::Result<Vec<i32>> {
     read_procs(dir)
 }
 
+/// Writes `pid` into the cgroup it is already in, over and over until
+/// `done` (at most `limit`): moves that change nothing, made for their side
+/// effect. The kernel guards every move between cgroups with one global lock
+/// (`cgroup_threadgroup_rwsem`) whose first writer after a quiet spell waits
+/// out an RCU grace period (8-20 ms measured here); writers that follow while
+/// it is still warm (within about a grace period of the last one) get it at
+/// once. A helper's child moves itself into the container's cgroup some
+/// milliseconds after the helper starts: priming the lock as the helper
+/// starts overlaps that wait with the helper's own start, and keeping it warm
+/// until the helper answers spares the child the wait however slow the start.
+/// `pid` is a helper tidal started and nothing else moves, so the cgroup read
+/// is the one written. Each repeat costs the node a few microseconds in
+/// which no process forks or exits.
+pub fn prime_attach_lock(
+    pid: i32,
+    done: &std::sync::atomic::AtomicBool,
+    limit: std::time::Duration,
+) -> io::Result<()> {
+    use std::io::Write;
+    let cg = Cgroup::of_pid(pid)?;
+    let dir = cg
+        .procs_dir()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no pids or memory cgroup"))?;
+    let mut procs = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("cgroup.procs"))?;
+    let pid = pid.to_string();
+    let until = std::time::Instant::now() + limit;
+    while !done.load(std::sync::atomic::Ordering::Relaxed) && std::time::Instant::now() < until {
+        procs.write_all(pid.as_bytes())?;
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    Ok(())
+}
+
 pub fn read_procs(dir: &Path) -> io::Result<Vec<i32>> {
     let text = std::fs::read_to_string(dir.join("cgroup.procs"))?;
     Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
