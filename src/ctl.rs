@@ -598,17 +598,39 @@ pub async fn run(socket: PathBuf, cmd: Command) -> Result<(), CtlError> {
     Ok(())
 }
 
+/// Seconds since the epoch as `2026-11-22T11:50:01Z` (`-json` keeps the
+/// number).
+pub fn utc(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 /// One line per revision: what changed, from what to what.
 pub fn history_table(revs: &[history::Revision]) -> String {
     let mut out = format!(
-        "{:>4}  {:>10}  {:<12}  {:<44}  {}\n",
-        "REV", "TIME", "SOURCE", "CHANGE", "REASON"
+        "{:>4}  {:<20}  {:<12}  {:<44}  {}\n",
+        "REV", "TIME (UTC)", "SOURCE", "CHANGE", "REASON"
     );
     for r in revs {
         out.push_str(&format!(
-            "{:>4}  {:>10}  {:<12}  {:<44}  {}\n",
+            "{:>4}  {:<20}  {:<12}  {:<44}  {}\n",
             r.revision,
-            r.time,
+            utc(r.time),
             r.source,
             describe_change(&r.before, &r.after),
             r.reason
@@ -637,6 +659,13 @@ fn describe_change(before: &Update, after: &Update) -> String {
             "memory {}->{}",
             show(before.memory_limit, true),
             show(after.memory_limit, true)
+        ));
+    }
+    if before.memory_swap != after.memory_swap {
+        parts.push(format!(
+            "memory+swap {}->{}",
+            show(before.memory_swap, true),
+            show(after.memory_swap, true)
         ));
     }
     if before.cpuset_cpus.is_some() || after.cpuset_cpus.is_some() {
@@ -894,6 +923,14 @@ pub fn describe_trait(t: &crate::api::traits_pb::TraitDefinition) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn revision_times_print_as_utc_dates() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc(1_795_348_445), "2026-11-22T11:54:05Z");
+        assert_eq!(utc(4_107_542_399), "2100-02-28T23:59:59Z");
+    }
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()

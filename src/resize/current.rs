@@ -40,6 +40,19 @@ fn max_or(files: &mut Files, path: &Path) -> Option<Limit> {
     }
 }
 
+/// The fields an update `u` may write on `cg`, to read before and after it
+/// for its revision: its own, and on v1 the swap limit (memsw) that follows a
+/// new memory limit in a container without swap (see `plan`). A revision
+/// that left out a value it changed would make a later rollback restore an
+/// inconsistent set (a memory limit above memsw, which v1 refuses).
+pub fn written(cg: &Cgroup, u: &Update) -> Update {
+    let mut mask = u.clone();
+    if matches!(cg, Cgroup::V1(_)) && mask.memory_limit.is_some() && mask.memory_swap.is_none() {
+        mask.memory_swap = mask.memory_limit;
+    }
+    mask
+}
+
 /// Every value tidal manages that can be read from `cg`.
 pub fn read(cg: &Cgroup) -> Update {
     read_only(cg, &Update::everything())
@@ -162,5 +175,72 @@ mod tests {
         // shares -> weight -> shares lands on the same weight again.
         let w = crate::resize::plan::shares_to_weight(u.cpu_shares.unwrap());
         assert_eq!(w, 39);
+    }
+
+    /// An operator shrinks memory alone (memsw follows it), kubelet then
+    /// sets memory and swap: rolling back to before both restores a limit
+    /// and a memsw that v1 accepts together, and the values from before.
+    #[test]
+    fn v1_rollback_past_a_swap_that_followed_memory_restores_both() {
+        use crate::resize::apply::apply_with;
+        use crate::resize::history::{rollback_target, Revision};
+        let mem = crate::testfs::FakeDir::new(
+            "rollback-swap",
+            &[
+                ("memory.limit_in_bytes", "134217728"),
+                ("memory.memsw.limit_in_bytes", "134217728"),
+                ("memory.usage_in_bytes", "4096"),
+            ],
+        );
+        let cg = Cgroup::V1([("memory".to_string(), mem.path())].into());
+        let mut files = Files::default();
+        let mut history = Vec::new();
+        let mut change = |source: &str, u: Update, files: &mut Files| {
+            let mask = written(&cg, &u);
+            let before = read_with(&cg, &mask, files);
+            apply_with(&cg, &u, false, files).unwrap();
+            let after = read_with(&cg, &mask, files);
+            history.push(Revision {
+                revision: history.len() as u64 + 1,
+                time: 0,
+                source: source.into(),
+                reason: String::new(),
+                before,
+                after,
+            });
+        };
+        let mib = |n: u64| Some(Limit::Value(n << 20));
+        change(
+            "operator",
+            Update {
+                memory_limit: mib(96),
+                ..Default::default()
+            },
+            &mut files,
+        );
+        let memsw = || std::fs::read_to_string(mem.join("memory.memsw.limit_in_bytes")).unwrap();
+        assert_eq!(
+            memsw(),
+            (96u64 << 20).to_string(),
+            "memsw followed the limit"
+        );
+        change(
+            "kubelet",
+            Update {
+                memory_limit: mib(128),
+                memory_swap: mib(128),
+                ..Default::default()
+            },
+            &mut files,
+        );
+        let target = rollback_target(&history, 0).unwrap();
+        assert_eq!(target.memory_limit, mib(128));
+        assert_eq!(
+            target.memory_swap,
+            mib(128),
+            "the swap limit from before the first change, not from between them"
+        );
+        apply_with(&cg, &target, false, &mut files).unwrap();
+        assert_eq!(memsw(), (128u64 << 20).to_string());
     }
 }

@@ -864,9 +864,10 @@ impl Tasks {
             resize::apply::check_with(&cg, &update, false, files)?;
             return Ok(());
         }
-        let before = resize::current::read_with(&cg, &update, files);
+        let written = resize::current::written(&cg, &update);
+        let before = resize::current::read_with(&cg, &written, files);
         resize::apply::apply_with(&cg, &update, reclaim, files)?;
-        let after = resize::current::read_with(&cg, &update, files);
+        let after = resize::current::read_with(&cg, &written, files);
         let time = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
