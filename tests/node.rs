@@ -320,3 +320,76 @@ fn containerd_update_is_recorded_as_kubelet() {
     assert_eq!(c["overlays"], serde_json::json!([]), "{c}");
     env.remove("pod-app");
 }
+
+/// kubelet sets memory and swap (CRI gives a container no swap: memsw equal
+/// to the limit), an operator then shrinks memory alone, so memsw follows;
+/// kubelet raises both again. Rolling back to kubelet's first revision
+/// restores a limit and a memsw that v1 accepts together: the operator's
+/// revision records the memsw it moved (it once did not, and this rollback
+/// failed with EINVAL).
+#[test]
+fn rollback_across_kubelet_and_operator_memory_changes_restores_memsw() {
+    use containerd_client::services::v1::tasks_client::TasksClient;
+    use containerd_client::services::v1::UpdateTaskRequest;
+    use containerd_client::tonic::Request;
+    use containerd_client::with_namespace;
+
+    let env = Env::start("memsw");
+    let _agent = env.start_agent();
+    let pid = env.run_detached(TIDAL, "memsw-app", &[], &["sleep", "1000"]);
+    let memsw = || {
+        let cg = tidal::cgroups::Cgroup::of_pid(pid).unwrap();
+        let dir = cg.dir("memory").expect("a v1 memory cgroup").to_path_buf();
+        let read = |f: &str| {
+            std::fs::read_to_string(dir.join(f))
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        (
+            read("memory.limit_in_bytes"),
+            read("memory.memsw.limit_in_bytes"),
+        )
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let kubelet = |mib: u64| {
+        rt.block_on(async {
+            let channel = containerd_client::connect(env.socket()).await.unwrap();
+            let bytes = mib << 20;
+            let req = UpdateTaskRequest {
+                container_id: "memsw-app".into(),
+                resources: Some(prost_types::Any {
+                    type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
+                        .into(),
+                    value: format!(r#"{{"memory":{{"limit":{bytes},"swap":{bytes}}}}}"#)
+                        .into_bytes(),
+                }),
+                ..Default::default()
+            };
+            TasksClient::new(channel)
+                .update(with_namespace!(req, NS))
+                .await
+                .expect("update through containerd");
+        })
+    };
+    let mib = |n: u64| (n << 20).to_string();
+    kubelet(128);
+    assert_eq!(memsw(), (mib(128), mib(128)));
+    let out = tidalctl(&env, &["resize", "memsw-app", "--memory", "96Mi"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        memsw(),
+        (mib(96), mib(96)),
+        "memsw follows a container without swap"
+    );
+    kubelet(160);
+    assert_eq!(memsw(), (mib(160), mib(160)));
+
+    let out = tidalctl(&env, &["rollback", "memsw-app", "1"]);
+    assert!(out.status.success(), "rollback refused: {out:?}");
+    assert_eq!(memsw(), (mib(128), mib(128)), "as right after revision 1");
+    env.remove("memsw-app");
+}
