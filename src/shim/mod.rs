@@ -51,11 +51,18 @@ pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
 
 /// The shim a container belongs to: its pod's sandbox id, or its own id.
 fn grouping(bundle: &Path, id: &str) -> String {
+    /// Only the annotations of config.json (the rest is skipped unparsed).
+    #[derive(serde::Deserialize)]
+    struct Annotated {
+        #[serde(default)]
+        annotations: std::collections::HashMap<String, String>,
+    }
     let spec = std::fs::read(bundle.join("config.json"))
         .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        .and_then(|b| serde_json::from_slice::<Annotated>(&b).ok());
     spec.as_ref()
-        .and_then(|s| s.get("annotations")?.get(SANDBOX_ID_ANNOTATION)?.as_str())
+        .and_then(|s| s.annotations.get(SANDBOX_ID_ANNOTATION))
+        .map(String::as_str)
         .filter(|g| crate::ids::validate("sandbox id", g).is_ok())
         .unwrap_or(id)
         .to_string()
@@ -279,6 +286,13 @@ async fn serve(flags: &Flags) -> Result<(), String> {
         .register_service(services);
     server.start().await.map_err(|e| format!("serve: {e}"))?;
     log::info!("tidal shim serving on {socket}");
+    // The trait catalogue is read and checked while containerd prepares the
+    // first Create, not during it.
+    tokio::task::spawn_blocking(|| {
+        if let Err(e) = task::catalogue() {
+            log::error!("trait catalogue: {e}");
+        }
+    });
     exit.wait().await;
     let _ = server.shutdown().await;
     let _ = std::fs::remove_file(&socket);

@@ -45,7 +45,7 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 const CONSOLE_LIMIT: Duration = Duration::from_secs(10);
 
 /// The node's trait catalogue, read once per shim.
-fn catalogue() -> &'static std::result::Result<crate::traits::Catalogue, String> {
+pub(crate) fn catalogue() -> &'static std::result::Result<crate::traits::Catalogue, String> {
     static CATALOGUE: std::sync::OnceLock<std::result::Result<crate::traits::Catalogue, String>> =
         std::sync::OnceLock::new();
     CATALOGUE.get_or_init(crate::traits::Catalogue::node)
