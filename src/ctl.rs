@@ -29,6 +29,9 @@ commands:
                                       $TIDAL_TRAITS_DIR, /etc/tidal/traits or the built-in one)
   version                             print the version
 
+ID: a container id, a unique prefix of one (4 or more characters), or its
+Kubernetes name, POD/CONTAINER or NAMESPACE/POD/CONTAINER.
+
 tidalctl talks to tidald's API; --socket defaults to $TIDAL_STATE_DIR/.api/tidald.sock
 ($TIDAL_STATE_DIR: /run/tidal when unset). --state-dir DIR means DIR/.api/tidald.sock.";
 
@@ -440,6 +443,99 @@ fn reference(namespace: Option<String>, id: &str) -> Option<pb::ContainerRef> {
     })
 }
 
+/// The container `name` names among `all` (restricted to `namespace` if
+/// given): a unique prefix of an id (4 characters or more), or a Kubernetes
+/// name, POD/CONTAINER or NAMESPACE/POD/CONTAINER (never a pod's sandbox).
+pub fn resolve<'a>(
+    all: &'a [pb::Container],
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<&'a pb::Container, String> {
+    let in_ns = |c: &&pb::Container| namespace.is_none_or(|n| c.namespace == n);
+    let found: Vec<&pb::Container> = if name.contains('/') {
+        let parts: Vec<&str> = name.split('/').collect();
+        let (pod_ns, pod, container) = match parts.as_slice() {
+            [pod, c] => (None, *pod, *c),
+            [ns, pod, c] => (Some(*ns), *pod, *c),
+            _ => {
+                return Err(format!(
+                "{name:?} is not a container: give an id, POD/CONTAINER or NAMESPACE/POD/CONTAINER"
+            ))
+            }
+        };
+        all.iter()
+            .filter(in_ns)
+            .filter(|c| !c.sandbox && c.name == container)
+            .filter(|c| {
+                c.pod
+                    .split_once('/')
+                    .is_some_and(|(n, p)| p == pod && pod_ns.is_none_or(|w| w == n))
+            })
+            .collect()
+    } else if name.len() >= 4 {
+        all.iter()
+            .filter(in_ns)
+            .filter(|c| c.id.starts_with(name))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    match found.as_slice() {
+        [one] => Ok(one),
+        [] => Err(format!(
+            "no tidal container {name:?} on this node (give an id, a unique prefix of one \
+             of 4 or more characters, or POD/CONTAINER)"
+        )),
+        many => Err(format!(
+            "{name:?} names {} containers: {}; give more of the id, or -n NAMESPACE",
+            many.len(),
+            many.iter()
+                .take(5)
+                .map(|c| format!("{}/{}", c.namespace, c.id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// The (namespace, id) of the container a command names: the id as given
+/// when tidald knows it (one lookup), else through `resolve` over the
+/// node's containers.
+async fn named(
+    api: &mut crate::api::pb::resize_client::ResizeClient<tonic::transport::Channel>,
+    namespace: Option<String>,
+    name: String,
+) -> Result<(Option<String>, String), CtlError> {
+    if !name.contains('/') {
+        let exact = api
+            .get_resources(pb::GetResourcesRequest {
+                container: reference(namespace.clone(), &name),
+            })
+            .await;
+        match exact {
+            Ok(_) => return Ok((namespace, name)),
+            Err(s) if s.code() == tonic::Code::NotFound => {}
+            Err(s) => return Err(CtlError::Api(s.message().to_string())),
+        }
+    }
+    let all = api
+        .list_containers(pb::ListContainersRequest {})
+        .await
+        .map_err(|s| CtlError::Api(s.message().to_string()))?
+        .into_inner()
+        .containers;
+    let c = resolve(&all, namespace.as_deref(), &name).map_err(CtlError::Api)?;
+    Ok((Some(c.namespace.clone()), c.id.clone()))
+}
+
+async fn named_target(
+    api: &mut crate::api::pb::resize_client::ResizeClient<tonic::transport::Channel>,
+    t: Target,
+) -> Result<Target, CtlError> {
+    let (namespace, id) = named(api, t.namespace, t.id).await?;
+    Ok(Target { namespace, id })
+}
+
 /// Runs a parsed command against tidald at `socket`, printing to stdout.
 pub async fn run(socket: PathBuf, cmd: Command) -> Result<(), CtlError> {
     if cmd == Command::Version {
@@ -461,6 +557,27 @@ pub async fn run(socket: PathBuf, cmd: Command) -> Result<(), CtlError> {
                 .unwrap_or_else(|| e.to_string()),
         })?;
     let status = |s: tonic::Status| CtlError::Api(s.message().to_string());
+    // Containers may be named by id prefix or by Kubernetes name.
+    let cmd = match cmd {
+        Command::Resize(mut r) => {
+            let (namespace, id) = named(&mut api, r.namespace.take(), r.id.clone()).await?;
+            r.namespace = namespace;
+            r.id = id;
+            Command::Resize(r)
+        }
+        Command::History { target, json } => Command::History {
+            target: named_target(&mut api, target).await?,
+            json,
+        },
+        Command::Rollback { target, revision } => Command::Rollback {
+            target: named_target(&mut api, target).await?,
+            revision,
+        },
+        Command::Watch { target: Some(t) } => Command::Watch {
+            target: Some(named_target(&mut api, t).await?),
+        },
+        other => other,
+    };
     match cmd {
         Command::Version | Command::Check { .. } | Command::Traits { .. } => {}
         Command::Ps { json: as_json } => {
@@ -923,6 +1040,56 @@ pub fn describe_trait(t: &crate::api::traits_pb::TraitDefinition) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn containers_are_named_by_id_prefix_or_kubernetes_name() {
+        let c = |ns: &str, id: &str, pod: &str, name: &str, sandbox: bool| pb::Container {
+            namespace: ns.into(),
+            id: id.into(),
+            pod: pod.into(),
+            name: name.into(),
+            sandbox,
+            ..Default::default()
+        };
+        let all = [
+            c("k8s.io", "e314f975aa", "shop/web-1", "cart", false),
+            c("k8s.io", "e3ff0000bb", "shop/web-1", "", true),
+            c("k8s.io", "77aa0000cc", "dev/web-1", "cart", false),
+            c("tidal", "e314f975dd", "", "", false),
+        ];
+        let id = |r: Result<&pb::Container, String>| r.map(|c| c.id.clone());
+        assert_eq!(
+            id(resolve(&all, None, "shop/web-1/cart")),
+            Ok("e314f975aa".into())
+        );
+        assert_eq!(
+            id(resolve(&all, None, "dev/web-1/cart")),
+            Ok("77aa0000cc".into())
+        );
+        assert_eq!(id(resolve(&all, None, "77aa")), Ok("77aa0000cc".into()));
+        assert_eq!(
+            id(resolve(&all, Some("tidal"), "e314")),
+            Ok("e314f975dd".into())
+        );
+        // POD/CONTAINER in two Kubernetes namespaces, an id prefix in two
+        // containerd namespaces: ambiguous, and the candidates are named.
+        let e = resolve(&all, None, "web-1/cart").unwrap_err();
+        assert!(
+            e.contains("names 2 containers") && e.contains("77aa0000cc"),
+            "{e}"
+        );
+        let e = resolve(&all, None, "e314f975").unwrap_err();
+        assert!(
+            e.contains("k8s.io/e314f975aa") && e.contains("tidal/e314f975dd"),
+            "{e}"
+        );
+        // Too short to be a prefix, a sandbox is not a container to resize,
+        // and nonsense is refused with what would have been accepted.
+        assert!(resolve(&all, None, "e3").unwrap_err().contains("4 or more"));
+        assert!(resolve(&all, None, "shop/web-1/").is_err());
+        let e = resolve(&all, None, "a/b/c/d").unwrap_err();
+        assert!(e.contains("POD/CONTAINER"), "{e}");
+    }
 
     #[test]
     fn revision_times_print_as_utc_dates() {

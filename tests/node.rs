@@ -393,3 +393,36 @@ fn rollback_across_kubelet_and_operator_memory_changes_restores_memsw() {
     assert_eq!(memsw(), (mib(128), mib(128)), "as right after revision 1");
     env.remove("memsw-app");
 }
+
+/// tidalctl takes a unique prefix of a container id; an ambiguous one is
+/// refused naming the candidates, and nothing is changed.
+#[test]
+fn tidalctl_names_a_container_by_a_unique_id_prefix() {
+    let env = Env::start("prefix");
+    let _agent = env.start_agent();
+    let one = env.run_detached(TIDAL, "named-web-1abc", &[], &["sleep", "1000"]);
+    env.run_detached(TIDAL, "named-web-2xyz", &[], &["sleep", "1000"]);
+    let quota = |pid: i32| {
+        tidal::node::read_limits(&tidal::cgroups::Cgroup::of_pid(pid).unwrap()).cpu_millis()
+    };
+    let before = quota(one);
+
+    let out = tidalctl(&env, &["resize", "named-web", "--cpu", "300m"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("names 2 containers")
+            && err.contains("named-web-1")
+            && err.contains("named-web-2"),
+        "{err}"
+    );
+    assert_eq!(quota(one), before, "an ambiguous name changed something");
+
+    let out = tidalctl(&env, &["resize", "named-web-1", "--cpu", "300m"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = tidalctl(&env, &["history", "named-web-1", "-o", "json"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(quota(one), Some(300));
+    env.remove("named-web-1abc");
+    env.remove("named-web-2xyz");
+}

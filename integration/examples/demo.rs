@@ -198,8 +198,11 @@ async fn run(d: &Demo) -> Result<(), String> {
     println!("the container uses {}% of a CPU", d.cpu_share(&id));
 
     step("live resize through tidalctl -> tidald -> the pod's shim: --cpu 250m --memory 96Mi");
+    // The container by its Kubernetes name, NAMESPACE/POD/CONTAINER (an id or
+    // a unique prefix of one works too).
+    let name = format!("tidal-test/{}/cart", ctx.name("shop"));
     if !d.tidalctl(&[
-        "resize", "-n", "k8s.io", &id, "--cpu", "250m", "--memory", "96Mi", "--reason", "demo",
+        "resize", &name, "--cpu", "250m", "--memory", "96Mi", "--reason", "demo",
     ]) {
         return Err("tidalctl resize failed".into());
     }
@@ -229,11 +232,11 @@ async fn run(d: &Demo) -> Result<(), String> {
     d.tidalctl(&["ps"]);
 
     step("a bad request is refused, with the current values");
-    d.tidalctl(&["resize", "-n", "k8s.io", &id, "--memory", "4096"]);
+    d.tidalctl(&["resize", &id[..12], "--memory", "4096"]);
 
     step("every change is a revision (source kubelet or operator); roll back to before the first");
-    d.tidalctl(&["history", "-n", "k8s.io", &id]);
-    if !d.tidalctl(&["rollback", "-n", "k8s.io", &id, "0"]) {
+    d.tidalctl(&["history", &name]);
+    if !d.tidalctl(&["rollback", &name, "0"]) {
         return Err("tidalctl rollback failed".into());
     }
     println!("the container uses {}% of a CPU again", d.cpu_share(&id));
