@@ -6,6 +6,7 @@
 //! `containerd.task.v2.Task` and `containerd.task.v3.Task`.
 
 pub mod error;
+pub mod events;
 pub mod process;
 pub mod service;
 pub mod stdio;
@@ -23,7 +24,6 @@ use std::os::unix::process::CommandExt;
 
 use containerd_shim::api;
 use containerd_shim::protos::protobuf::Message;
-use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{ExitSignal, Flags};
 
 use crate::helper::{Helpers, ProtectedExe, SelfExe};
@@ -253,9 +253,10 @@ async fn serve(flags: &Flags) -> Result<(), String> {
     let reaper = Reaper::start().map_err(|e| format!("SIGCHLD handler: {e}"))?;
     let ttrpc_address =
         std::env::var(TTRPC_ADDRESS).map_err(|_| format!("{TTRPC_ADDRESS} is not set"))?;
-    let publisher = RemotePublisher::new(&ttrpc_address)
-        .await
-        .map_err(|e| format!("connect to containerd at {ttrpc_address}: {e}"))?;
+    let events = Arc::new(
+        task::Events::connect(&ttrpc_address, flags.namespace.clone())
+            .map_err(|e| format!("connect to containerd at {ttrpc_address}: {e}"))?,
+    );
     let root = state_dir().join(&flags.namespace);
     private_dir(&root).map_err(|e| format!("state dir {}: {e}", root.display()))?;
     // Normally inherited from `start`; a shim that cannot have it serves,
@@ -270,7 +271,7 @@ async fn serve(flags: &Flags) -> Result<(), String> {
         root,
         Helpers::new(SelfExe::ready(exe), reaper.clone()),
         reaper,
-        task::Events::new(Some(publisher), flags.namespace.clone()),
+        events.clone(),
         exit.clone(),
     ));
     let service: Arc<dyn containerd_shim::protos::shim_async::Task + Send + Sync> =
@@ -294,6 +295,8 @@ async fn serve(flags: &Flags) -> Result<(), String> {
         }
     });
     exit.wait().await;
+    // TaskDelete and the last exits reach containerd before the shim goes.
+    events.flush(std::time::Duration::from_secs(2)).await;
     let _ = server.shutdown().await;
     let _ = std::fs::remove_file(&socket);
     Ok(())

@@ -10,15 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use containerd_shim::api::{self, Status as ApiStatus};
-use containerd_shim::event::Event;
 use containerd_shim::protos::events::task::{
     TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
     TaskResumed, TaskStart,
 };
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
-use containerd_shim::protos::protobuf::{Message, MessageDyn, MessageField};
-use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::protos::protobuf::{Message, MessageField};
 use containerd_shim::ExitSignal;
 use tokio::sync::oneshot;
 
@@ -79,28 +77,7 @@ fn held_to_traits(bundle: &Path, process: &str) -> std::result::Result<String, S
 }
 
 /// Publishes events to containerd, in the order they are sent.
-pub struct Events {
-    publisher: Option<RemotePublisher>,
-    namespace: String,
-}
-
-impl Events {
-    pub fn new(publisher: Option<RemotePublisher>, namespace: String) -> Self {
-        Self {
-            publisher,
-            namespace,
-        }
-    }
-
-    async fn send<E: Event + MessageDyn + 'static>(&self, ev: E) {
-        let Some(p) = &self.publisher else { return };
-        let topic = ev.topic();
-        let ctx = containerd_shim::protos::ttrpc::context::Context::default();
-        if let Err(e) = p.publish(ctx, &topic, &self.namespace, Box::new(ev)).await {
-            log::error!("publish {topic}: {e}");
-        }
-    }
-}
+pub use super::events::Events;
 
 pub struct Container {
     pub id: String,
@@ -179,14 +156,14 @@ impl Tasks {
         root: PathBuf,
         helpers: Helpers,
         reaper: Arc<Reaper>,
-        events: Events,
+        events: Arc<Events>,
         exit: Arc<ExitSignal>,
     ) -> Self {
         Self {
             root,
             helpers,
             reaper,
-            events: Arc::new(events),
+            events,
             containers: Mutex::new(HashMap::new()),
             exit,
             seq: AtomicU64::new(0),
