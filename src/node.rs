@@ -254,6 +254,12 @@ impl Layers {
         for (field, v) in values(&r.after) {
             self.latest.insert(field, (n, r.source.clone(), v));
         }
+        // Memory plus swap equal to the memory limit is no swap, as
+        // Kubernetes declares every container (cgroup v1 moves it along with
+        // the limit): not a layer of its own.
+        if r.after.memory_swap.is_some() && r.after.memory_swap == r.after.memory_limit {
+            self.latest.remove("memory_swap");
+        }
     }
 
     /// Forgets revisions numbered up to `n` (dropped from the history), as
@@ -499,6 +505,37 @@ pub fn read_usage_with(cg: &Cgroup, files: &mut Files) -> Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A memory change whose memsw followed it (v1, no swap) is one layer;
+    /// rolled back to the declared limit, no layer is left, although the
+    /// revisions carry memory+swap values the spec never mentions.
+    #[test]
+    fn swap_that_follows_the_memory_limit_is_no_layer() {
+        use crate::resize::{Limit, Update};
+        let spec = serde_json::json!({"linux": {"resources": {"memory": {"limit": 134217728}}}});
+        let mut layers = Layers::new(Some(&spec));
+        let mem = |mib: u64| Some(Limit::Value(mib << 20));
+        let mut rev = |n: u64, mib: u64, swap: Option<Limit>| {
+            layers.push(&history::Revision {
+                revision: n,
+                time: 0,
+                source: "operator".into(),
+                reason: String::new(),
+                before: Update::default(),
+                after: Update {
+                    memory_limit: mem(mib),
+                    memory_swap: swap,
+                    ..Default::default()
+                },
+            });
+            layers.declared().overlays
+        };
+        assert_eq!(rev(1, 96, mem(96)), ["operator"]);
+        assert_eq!(rev(2, 128, mem(128)), Vec::<String>::new());
+        // Swap given to the container is a layer of its own.
+        assert_eq!(rev(3, 128, mem(256)), ["operator"]);
+        assert_eq!(rev(4, 128, mem(128)), Vec::<String>::new());
+    }
 
     #[test]
     fn v2_limits_and_usage() {

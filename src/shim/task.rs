@@ -842,9 +842,15 @@ impl Tasks {
             return Ok(());
         }
         let written = resize::current::written(&cg, &update);
-        let before = resize::current::read_with(&cg, &written, files);
+        let mut before = resize::current::read_with(&cg, &written, files);
         resize::apply::apply_with(&cg, &update, reclaim, files)?;
-        let after = resize::current::read_with(&cg, &written, files);
+        let mut after = resize::current::read_with(&cg, &written, files);
+        if update.memory_swap.is_none() && before.memory_swap == after.memory_swap {
+            // memsw did not follow the limit (the container has swap, or no
+            // limit on it): not part of this change.
+            before.memory_swap = None;
+            after.memory_swap = None;
+        }
         let time = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
