@@ -291,15 +291,8 @@ impl Routes {
         let found = self.known.lock().unwrap().get(&key).cloned();
         match found {
             Some(entry) => {
-                let mut k = entry.lock().unwrap();
-                let closed = k.files.is_empty();
-                let out = f(&mut k);
-                let opened = closed && !k.files.is_empty();
-                drop(k);
-                if opened {
-                    self.close_oldest(&entry);
-                }
-                Ok(out)
+                let k = entry.lock().unwrap();
+                Ok(self.visit(&entry, k, f))
             }
             // Forgotten meanwhile (its state went away): look again.
             None => self.with_state(state_dir, key, f),
@@ -344,14 +337,25 @@ impl Routes {
                 *k = Known::new(state, info);
             }
         }
+        Ok(self.visit(&entry, k, f))
+    }
+
+    /// Runs `f` on the locked `entry`; if that opened its files, closes
+    /// the least recently used container's (see `close_oldest`).
+    fn visit<T>(
+        &self,
+        entry: &Arc<Mutex<Known>>,
+        mut k: std::sync::MutexGuard<'_, Known>,
+        f: impl FnOnce(&mut Known) -> T,
+    ) -> T {
         let closed = k.files.is_empty();
         let out = f(&mut k);
         let opened = closed && !k.files.is_empty();
         drop(k);
         if opened {
-            self.close_oldest(&entry);
+            self.close_oldest(entry);
         }
-        Ok(out)
+        out
     }
 
     /// Closes the files of the container changed least recently if more

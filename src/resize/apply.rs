@@ -48,6 +48,28 @@ pub fn apply_with(
     write_all(cg, writes, files)
 }
 
+/// `apply_with`, returning what it changed as (before, after) for the
+/// change's revision: the values of the fields `u` sets and, on v1, of the
+/// swap limit when it followed a new memory limit (see `current::written`).
+pub fn recorded(
+    cg: &Cgroup,
+    u: &Update,
+    reclaim: bool,
+    files: &mut Files,
+) -> Result<(Update, Update), ResizeError> {
+    let written = super::current::written(cg, u);
+    let mut before = super::current::read_with(cg, &written, files);
+    apply_with(cg, u, reclaim, files)?;
+    let mut after = super::current::read_with(cg, &written, files);
+    if u.memory_swap.is_none() && before.memory_swap == after.memory_swap {
+        // memsw did not follow the limit (the container has swap, or no
+        // limit on it): not part of this change.
+        before.memory_swap = None;
+        after.memory_swap = None;
+    }
+    Ok((before, after))
+}
+
 /// Everything `apply` checks before writing, and the writes it would make.
 /// With `reclaim` on cgroup v2 this asks the kernel to reclaim memory.
 pub fn check(cg: &Cgroup, u: &Update, reclaim: bool) -> Result<Vec<Write>, ResizeError> {

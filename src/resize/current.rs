@@ -182,7 +182,7 @@ mod tests {
     /// and a memsw that v1 accepts together, and the values from before.
     #[test]
     fn v1_rollback_past_a_swap_that_followed_memory_restores_both() {
-        use crate::resize::apply::apply_with;
+        use crate::resize::apply::{apply_with, recorded};
         use crate::resize::history::{rollback_target, Revision};
         let mem = crate::testfs::FakeDir::new(
             "rollback-swap",
@@ -196,10 +196,7 @@ mod tests {
         let mut files = Files::default();
         let mut history = Vec::new();
         let mut change = |source: &str, u: Update, files: &mut Files| {
-            let mask = written(&cg, &u);
-            let before = read_with(&cg, &mask, files);
-            apply_with(&cg, &u, false, files).unwrap();
-            let after = read_with(&cg, &mask, files);
+            let (before, after) = recorded(&cg, &u, false, files).unwrap();
             history.push(Revision {
                 revision: history.len() as u64 + 1,
                 time: 0,

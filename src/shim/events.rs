@@ -63,21 +63,13 @@ enum Queued {
     Flush(oneshot::Sender<()>),
 }
 
-/// The queue to containerd (none in tests: events are then dropped).
+/// The queue to containerd.
 pub struct Events {
-    queue: Option<mpsc::UnboundedSender<Queued>>,
+    queue: mpsc::UnboundedSender<Queued>,
     namespace: String,
 }
 
 impl Events {
-    /// Events that go nowhere (tests).
-    pub fn none(namespace: String) -> Self {
-        Self {
-            queue: None,
-            namespace,
-        }
-    }
-
     /// Connects to containerd's ttrpc socket at `address` and starts the
     /// sender. Must run inside the runtime.
     pub fn connect(address: &str, namespace: String) -> std::io::Result<Self> {
@@ -85,14 +77,13 @@ impl Events {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(send_all(address.to_string(), client, rx));
         Ok(Self {
-            queue: Some(tx),
+            queue: tx,
             namespace,
         })
     }
 
     /// Queues `ev` for containerd.
     pub async fn send<E: Event + Message + Named>(&self, ev: E) {
-        let Some(queue) = &self.queue else { return };
         let value = match ev.write_to_bytes() {
             Ok(v) => v,
             Err(e) => {
@@ -108,7 +99,7 @@ impl Events {
         envelope.namespace = self.namespace.clone();
         envelope.topic = ev.topic();
         envelope.event = MessageField::some(any);
-        if queue.send(Queued::Event(envelope)).is_err() {
+        if self.queue.send(Queued::Event(envelope)).is_err() {
             log::error!("event sender is gone: {} dropped", E::TYPE_URL);
         }
     }
@@ -116,9 +107,8 @@ impl Events {
     /// Waits (at most `limit`) until every event queued so far has been
     /// sent: the shim calls it before it exits.
     pub async fn flush(&self, limit: Duration) {
-        let Some(queue) = &self.queue else { return };
         let (tx, rx) = oneshot::channel();
-        if queue.send(Queued::Flush(tx)).is_ok() {
+        if self.queue.send(Queued::Flush(tx)).is_ok() {
             let _ = tokio::time::timeout(limit, rx).await;
         }
     }

@@ -841,16 +841,7 @@ impl Tasks {
             resize::apply::check_with(&cg, &update, false, files)?;
             return Ok(());
         }
-        let written = resize::current::written(&cg, &update);
-        let mut before = resize::current::read_with(&cg, &written, files);
-        resize::apply::apply_with(&cg, &update, reclaim, files)?;
-        let mut after = resize::current::read_with(&cg, &written, files);
-        if update.memory_swap.is_none() && before.memory_swap == after.memory_swap {
-            // memsw did not follow the limit (the container has swap, or no
-            // limit on it): not part of this change.
-            before.memory_swap = None;
-            after.memory_swap = None;
-        }
+        let (before, after) = resize::apply::recorded(&cg, &update, reclaim, files)?;
         let time = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
