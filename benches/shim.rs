@@ -6,7 +6,7 @@
 //! - resize: latency from a resize call to the new CPU quota being readable
 //!   in the container's cgroup file: Task.Update straight to tidal's shim and
 //!   UpdateResources through tidald (started here on the environment's state
-//!   dir, from target/release or $TIDALD), 1 and 8 concurrent clients;
+//!   dir, the build's own or $TIDALD), 1 and 8 concurrent clients;
 //!   containerd's Tasks.Update through the runc shim, and `runc update`;
 //! - memory: RSS and PSS of the shims (and anything they keep running besides
 //!   the containers) with 1, 10 and 50 containers, one shim per container and
@@ -404,7 +404,7 @@ impl Tidald {
         let dir = std::path::Path::new(&ctx.address).parent().unwrap();
         let socket = dir.join("tidald-bench.sock");
         let binary = std::env::var_os("TIDALD").map_or_else(
-            || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/tidald"),
+            || std::path::PathBuf::from(env!("CARGO_BIN_EXE_tidald")),
             std::path::PathBuf::from,
         );
         let mut child = Command::new(&binary)

@@ -1,22 +1,25 @@
 //! Every libcontainer call runs in a short-lived helper process.
 //!
 //! libcontainer forks, clones, `chdir`s and `unshare`s: process-wide changes
-//! that are unsound in the multi-threaded shim. So the shim re-executes its own
-//! binary as `containerd-shim-tidal-v2 __helper <request>`: a fresh,
-//! single-threaded process that performs one operation and exits. The helper
-//! creates container processes as *siblings* (CLONE_PARENT), so they are
-//! children of the shim, which reaps them. The reply travels back as JSON on
-//! fd 3; the helper's fds 0-2 are the container's stdio.
+//! that are unsound in the multi-threaded shim. So the shim runs the helper
+//! executable beside it as `tidal-shim-helper <request>`: a fresh,
+//! single-threaded process that performs one operation and exits
+//! ([`worker`]). The helper creates container processes as *siblings*
+//! (CLONE_PARENT), so they are children of the shim, which reaps them. The
+//! reply travels back as JSON on fd 3; the helper's fds 0-2 are the
+//! container's stdio. The shim's own binary holds no libcontainer code, which
+//! keeps every shim's resident memory small.
 //!
-//! Two operations have in-process fast paths when the container has no OCI
-//! hooks (hooks are run by libcontainer with `pre_exec`): Start is a write on
-//! libcontainer's notify socket, Delete removes cgroups, state and mounts.
-//! Neither forks or changes process-wide state.
+//! Start has an in-process fast path when the container has no OCI hooks
+//! (hooks are run by libcontainer with `pre_exec`): a write on libcontainer's
+//! notify socket and its state file.
 //!
 //! Helpers (and the serving shim) are started from a [`ProtectedExe`], never
 //! from the binary's path: a container's processes are cloned from a helper,
 //! and until they exec the container's program their /proc/PID/exe is the
-//! shim's binary, which must not be writable through it.
+//! helper's binary, which must not be writable through it.
+
+pub mod worker;
 
 use std::ffi::{CString, OsString};
 use std::io::Write;
@@ -31,8 +34,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::reaper::Reaper;
 
-/// First argument that switches the shim binary into helper mode.
-pub const HELPER_ARG: &str = "__helper";
 /// The helper writes its reply on this descriptor.
 const REPLY_FD: i32 = 3;
 
@@ -113,14 +114,20 @@ pub struct HelperStdio {
     pub stderr: Option<OwnedFd>,
 }
 
-/// The shim's own executable, opened so that no process can write to it.
+/// The file name of the helper executable, which is installed beside the
+/// shim's (`containerd-shim-tidal-v2`). The shim itself holds no libcontainer
+/// code: it stays small, and only helpers carry the container-creating code.
+pub const HELPER_BIN: &str = "tidal-shim-helper";
+
+/// An executable of tidal's, opened so that no process can write to it.
 ///
-/// libcontainer clones a container's init (and an exec's process) from the
-/// helper, so until it execs the container's program its /proc/PID/exe is the
-/// shim's binary on the host: a process in the container could open it
+/// libcontainer clones a container's init (and an exec's process) from a
+/// helper, so until it execs the container's program its /proc/PID/exe is
+/// the helper's binary on the host: a process in the container could open it
 /// (O_PATH) and reopen it for writing once nothing executes it any more
-/// (runc's CVE-2019-5736). So helpers and the serving shim are started as
-/// `/proc/self/fd/N` (with argv\[0\] kept), where N is either
+/// (runc's CVE-2019-5736). The serving shim is visible the same way to a
+/// container in the host's pid namespace. So helpers and the serving shim
+/// are started as `/proc/self/fd/N` (with argv\[0\] kept), where N is either
 /// - the binary opened through a read-only overlayfs that is attached
 ///   nowhere: every open for writing fails with EROFS (checked before
 ///   ETXTBSY), it costs no memory and the text pages stay shared. The mount
@@ -145,41 +152,66 @@ pub struct ProtectedExe {
 const EXE_FD_MIN: i32 = 10;
 
 impl ProtectedExe {
-    /// The executable this process runs, protected: as it is when this process
-    /// was itself started from a protected one (the serving shim, from
-    /// `start`), else through a read-only overlayfs mounted for a moment in a
-    /// temporary directory under `scratch`, else as a sealed memfd.
-    pub fn for_this_process(scratch: &Path) -> Result<Self, String> {
-        use crate::sys::WriteGuard;
-        let arg0 = std::env::args_os()
-            .next()
-            .filter(|a| !a.is_empty())
-            .unwrap_or_else(|| OsString::from("containerd-shim-tidal-v2"));
-        // The very file this process runs, even if its path was replaced since.
-        let mut running = std::fs::File::open("/proc/self/exe")
+    /// The executable this process runs and the helper beside it, protected
+    /// together (one overlayfs over their directory): what `start` hands to
+    /// the serving shim. The first carries the mount, if one was made.
+    pub fn this_and_helper(scratch: &Path) -> Result<(Self, Self), String> {
+        let running = std::fs::File::open("/proc/self/exe")
             .map_err(|e| format!("open /proc/self/exe: {e}"))?;
-        let guard = crate::sys::write_guard(running.as_fd())
-            .map_err(|e| format!("inspect /proc/self/exe: {e}"))?;
-        if guard != WriteGuard::None {
-            return Self::new(running.into(), guard, None, "inherited", arg0);
-        }
-        let overlay = match overlay_open(&running, scratch) {
-            Ok((fd, mount, how)) => {
-                return Self::new(fd, WriteGuard::ReadOnlyOverlay, mount, how, arg0)
-            }
-            Err(e) => e,
+        let path =
+            std::fs::read_link("/proc/self/exe").map_err(|e| format!("/proc/self/exe: {e}"))?;
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(format!("no directory in {}", path.display()));
         };
-        let name = std::fs::read_link("/proc/self/exe")
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.as_encoded_bytes().to_vec()))
-            .and_then(|n| CString::new(n).ok())
-            .unwrap_or_else(|| c"containerd-shim-tidal-v2".to_owned());
-        match crate::sys::sealed_memfd_copy(&mut running, &name) {
-            Ok(fd) => Self::new(fd, WriteGuard::SealedMemfd, None, "made now", arg0),
-            Err(memfd) => Err(format!(
-                "cannot protect the shim's executable from containers: \
-                 read-only overlayfs: {overlay}; sealed memfd: {memfd}"
+        let helper = dir.join(HELPER_BIN);
+        let helper_file = std::fs::File::open(&helper).map_err(|e| {
+            format!(
+                "the helper {}: {e} (install {HELPER_BIN} beside the shim)",
+                helper.display()
+            )
+        })?;
+        let names = [name, std::ffi::OsStr::new(HELPER_BIN)];
+        let (mut fds, mount, guard, how) =
+            protect(dir, &names, vec![running, helper_file], scratch)?;
+        let helper_fd = fds.pop().expect("two files");
+        let shim_fd = fds.pop().expect("two files");
+        Ok((
+            Self::new(shim_fd, guard, mount, how, arg0_or(name))?,
+            Self::new(helper_fd, guard, None, how, HELPER_BIN.into())?,
+        ))
+    }
+
+    /// The helper beside this process's executable, protected now: for a
+    /// shim that did not inherit it (`delete`, tests).
+    pub fn helper(scratch: &Path) -> Result<Self, String> {
+        let path =
+            std::fs::read_link("/proc/self/exe").map_err(|e| format!("/proc/self/exe: {e}"))?;
+        let dir = path
+            .parent()
+            .ok_or_else(|| format!("no directory in {}", path.display()))?;
+        Self::beside(dir, std::ffi::OsStr::new(HELPER_BIN), scratch)
+    }
+
+    /// The executable `name` in `dir`, protected now.
+    pub fn beside(dir: &Path, name: &std::ffi::OsStr, scratch: &Path) -> Result<Self, String> {
+        let path = dir.join(name);
+        let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (mut fds, mount, guard, how) = protect(dir, &[name], vec![file], scratch)?;
+        let fd = fds.pop().expect("one file");
+        Self::new(fd, guard, mount, how, name.to_owned())
+    }
+
+    /// An executable `start` opened protected and passed on as `fd`: refused
+    /// unless the kernel confirms that it cannot be written.
+    pub fn inherited(fd: OwnedFd, arg0: &str) -> Result<Self, String> {
+        use crate::sys::WriteGuard;
+        match crate::sys::write_guard(fd.as_fd()) {
+            Ok(WriteGuard::None) => Err(format!(
+                "the inherited {arg0} (fd {}) is not protected from writes",
+                fd.as_raw_fd()
             )),
+            Ok(guard) => Self::new(fd, guard, None, "inherited", arg0.into()),
+            Err(e) => Err(format!("inspect the inherited {arg0}: {e}")),
         }
     }
 
@@ -206,7 +238,12 @@ impl ProtectedExe {
         self.mount.as_ref().map(|m| m.as_fd())
     }
 
-    /// A command that runs this executable with the process's own argv\[0\].
+    /// The protected file itself: to hand to the serving shim.
+    pub fn file(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// A command that runs this executable with its own name as argv\[0\].
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(format!("/proc/self/fd/{}", self.fd.as_raw_fd()));
         cmd.arg0(&self.arg0);
@@ -220,35 +257,93 @@ impl ProtectedExe {
             crate::sys::WriteGuard::SealedMemfd => "a sealed memfd copy",
             crate::sys::WriteGuard::None => "nothing",
         };
-        format!("{what} ({})", self.how)
+        format!("{} from {what} ({})", self.arg0.to_string_lossy(), self.how)
     }
 }
 
-/// Opens the file `running` through a read-only overlayfs whose lower layer
-/// is its directory: with fsmount (the mount is returned, to keep), else
-/// with mount(2) and an immediate detach. Checks that it is the same file
-/// (its path may have been replaced since this process started). Leaves no
-/// mount and no directory behind. Also says which way it was made.
-fn overlay_open(
-    running: &std::fs::File,
+/// This process's argv\[0\], or `name` without one.
+fn arg0_or(name: &std::ffi::OsStr) -> OsString {
+    std::env::args_os()
+        .next()
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| name.to_owned())
+}
+
+type Protected = (
+    Vec<OwnedFd>,
+    Option<OwnedFd>,
+    crate::sys::WriteGuard,
+    &'static str,
+);
+
+/// Opens the executables `names` in `dir`, which `files` are (opened on the
+/// host, in the same order), so that they cannot be written: through one
+/// read-only overlayfs over `dir`, else as sealed memfd copies. Files that
+/// are protected already (a shim started from a protected executable) are
+/// kept as they are.
+fn protect(
+    dir: &Path,
+    names: &[&std::ffi::OsStr],
+    mut files: Vec<std::fs::File>,
     scratch: &Path,
-) -> Result<(OwnedFd, Option<OwnedFd>, &'static str), String> {
-    use std::os::unix::fs::MetadataExt;
-    let path = std::fs::read_link("/proc/self/exe").map_err(|e| format!("/proc/self/exe: {e}"))?;
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(format!("no directory in {}", path.display()));
+) -> Result<Protected, String> {
+    use crate::sys::WriteGuard;
+    let guards = files
+        .iter()
+        .map(|f| crate::sys::write_guard(f.as_fd()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("inspect {}: {e}", dir.display()))?;
+    if let Some(&guard) = guards.first().filter(|g| **g != WriteGuard::None) {
+        if guards.iter().all(|g| *g == guard) {
+            let fds = files.into_iter().map(OwnedFd::from).collect();
+            return Ok((fds, None, guard, "inherited"));
+        }
+    }
+    let overlay = match overlay_open(dir, names, &files, scratch) {
+        Ok((fds, mount, how)) => return Ok((fds, mount, WriteGuard::ReadOnlyOverlay, how)),
+        Err(e) => e,
     };
+    let mut copies = Vec::new();
+    for (file, name) in files.iter_mut().zip(names) {
+        let cname =
+            CString::new(name.as_encoded_bytes().to_vec()).unwrap_or_else(|_| c"tidal".to_owned());
+        match crate::sys::sealed_memfd_copy(file, &cname) {
+            Ok(fd) => copies.push(fd),
+            Err(memfd) => {
+                return Err(format!(
+                    "cannot protect {} from containers: read-only overlayfs: {overlay}; \
+                     sealed memfd: {memfd}",
+                    dir.join(name).display()
+                ))
+            }
+        }
+    }
+    Ok((copies, None, WriteGuard::SealedMemfd, "made now"))
+}
+
+/// Opens `names` through a read-only overlayfs whose lower layer is `dir`:
+/// with fsmount (the mount is returned, to keep), else with mount(2) and an
+/// immediate detach. Checks that each is the same file as `files` opened on
+/// the host (a path may have been replaced since). Leaves no mount and no
+/// directory behind. Also says which way it was made.
+fn overlay_open(
+    dir: &Path,
+    names: &[&std::ffi::OsStr],
+    files: &[std::fs::File],
+    scratch: &Path,
+) -> Result<(Vec<OwnedFd>, Option<OwnedFd>, &'static str), String> {
+    use std::os::unix::fs::MetadataExt;
     crate::shim::private_dir(scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
     // Empty: the second lower layer (removed as soon as the overlay exists).
     let tmp = nix::unistd::mkdtemp(&scratch.join(".exe-XXXXXX"))
         .map_err(|e| format!("temporary directory in {}: {e}", scratch.display()))?;
     let (empty, mnt) = (tmp.join("empty"), tmp.join("mnt"));
-    let opened = match crate::sys::open_on_unattached_overlay(dir, name, &tmp) {
-        Ok((fd, mount)) => Ok((fd, Some(mount), "fsmount, never attached")),
+    let opened = match crate::sys::open_on_unattached_overlay(dir, names, &tmp) {
+        Ok((fds, mount)) => Ok((fds, Some(mount), "fsmount, never attached")),
         Err(fsmount) => std::fs::create_dir(&empty)
             .and_then(|_| std::fs::create_dir(&mnt))
-            .and_then(|_| crate::sys::open_on_readonly_overlay(dir, name, &empty, &mnt))
-            .map(|fd| (fd, None, "mount(2), detached at once"))
+            .and_then(|_| crate::sys::open_on_readonly_overlay(dir, names, &empty, &mnt))
+            .map(|fds| (fds, None, "mount(2), detached at once"))
             .map_err(|e| format!("fsmount: {fsmount}; mount: {e}")),
     };
     // No mount is attached here (the fallback's is detached): plain rmdir
@@ -258,40 +353,44 @@ fn overlay_open(
         .filter(|d| d.exists())
         .try_for_each(std::fs::remove_dir)
         .map_err(|e| format!("remove {}: {e}", tmp.display()));
-    let (fd, mount, how) = opened?;
+    let (fds, mount, how) = opened?;
     removed?;
-    // The path still names the running file (overlayfs may number inodes
-    // its own way, so the identity is checked on the host's path, after the
-    // lookup through the overlay), and the overlay shows the same content.
-    let seen = std::fs::File::from(crate::sys::dup(&fd).map_err(|e| e.to_string())?)
-        .metadata()
-        .map_err(|e| format!("stat on overlayfs: {e}"))?;
-    let host = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let ran = running
-        .metadata()
-        .map_err(|e| format!("stat /proc/self/exe: {e}"))?;
+    // Each path still names the file opened on the host (overlayfs may
+    // number inodes its own way, so the identity is checked on the host's
+    // path, after the lookup through the overlay), and the overlay shows the
+    // same content.
     let content = |m: &std::fs::Metadata| (m.size(), m.mtime(), m.mtime_nsec());
-    if (host.dev(), host.ino()) != (ran.dev(), ran.ino()) || content(&seen) != content(&ran) {
-        return Err(format!(
-            "{} is no longer the binary this process runs",
-            path.display()
-        ));
+    for ((fd, name), file) in fds.iter().zip(names).zip(files) {
+        let path = dir.join(name);
+        let seen = std::fs::File::from(crate::sys::dup(fd).map_err(|e| e.to_string())?)
+            .metadata()
+            .map_err(|e| format!("stat {} on overlayfs: {e}", path.display()))?;
+        let host = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let ran = file
+            .metadata()
+            .map_err(|e| format!("stat {}: {e}", path.display()))?;
+        if (host.dev(), host.ino()) != (ran.dev(), ran.ino()) || content(&seen) != content(&ran) {
+            return Err(format!(
+                "{} was replaced while it was opened",
+                path.display()
+            ));
+        }
     }
-    Ok((fd, mount, how))
+    Ok((fds, mount, how))
 }
 
-/// The protected executable helpers are started from, made once on first
-/// use (a `delete` usually starts no helper at all) or given ready. If it
-/// could not be made, every helper fails with that reason: tidal does not
-/// run containers from an executable they could write.
+/// The protected helper executable, made once on first use (a `delete`
+/// usually starts no helper at all) or given ready. If it could not be
+/// made, every helper fails with that reason: tidal does not run containers
+/// from an executable they could write.
 pub struct SelfExe {
     cell: OnceLock<Result<ProtectedExe, String>>,
     scratch: PathBuf,
 }
 
 impl SelfExe {
-    /// Protects this process's executable when first needed, with temporary
-    /// directories under `scratch`.
+    /// Protects the helper beside this process's executable when first
+    /// needed, with temporary directories under `scratch`.
     pub fn lazy(scratch: PathBuf) -> Self {
         Self {
             cell: OnceLock::new(),
@@ -299,7 +398,7 @@ impl SelfExe {
         }
     }
 
-    /// An executable protected already (or the reason it could not be).
+    /// A helper executable protected already (or the reason it could not be).
     pub fn ready(exe: Result<ProtectedExe, String>) -> Self {
         Self {
             cell: OnceLock::from(exe),
@@ -309,7 +408,7 @@ impl SelfExe {
 
     pub fn get(&self) -> Result<&ProtectedExe, &str> {
         self.cell
-            .get_or_init(|| ProtectedExe::for_this_process(&self.scratch))
+            .get_or_init(|| ProtectedExe::helper(&self.scratch))
             .as_ref()
             .map_err(String::as_str)
     }
@@ -358,8 +457,7 @@ impl Helpers {
             .get()
             .map_err(|e| HelperError::Failed(format!("refusing to start a helper: {e}")))?;
         let mut cmd = exe.command();
-        cmd.arg(HELPER_ARG)
-            .arg(json)
+        cmd.arg(json)
             .stdin(io(stdio.stdin))
             .stdout(io(stdio.stdout))
             .stderr(io(stdio.stderr))
@@ -428,22 +526,14 @@ impl Helpers {
         start_in_process(root, id).map(|_| None)
     }
 
-    /// Deletes a container's state, cgroups and rootfs mounts. Without OCI
-    /// hooks libcontainer's delete forks nothing and changes no process-wide
-    /// state, so it runs in the shim, on a blocking thread.
+    /// Deletes a container's state, cgroups and rootfs mounts.
     pub async fn delete(&self, id: &str, root: &Path, bundle: &Path) -> Reply {
-        if has_hooks(root, id) {
-            let req = Request::Delete {
-                id: id.to_string(),
-                root: root.to_path_buf(),
-                bundle: bundle.to_path_buf(),
-            };
-            return self.run(&req, HelperStdio::default()).await;
-        }
-        let (id, root, bundle) = (id.to_string(), root.to_path_buf(), bundle.to_path_buf());
-        tokio::task::spawn_blocking(move || delete(&id, &root, &bundle))
-            .await
-            .map_err(|e| HelperError::Failed(format!("delete task: {e}")))?
+        let req = Request::Delete {
+            id: id.to_string(),
+            root: root.to_path_buf(),
+            bundle: bundle.to_path_buf(),
+        };
+        self.run(&req, HelperStdio::default()).await
     }
 }
 
@@ -457,37 +547,41 @@ fn has_hooks(root: &Path, id: &str) -> bool {
         .unwrap_or(true)
 }
 
+/// Starts a created container without hooks: as libcontainer's start does,
+/// but on its state file directly, so the shim needs none of libcontainer's
+/// code. The state must say `created` and its init process must still be
+/// there; it then says `running`, written the way libcontainer writes it.
 fn start_in_process(root: &Path, id: &str) -> Result<(), HelperError> {
-    use libcontainer::container::ContainerStatus;
     let dir = std::fs::File::open(root.join(id))
         .map_err(|_| HelperError::NotFound(format!("container {id} does not exist")))?;
-    let notify = format!("/proc/self/fd/{}/notify.sock", dir.as_raw_fd());
-    let mut c = load(root, id)?;
-    if !c.can_start() {
+    let state_file = root.join(id).join("state.json");
+    let bytes = std::fs::read(&state_file)
+        .map_err(|e| HelperError::Failed(format!("state of container {id}: {e}")))?;
+    let mut state: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes)
+        .map_err(|e| HelperError::Failed(format!("state of container {id}: {e}")))?;
+    let status = state.get("status").and_then(|s| s.as_str()).unwrap_or("");
+    let pid = state.get("pid").and_then(|p| p.as_i64()).unwrap_or(0);
+    if status != "created" || !crate::sys::alive(pid as i32) {
+        let is = if status == "created" {
+            "stopped"
+        } else {
+            status
+        };
         return Err(HelperError::WrongState(format!(
-            "start container {id}: it is {:?}",
-            c.status()
+            "start container {id}: it is {is}"
         )));
     }
+    let notify = format!("/proc/self/fd/{}/notify.sock", dir.as_raw_fd());
     let mut sock = std::os::unix::net::UnixStream::connect(&notify)
         .map_err(|e| HelperError::Failed(format!("start container {id}: notify socket: {e}")))?;
     sock.write_all(b"start container")
         .map_err(|e| HelperError::Failed(format!("start container {id}: {e}")))?;
     drop(sock);
-    c.set_status(ContainerStatus::Running)
-        .save()
-        .map_err(|e| lc_error("save state of", id, e))?;
-    Ok(())
-}
-
-fn delete(id: &str, root: &Path, bundle: &Path) -> Reply {
-    let result = match load(root, id) {
-        Ok(mut c) => c.delete(true).map_err(|e| lc_error("delete", id, e)),
-        Err(HelperError::NotFound(_)) => Ok(()),
-        Err(e) => Err(e),
-    };
-    unmount_rootfs(&bundle.join("rootfs"));
-    result.map(|_| None)
+    state.insert("status".into(), "running".into());
+    let json = serde_json::to_vec(&state)
+        .map_err(|e| HelperError::Failed(format!("state of container {id}: {e}")))?;
+    std::fs::write(&state_file, json)
+        .map_err(|e| HelperError::Failed(format!("save state of container {id}: {e}")))
 }
 
 async fn read_reply(fd: OwnedFd) -> Option<Reply> {
@@ -513,364 +607,6 @@ fn op_name(req: &Request) -> &'static str {
     }
 }
 
-/// Entry point of helper mode; never returns. Runs before any thread exists.
-pub fn main(arg: &str) -> ! {
-    restore_process_name();
-    // SAFETY: `Helpers::run` put the reply pipe at REPLY_FD for us alone.
-    let mut reply_fd = std::fs::File::from(unsafe { crate::sys::inherited(REPLY_FD) });
-    let _ = crate::sys::set_cloexec(&reply_fd, true);
-    let reply = match serde_json::from_str::<Request>(arg) {
-        Ok(req) => execute(req),
-        Err(e) => Err(HelperError::Invalid(format!("bad helper request: {e}"))),
-    };
-    let code = i32::from(reply.is_err());
-    let mut line = serde_json::to_vec(&reply).unwrap_or_default();
-    line.push(b'\n');
-    let _ = reply_fd.write_all(&line);
-    drop(reply_fd);
-    std::process::exit(code)
-}
-
-/// Runs the container's process as runc does: an argv[0] with a slash is a
-/// path and needs no `PATH` (the pause image sets none); a bare name is
-/// looked up in the process's `PATH`. libcontainer's own executor insists on
-/// `PATH` even for absolute paths.
-///
-/// For an exec process it also applies the container's seccomp filter:
-/// libcontainer 0.7 builds an exec's spec without `linux.seccomp`, so an
-/// exec'd process would otherwise run unfiltered (runc filters it).
-#[derive(Clone, Default)]
-struct Workload {
-    exec_seccomp: Option<ExecSeccomp>,
-}
-
-/// The filter to load just before execve, and the capabilities to drop to
-/// after it: the process was started with CAP_SYS_ADMIN and CAP_SETPCAP
-/// kept, which loading a filter without no_new_privs and then dropping the
-/// bounding set need.
-#[derive(Clone)]
-struct ExecSeccomp {
-    filter: oci_spec::runtime::LinuxSeccomp,
-    capabilities: Option<oci_spec::runtime::LinuxCapabilities>,
-}
-
-impl libcontainer::workload::Executor for Workload {
-    fn exec(
-        &self,
-        spec: &oci_spec::runtime::Spec,
-    ) -> Result<(), libcontainer::workload::ExecutorError> {
-        use libcontainer::workload::ExecutorError as E;
-        if let Some(s) = &self.exec_seccomp {
-            match libcontainer::seccomp::initialize_seccomp(&s.filter) {
-                Ok(None) => {}
-                Ok(Some(_)) => {
-                    return Err(E::Other(
-                        "seccomp notify (SCMP_ACT_NOTIFY) is not supported for exec processes"
-                            .into(),
-                    ))
-                }
-                Err(e) => {
-                    return Err(E::Other(format!(
-                        "load the container's seccomp filter: {e}"
-                    )))
-                }
-            }
-            if let Some(caps) = &s.capabilities {
-                let syscall = libcontainer::syscall::syscall::create_syscall();
-                libcontainer::capabilities::drop_privileges(caps, syscall.as_ref())
-                    .map_err(|e| E::Other(format!("drop capabilities after seccomp: {e}")))?;
-            }
-        }
-        libcontainer::workload::default::get_executor().exec(spec)
-    }
-
-    fn validate(
-        &self,
-        spec: &oci_spec::runtime::Spec,
-    ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
-        use libcontainer::workload::ExecutorValidationError as E;
-        let process = spec
-            .process()
-            .as_ref()
-            .ok_or(E::ArgValidationError("the spec has no process".into()))?;
-        let Some(name) = process.args().as_ref().and_then(|a| a.first()) else {
-            return Err(E::ArgValidationError("the process has no args".into()));
-        };
-        let path_var = process
-            .env()
-            .iter()
-            .flatten()
-            .find_map(|e| e.strip_prefix("PATH="))
-            .unwrap_or("");
-        let found = if name.contains('/') {
-            Some(std::path::PathBuf::from(name))
-        } else {
-            path_var
-                .split(':')
-                .filter(|d| !d.is_empty())
-                .map(|d| std::path::Path::new(d).join(name))
-                .find(|p| p.is_file())
-        };
-        let Some(path) = found else {
-            return Err(E::ArgValidationError(format!(
-                "executable {name:?} not found in $PATH ({path_var:?})"
-            )));
-        };
-        use std::os::unix::fs::PermissionsExt;
-        match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
-            Ok(_) => Err(E::ArgValidationError(format!(
-                "{} is not an executable file",
-                path.display()
-            ))),
-            Err(e) => Err(E::ArgValidationError(format!(
-                "executable {}: {e}",
-                path.display()
-            ))),
-        }
-    }
-}
-
-/// An exec's process file and executor. When the container has a seccomp
-/// filter and the process names all of its capability sets, the process
-/// file handed to libcontainer is a copy that keeps CAP_SYS_ADMIN and
-/// CAP_SETPCAP until [`Workload::exec`] has loaded the filter and dropped to
-/// the sets asked for. The copy is removed when the returned value drops.
-fn exec_workload(
-    root: &Path,
-    id: &str,
-    process: &Path,
-) -> Result<(ExecProcessFile, Workload), HelperError> {
-    use oci_spec::runtime::{Capability, LinuxCapabilities, Process, Spec};
-    let bundle = load(root, id)?.bundle().to_path_buf();
-    let spec = Spec::load(bundle.join("config.json"))
-        .map_err(|e| HelperError::Failed(format!("read the spec of container {id}: {e}")))?;
-    let Some(filter) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) else {
-        return Ok((
-            ExecProcessFile::Given(process.to_path_buf()),
-            Workload::default(),
-        ));
-    };
-    let text = std::fs::read(process)
-        .map_err(|e| HelperError::Invalid(format!("exec process {}: {e}", process.display())))?;
-    let mut p: Process = serde_json::from_slice(&text)
-        .map_err(|e| HelperError::Invalid(format!("exec process {}: {e}", process.display())))?;
-    let wanted = p.capabilities().clone();
-    let complete = wanted.as_ref().is_some_and(|c| {
-        c.bounding().is_some() && c.effective().is_some() && c.permitted().is_some()
-    });
-    if !complete || p.no_new_privileges() == Some(true) {
-        // Nothing to keep: either no capabilities are dropped at all, or
-        // no_new_privs lets an unprivileged process load the filter.
-        let workload = Workload {
-            exec_seccomp: Some(ExecSeccomp {
-                filter,
-                capabilities: None,
-            }),
-        };
-        return Ok((ExecProcessFile::Given(process.to_path_buf()), workload));
-    }
-    let wanted = wanted.unwrap_or_default();
-    let keep = |set: &Option<std::collections::HashSet<Capability>>| {
-        let mut set = set.clone().unwrap_or_default();
-        set.extend([Capability::SysAdmin, Capability::Setpcap]);
-        Some(set)
-    };
-    let mut widened = LinuxCapabilities::default();
-    widened
-        .set_bounding(keep(wanted.bounding()))
-        .set_effective(keep(wanted.effective()))
-        .set_permitted(keep(wanted.permitted()))
-        .set_inheritable(wanted.inheritable().clone())
-        .set_ambient(wanted.ambient().clone());
-    p.set_capabilities(Some(widened));
-    let copy = process.with_extension("seccomp.json");
-    let json =
-        serde_json::to_vec(&p).map_err(|e| HelperError::Failed(format!("exec process: {e}")))?;
-    std::fs::write(&copy, json)
-        .map_err(|e| HelperError::Failed(format!("write {}: {e}", copy.display())))?;
-    let workload = Workload {
-        exec_seccomp: Some(ExecSeccomp {
-            filter,
-            capabilities: Some(wanted),
-        }),
-    };
-    Ok((ExecProcessFile::Copy(copy), workload))
-}
-
-/// The process file an exec runs from: the caller's, or our copy (removed on drop).
-enum ExecProcessFile {
-    Given(PathBuf),
-    Copy(PathBuf),
-}
-
-impl ExecProcessFile {
-    fn path(&self) -> &Path {
-        match self {
-            ExecProcessFile::Given(p) | ExecProcessFile::Copy(p) => p,
-        }
-    }
-}
-
-impl Drop for ExecProcessFile {
-    fn drop(&mut self) {
-        if let ExecProcessFile::Copy(p) = self {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-fn execute(req: Request) -> Reply {
-    use libcontainer::container::builder::ContainerBuilder;
-    use libcontainer::syscall::syscall::SyscallType;
-
-    match req {
-        Request::Create {
-            id,
-            root,
-            bundle,
-            rootfs,
-            console_socket,
-        } => {
-            let target = bundle.join("rootfs");
-            // libcontainer 0.7 rejects runc's rootfsPropagation names and
-            // ignores per-mount propagation: see crate::propagation.
-            let propagation = crate::propagation::prepare(&bundle)
-                .map_err(|e| HelperError::Invalid(format!("create container {id}: {e}")))?;
-            for m in &rootfs {
-                let kind = Some(m.kind.as_str()).filter(|s| !s.is_empty());
-                let source = Some(m.source.as_str()).filter(|s| !s.is_empty());
-                containerd_shim::mount::mount_rootfs(kind, source, &m.options, &target)
-                    .map_err(|e| HelperError::Failed(format!("mount rootfs: {e}")))?;
-            }
-            let built = ContainerBuilder::new(id.clone(), SyscallType::default())
-                .with_root_path(&root)
-                .and_then(|b| b.validate_id())
-                .map(|b| b.with_executor(Workload::default()))
-                .map(|b| b.with_console_socket(console_socket.as_ref()))
-                .and_then(|b| {
-                    b.as_init(&bundle)
-                        .with_systemd(false)
-                        .with_detach(true)
-                        .as_sibling(true)
-                        .build()
-                });
-            // Before the container's process runs, as runc does while mounting.
-            let built = built
-                .map_err(|e| format!("{e}{}", source_chain(&e)))
-                .and_then(|c| match c.pid() {
-                    Some(pid) => crate::propagation::apply(pid.as_raw(), &propagation).map(|_| c),
-                    None => Ok(c),
-                });
-            match built {
-                Ok(c) => Ok(c.pid().map(|p| p.as_raw())),
-                Err(e) => {
-                    let msg = format!("create container {id}: {e}");
-                    // Leave nothing behind: state, cgroup and rootfs mounts.
-                    if let Ok(mut c) = load(&root, &id) {
-                        let _ = c.delete(true);
-                    }
-                    unmount_rootfs(&target);
-                    Err(HelperError::Failed(msg))
-                }
-            }
-        }
-        Request::Start { id, root } => {
-            let mut c = load(&root, &id)?;
-            c.start().map_err(|e| lc_error("start", &id, e))?;
-            Ok(None)
-        }
-        Request::Exec {
-            id,
-            root,
-            process,
-            console_socket,
-        } => {
-            let (process, workload) = exec_workload(&root, &id, &process)?;
-            let built = ContainerBuilder::new(id.clone(), SyscallType::default())
-                .with_root_path(&root)
-                .map(|b| b.with_executor(workload))
-                .map(|b| b.with_console_socket(console_socket.as_ref()))
-                .and_then(|b| {
-                    b.as_tenant()
-                        .with_process(Some(process.path()))
-                        .with_detach(true)
-                        .as_sibling(true)
-                        .build()
-                });
-            drop(process);
-            let pid = built.map_err(|e| lc_error("exec in", &id, e))?;
-            Ok(Some(pid.as_raw()))
-        }
-        Request::Kill {
-            id,
-            root,
-            signal,
-            all,
-        } => {
-            let sig = libcontainer::signal::Signal::try_from(signal)
-                .map_err(|e| HelperError::Invalid(format!("signal {signal}: {e}")))?;
-            let mut c = load(&root, &id)?;
-            c.kill(sig, all).map_err(|e| lc_error("kill", &id, e))?;
-            Ok(None)
-        }
-        Request::Pause { id, root } => {
-            load(&root, &id)?
-                .pause()
-                .map_err(|e| lc_error("pause", &id, e))?;
-            Ok(None)
-        }
-        Request::Resume { id, root } => {
-            load(&root, &id)?
-                .resume()
-                .map_err(|e| lc_error("resume", &id, e))?;
-            Ok(None)
-        }
-        Request::Delete { id, root, bundle } => delete(&id, &root, &bundle),
-    }
-}
-
-fn load(root: &Path, id: &str) -> Result<libcontainer::container::Container, HelperError> {
-    let dir = root.join(id);
-    if !dir.exists() {
-        return Err(HelperError::NotFound(format!(
-            "container {id} does not exist"
-        )));
-    }
-    libcontainer::container::Container::load(dir)
-        .map_err(|e| HelperError::Failed(format!("load state of container {id}: {e}")))
-}
-
-fn lc_error(op: &str, id: &str, e: libcontainer::error::LibcontainerError) -> HelperError {
-    use libcontainer::error::LibcontainerError as E;
-    let msg = format!("{op} container {id}: {e}{}", source_chain(&e));
-    match e {
-        E::IncorrectStatus(_) => HelperError::WrongState(msg),
-        E::NoDirectory => HelperError::NotFound(msg),
-        E::InvalidID(_) | E::InvalidInput(_) | E::InvalidSpec(_) | E::MissingSpec(_) => {
-            HelperError::Invalid(msg)
-        }
-        _ => HelperError::Failed(msg),
-    }
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = String::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
-}
-
-fn unmount_rootfs(target: &Path) {
-    if let Some(t) = target.to_str() {
-        let _ = containerd_shim::mount::umount_recursive(Some(t), libc::MNT_DETACH);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -885,13 +621,19 @@ mod tests {
             .map_err(|e| e.raw_os_error().unwrap_or(0))
     }
 
-    /// What `delete` does: protect an executable that is not protected yet
-    /// (this test binary), then run it. As root through overlayfs, leaving
-    /// nothing in the scratch directory; without root as a sealed memfd.
+    /// What `delete` does for the helper: protect an executable that is not
+    /// protected yet (this test binary), then run it. As root through
+    /// overlayfs, leaving nothing in the scratch directory; without root as a
+    /// sealed memfd.
     #[test]
-    fn this_processs_executable_is_protected_on_first_use() {
+    fn an_executable_is_protected_on_first_use() {
         let scratch = std::env::temp_dir().join(format!("tidal-exe-{}", std::process::id()));
-        let exe = SelfExe::lazy(scratch.clone());
+        let me = std::env::current_exe().unwrap();
+        let exe = SelfExe::ready(ProtectedExe::beside(
+            me.parent().unwrap(),
+            me.file_name().unwrap(),
+            &scratch,
+        ));
         let got = exe.get().expect("protect the test binary");
         let path = format!("/proc/self/fd/{}", got.fd.as_raw_fd());
         if nix::unistd::Uid::effective().is_root() {
@@ -919,6 +661,48 @@ mod tests {
         assert!(listed.status.success());
         assert!(String::from_utf8_lossy(&listed.stdout).contains("protected_on_first_use"));
         let _ = std::fs::remove_dir(&scratch);
+    }
+
+    /// What `start` does: the shim and the helper beside it protected by one
+    /// overlay (as root), each runnable, neither writable; a missing helper
+    /// is named.
+    #[test]
+    fn two_executables_are_protected_together() {
+        let dir = std::env::temp_dir().join(format!("tidal-exes-{}", std::process::id()));
+        let scratch = dir.join("scratch");
+        std::fs::create_dir_all(&dir).unwrap();
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        for name in ["shim", "helper"] {
+            std::fs::copy("/proc/self/exe", bin.join(name)).unwrap();
+        }
+        let names = [std::ffi::OsStr::new("shim"), std::ffi::OsStr::new("helper")];
+        let files = names
+            .iter()
+            .map(|n| std::fs::File::open(bin.join(n)).unwrap())
+            .collect();
+        let (fds, mount, guard, how) = protect(&bin, &names, files, &scratch).unwrap();
+        assert_eq!(fds.len(), 2);
+        if nix::unistd::Uid::effective().is_root() {
+            assert_eq!(guard, WriteGuard::ReadOnlyOverlay, "{how}");
+            assert_eq!(mount.is_some(), how.starts_with("fsmount"));
+        } else {
+            assert_eq!(guard, WriteGuard::SealedMemfd);
+        }
+        for fd in fds {
+            let exe = ProtectedExe::new(fd, guard, None, how, "t".into()).unwrap();
+            let path = format!("/proc/self/fd/{}", exe.fd.as_raw_fd());
+            assert!(open_for_append(&path).is_err(), "{}", exe.describe());
+            let listed = exe.command().args(["--list"]).output().unwrap();
+            assert!(listed.status.success(), "{}", exe.describe());
+        }
+        drop(mount);
+        std::fs::remove_file(bin.join("helper")).unwrap();
+        let missing = ProtectedExe::beside(&bin, std::ffi::OsStr::new("helper"), &scratch)
+            .err()
+            .expect("no helper");
+        assert!(missing.contains("helper"), "{missing}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

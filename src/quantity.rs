@@ -110,7 +110,7 @@ pub fn parse_memory(s: &str) -> Result<u64, QuantityError> {
 /// Formats bytes the way `kubectl` users read them.
 pub fn format_memory(bytes: u64) -> String {
     for (suf, m) in [("Gi", 1u64 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
-        if bytes >= m && bytes % m == 0 {
+        if bytes >= m && bytes.is_multiple_of(m) {
             return format!("{}{suf}", bytes / m);
         }
     }

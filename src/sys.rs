@@ -185,8 +185,8 @@ pub fn fd_at_least(fd: OwnedFd, min: std::os::fd::RawFd) -> io::Result<OwnedFd> 
     Ok(unsafe { owned(raw) })
 }
 
-/// Opens `name` in directory `dir` (O_PATH, close-on-exec) through a
-/// read-only overlayfs made with the new mount API (fsopen, fsconfig,
+/// Opens each of `names` in directory `dir` (O_PATH, close-on-exec) through
+/// one read-only overlayfs made with the new mount API (fsopen, fsconfig,
 /// fsmount; Linux 5.2): a mount that is never attached anywhere, so nothing
 /// has to be unmounted, which would wait for an RCU grace period (a few ms).
 /// Any open of the file for writing through the descriptor (or through
@@ -194,14 +194,14 @@ pub fn fd_at_least(fd: OwnedFd, min: std::os::fd::RawFd) -> io::Result<OwnedFd> 
 /// empty directory, the second lower layer overlayfs wants without an upper
 /// one; it may be removed as soon as this returns.
 ///
-/// Returns the file and the mount. Keep the mount's descriptor open (or
+/// Returns the files and the mount. Keep the mount's descriptor open (or
 /// hand it to a process that keeps it): closing the last one dissolves the
 /// mount, with the same grace period as an unmount.
 pub fn open_on_unattached_overlay(
     dir: &std::path::Path,
-    name: &std::ffi::OsStr,
+    names: &[&std::ffi::OsStr],
     empty: &std::path::Path,
-) -> io::Result<(OwnedFd, OwnedFd)> {
+) -> io::Result<(Vec<OwnedFd>, OwnedFd)> {
     let dir_fd = open_path(dir, libc::O_DIRECTORY)?;
     let empty_fd = open_path(empty, libc::O_DIRECTORY)?;
     let lower = std::ffi::CString::new(format!(
@@ -264,15 +264,16 @@ pub fn open_on_unattached_overlay(
         },
         "fsmount",
     )?;
-    let file = open_path(
-        &std::path::Path::new(&format!("/proc/self/fd/{}", mount.as_raw_fd())).join(name),
-        libc::O_NOFOLLOW,
-    )?;
-    Ok((file, mount))
+    let root = std::path::PathBuf::from(format!("/proc/self/fd/{}", mount.as_raw_fd()));
+    let files = names
+        .iter()
+        .map(|name| open_path(&root.join(name), libc::O_NOFOLLOW))
+        .collect::<io::Result<Vec<_>>>()?;
+    Ok((files, mount))
 }
 
-/// Opens `name` in directory `dir` (O_PATH, close-on-exec) through a
-/// read-only overlayfs mounted on `mountpoint`, then detaches that mount: the
+/// Opens each of `names` in directory `dir` (O_PATH, close-on-exec) through
+/// a read-only overlayfs mounted on `mountpoint`, then detaches that mount: the
 /// descriptor is the only way left to the mount, and any open of the file for
 /// writing through it (or through /proc/PID/exe of a process executing it)
 /// fails with EROFS. `empty` is an empty directory: overlayfs without an
@@ -283,10 +284,10 @@ pub fn open_on_unattached_overlay(
 /// overlayfs' escaping of `:` and `,`.
 pub fn open_on_readonly_overlay(
     dir: &std::path::Path,
-    name: &std::ffi::OsStr,
+    names: &[&std::ffi::OsStr],
     empty: &std::path::Path,
     mountpoint: &std::path::Path,
-) -> io::Result<OwnedFd> {
+) -> io::Result<Vec<OwnedFd>> {
     use nix::mount::{mount, umount2, MntFlags, MsFlags};
     let dir_fd = open_path(dir, libc::O_DIRECTORY)?;
     let empty_fd = open_path(empty, libc::O_DIRECTORY)?;
@@ -303,7 +304,10 @@ pub fn open_on_readonly_overlay(
         Some(options.as_str()),
     )
     .map_err(|e| io::Error::other(format!("mount overlayfs: {e}")))?;
-    let opened = open_path(&mountpoint.join(name), libc::O_NOFOLLOW);
+    let opened = names
+        .iter()
+        .map(|name| open_path(&mountpoint.join(name), libc::O_NOFOLLOW))
+        .collect::<io::Result<Vec<_>>>();
     umount2(mountpoint, MntFlags::MNT_DETACH)
         .map_err(|e| io::Error::other(format!("detach overlayfs: {e}")))?;
     opened.map_err(|e| io::Error::new(e.kind(), format!("open on overlayfs: {e}")))
@@ -373,6 +377,22 @@ pub fn write_guard(fd: BorrowedFd<'_>) -> io::Result<WriteGuard> {
         }
         _ => Ok(WriteGuard::None),
     }
+}
+
+/// Whether process `pid` exists and has not exited (is no zombie): a
+/// signal-0 probe, then its state letter in /proc.
+pub fn alive(pid: i32) -> bool {
+    if pid <= 0 || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses.
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
+    !matches!(state, Some('Z' | 'X' | 'x') | None)
 }
 
 /// Keeps the descriptor `fd` this process inherited open for the rest of

@@ -4,7 +4,7 @@
 //! beside it; a pod through CRI; its container resized live through tidalctl
 //! and through kubelet's path; history and rollback. Leaves nothing behind.
 //!
-//!   TIDAL_SHIM_DIR=target/release cargo run -p tidal-integration --example demo
+//!   cargo run --release -p tidal-integration --example demo
 //!
 //! (`hack/demo` builds tidal and runs this.)
 

@@ -13,11 +13,16 @@ pub fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// Where `containerd-shim-tidal-v2` is: `TIDAL_SHIM_DIR`, else the workspace's
-/// debug build (which `cargo test --workspace` builds before any test runs).
+/// Where `containerd-shim-tidal-v2` is: `TIDAL_SHIM_DIR`, else the build
+/// this test or benchmark belongs to (`cargo test --workspace` builds the
+/// binaries before any test runs): the directory above its own `deps/`.
 pub fn shim_dir() -> PathBuf {
     let dir = std::env::var_os("TIDAL_SHIM_DIR")
         .map(PathBuf::from)
+        .or_else(|| {
+            let exe = std::env::current_exe().ok()?;
+            Some(exe.parent()?.parent()?.to_path_buf())
+        })
         .unwrap_or_else(|| repo().join("target/debug"));
     let shim = dir.join("containerd-shim-tidal-v2");
     assert!(

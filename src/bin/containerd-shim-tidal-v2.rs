@@ -1,11 +1,8 @@
-//! containerd-shim-tidal-v2: containerd's shim v2 for tidal.
+//! containerd-shim-tidal-v2: containerd's shim v2 for tidal. Container
+//! processes are made by the helper executable beside it (src/helper.rs).
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    // Helper mode runs before any thread exists: see src/helper.rs.
-    if args.get(1).map(String::as_str) == Some(tidal::helper::HELPER_ARG) {
-        tidal::helper::main(args.get(2).map(String::as_str).unwrap_or_default());
-    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

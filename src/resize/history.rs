@@ -146,7 +146,7 @@ impl Log {
     /// Appends `rev` as the next revision; returns its number.
     pub fn append(&mut self, mut rev: Revision) -> std::io::Result<u64> {
         rev.revision = self.last + 1;
-        if rev.revision > KEPT && rev.revision % COMPACT_EVERY == 0 {
+        if rev.revision > KEPT && rev.revision.is_multiple_of(COMPACT_EVERY) {
             // The file is replaced: appends go to the new one.
             self.out = None;
             compact(&self.file, rev.revision - KEPT)?;

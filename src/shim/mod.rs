@@ -76,6 +76,10 @@ const LISTENER_FD: i32 = 3;
 /// period, a few ms, on containerd's path).
 const EXE_MOUNT_FD: i32 = 4;
 const EXE_MOUNT_ENV: &str = "TIDAL_EXE_MOUNT_FD";
+/// The protected helper executable travels from `start` as this fd,
+/// announced by [`HELPER_EXE_ENV`].
+const HELPER_EXE_FD: i32 = 5;
+const HELPER_EXE_ENV: &str = "TIDAL_HELPER_EXE_FD";
 /// containerd names its ttrpc address in this variable.
 const TTRPC_ADDRESS: &str = "TTRPC_ADDRESS";
 
@@ -152,10 +156,10 @@ fn start(flags: &Flags) -> Result<String, String> {
         Err(e) => return Err(format!("bind {}: {e}", socket.display())),
     };
     let fd: OwnedFd = listener.into();
-    // The serving shim runs from the protected executable too: a container
-    // with the host's pid namespace sees it, and it is what helpers inherit.
-    let exe = match ProtectedExe::for_this_process(&state_dir()) {
-        Ok(exe) => exe,
+    // The serving shim runs from a protected executable too (a container
+    // with the host's pid namespace sees it), and gets the helper's.
+    let (exe, helper) = match ProtectedExe::this_and_helper(&state_dir()) {
+        Ok(exes) => exes,
         Err(e) => {
             let _ = std::fs::remove_file(&socket);
             return Err(e);
@@ -186,6 +190,8 @@ fn start(flags: &Flags) -> Result<String, String> {
         crate::sys::pass_fd(&mut cmd, mount.as_raw_fd(), EXE_MOUNT_FD);
         cmd.env(EXE_MOUNT_ENV, EXE_MOUNT_FD.to_string());
     }
+    crate::sys::pass_fd(&mut cmd, helper.file().as_raw_fd(), HELPER_EXE_FD);
+    cmd.env(HELPER_EXE_ENV, HELPER_EXE_FD.to_string());
     let child = cmd.spawn();
     if let Err(e) = child {
         let _ = std::fs::remove_file(&socket);
@@ -261,7 +267,13 @@ async fn serve(flags: &Flags) -> Result<(), String> {
     private_dir(&root).map_err(|e| format!("state dir {}: {e}", root.display()))?;
     // Normally inherited from `start`; a shim that cannot have it serves,
     // but every helper fails with the reason (see SelfExe).
-    let exe = ProtectedExe::for_this_process(&state_dir());
+    let exe = if std::env::var(HELPER_EXE_ENV).as_deref() == Ok(&HELPER_EXE_FD.to_string()) {
+        // SAFETY: `start` passed the helper's descriptor at HELPER_EXE_FD for us alone.
+        let fd = unsafe { crate::sys::inherited(HELPER_EXE_FD) };
+        ProtectedExe::inherited(fd, crate::helper::HELPER_BIN)
+    } else {
+        ProtectedExe::helper(&state_dir())
+    };
     match &exe {
         Ok(exe) => log::info!("helpers run from {}", exe.describe()),
         Err(e) => log::error!("{e}: no container can be created or changed by this shim"),

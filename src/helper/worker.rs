@@ -1,0 +1,378 @@
+//! The helper process: performs one [`Request`] with libcontainer and
+//! replies on fd 3. Runs as its own executable (`tidal-shim-helper`), fresh
+//! and single-threaded, so libcontainer's forks, clones and `unshare`s never
+//! meet the shim's threads, and the shim itself carries none of this code.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::{restore_process_name, HelperError, Reply, Request, REPLY_FD};
+
+/// The helper executable's entry point; never returns. Runs before any
+/// thread exists.
+pub fn main(arg: &str) -> ! {
+    restore_process_name();
+    // SAFETY: `Helpers::run` put the reply pipe at REPLY_FD for us alone.
+    let mut reply_fd = std::fs::File::from(unsafe { crate::sys::inherited(REPLY_FD) });
+    let _ = crate::sys::set_cloexec(&reply_fd, true);
+    let reply = match serde_json::from_str::<Request>(arg) {
+        Ok(req) => execute(req),
+        Err(e) => Err(HelperError::Invalid(format!("bad helper request: {e}"))),
+    };
+    let code = i32::from(reply.is_err());
+    let mut line = serde_json::to_vec(&reply).unwrap_or_default();
+    line.push(b'\n');
+    let _ = reply_fd.write_all(&line);
+    drop(reply_fd);
+    std::process::exit(code)
+}
+
+/// Runs the container's process as runc does: an argv[0] with a slash is a
+/// path and needs no `PATH` (the pause image sets none); a bare name is
+/// looked up in the process's `PATH`. libcontainer's own executor insists on
+/// `PATH` even for absolute paths.
+///
+/// For an exec process it also applies the container's seccomp filter:
+/// libcontainer 0.7 builds an exec's spec without `linux.seccomp`, so an
+/// exec'd process would otherwise run unfiltered (runc filters it).
+#[derive(Clone, Default)]
+struct Workload {
+    exec_seccomp: Option<ExecSeccomp>,
+}
+
+/// The filter to load just before execve, and the capabilities to drop to
+/// after it: the process was started with CAP_SYS_ADMIN and CAP_SETPCAP
+/// kept, which loading a filter without no_new_privs and then dropping the
+/// bounding set need.
+#[derive(Clone)]
+struct ExecSeccomp {
+    filter: oci_spec::runtime::LinuxSeccomp,
+    capabilities: Option<oci_spec::runtime::LinuxCapabilities>,
+}
+
+impl libcontainer::workload::Executor for Workload {
+    fn exec(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorError> {
+        use libcontainer::workload::ExecutorError as E;
+        if let Some(s) = &self.exec_seccomp {
+            match libcontainer::seccomp::initialize_seccomp(&s.filter) {
+                Ok(None) => {}
+                Ok(Some(_)) => {
+                    return Err(E::Other(
+                        "seccomp notify (SCMP_ACT_NOTIFY) is not supported for exec processes"
+                            .into(),
+                    ))
+                }
+                Err(e) => {
+                    return Err(E::Other(format!(
+                        "load the container's seccomp filter: {e}"
+                    )))
+                }
+            }
+            if let Some(caps) = &s.capabilities {
+                let syscall = libcontainer::syscall::syscall::create_syscall();
+                libcontainer::capabilities::drop_privileges(caps, syscall.as_ref())
+                    .map_err(|e| E::Other(format!("drop capabilities after seccomp: {e}")))?;
+            }
+        }
+        libcontainer::workload::default::get_executor().exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+        use libcontainer::workload::ExecutorValidationError as E;
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or(E::ArgValidationError("the spec has no process".into()))?;
+        let Some(name) = process.args().as_ref().and_then(|a| a.first()) else {
+            return Err(E::ArgValidationError("the process has no args".into()));
+        };
+        let path_var = process
+            .env()
+            .iter()
+            .flatten()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or("");
+        let found = if name.contains('/') {
+            Some(std::path::PathBuf::from(name))
+        } else {
+            path_var
+                .split(':')
+                .filter(|d| !d.is_empty())
+                .map(|d| std::path::Path::new(d).join(name))
+                .find(|p| p.is_file())
+        };
+        let Some(path) = found else {
+            return Err(E::ArgValidationError(format!(
+                "executable {name:?} not found in $PATH ({path_var:?})"
+            )));
+        };
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
+            Ok(_) => Err(E::ArgValidationError(format!(
+                "{} is not an executable file",
+                path.display()
+            ))),
+            Err(e) => Err(E::ArgValidationError(format!(
+                "executable {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+}
+
+/// An exec's process file and executor. When the container has a seccomp
+/// filter and the process names all of its capability sets, the process
+/// file handed to libcontainer is a copy that keeps CAP_SYS_ADMIN and
+/// CAP_SETPCAP until [`Workload::exec`] has loaded the filter and dropped to
+/// the sets asked for. The copy is removed when the returned value drops.
+fn exec_workload(
+    root: &Path,
+    id: &str,
+    process: &Path,
+) -> Result<(ExecProcessFile, Workload), HelperError> {
+    use oci_spec::runtime::{Capability, LinuxCapabilities, Process, Spec};
+    let bundle = load(root, id)?.bundle().to_path_buf();
+    let spec = Spec::load(bundle.join("config.json"))
+        .map_err(|e| HelperError::Failed(format!("read the spec of container {id}: {e}")))?;
+    let Some(filter) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) else {
+        return Ok((
+            ExecProcessFile::Given(process.to_path_buf()),
+            Workload::default(),
+        ));
+    };
+    let text = std::fs::read(process)
+        .map_err(|e| HelperError::Invalid(format!("exec process {}: {e}", process.display())))?;
+    let mut p: Process = serde_json::from_slice(&text)
+        .map_err(|e| HelperError::Invalid(format!("exec process {}: {e}", process.display())))?;
+    let wanted = p.capabilities().clone();
+    let complete = wanted.as_ref().is_some_and(|c| {
+        c.bounding().is_some() && c.effective().is_some() && c.permitted().is_some()
+    });
+    if !complete || p.no_new_privileges() == Some(true) {
+        // Nothing to keep: either no capabilities are dropped at all, or
+        // no_new_privs lets an unprivileged process load the filter.
+        let workload = Workload {
+            exec_seccomp: Some(ExecSeccomp {
+                filter,
+                capabilities: None,
+            }),
+        };
+        return Ok((ExecProcessFile::Given(process.to_path_buf()), workload));
+    }
+    let wanted = wanted.unwrap_or_default();
+    let keep = |set: &Option<std::collections::HashSet<Capability>>| {
+        let mut set = set.clone().unwrap_or_default();
+        set.extend([Capability::SysAdmin, Capability::Setpcap]);
+        Some(set)
+    };
+    let mut widened = LinuxCapabilities::default();
+    widened
+        .set_bounding(keep(wanted.bounding()))
+        .set_effective(keep(wanted.effective()))
+        .set_permitted(keep(wanted.permitted()))
+        .set_inheritable(wanted.inheritable().clone())
+        .set_ambient(wanted.ambient().clone());
+    p.set_capabilities(Some(widened));
+    let copy = process.with_extension("seccomp.json");
+    let json =
+        serde_json::to_vec(&p).map_err(|e| HelperError::Failed(format!("exec process: {e}")))?;
+    std::fs::write(&copy, json)
+        .map_err(|e| HelperError::Failed(format!("write {}: {e}", copy.display())))?;
+    let workload = Workload {
+        exec_seccomp: Some(ExecSeccomp {
+            filter,
+            capabilities: Some(wanted),
+        }),
+    };
+    Ok((ExecProcessFile::Copy(copy), workload))
+}
+
+/// The process file an exec runs from: the caller's, or our copy (removed on drop).
+enum ExecProcessFile {
+    Given(PathBuf),
+    Copy(PathBuf),
+}
+
+impl ExecProcessFile {
+    fn path(&self) -> &Path {
+        match self {
+            ExecProcessFile::Given(p) | ExecProcessFile::Copy(p) => p,
+        }
+    }
+}
+
+impl Drop for ExecProcessFile {
+    fn drop(&mut self) {
+        if let ExecProcessFile::Copy(p) = self {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn execute(req: Request) -> Reply {
+    use libcontainer::container::builder::ContainerBuilder;
+    use libcontainer::syscall::syscall::SyscallType;
+
+    match req {
+        Request::Create {
+            id,
+            root,
+            bundle,
+            rootfs,
+            console_socket,
+        } => {
+            let target = bundle.join("rootfs");
+            // libcontainer 0.7 rejects runc's rootfsPropagation names and
+            // ignores per-mount propagation: see crate::propagation.
+            let propagation = crate::propagation::prepare(&bundle)
+                .map_err(|e| HelperError::Invalid(format!("create container {id}: {e}")))?;
+            for m in &rootfs {
+                let kind = Some(m.kind.as_str()).filter(|s| !s.is_empty());
+                let source = Some(m.source.as_str()).filter(|s| !s.is_empty());
+                containerd_shim::mount::mount_rootfs(kind, source, &m.options, &target)
+                    .map_err(|e| HelperError::Failed(format!("mount rootfs: {e}")))?;
+            }
+            let built = ContainerBuilder::new(id.clone(), SyscallType::default())
+                .with_root_path(&root)
+                .and_then(|b| b.validate_id())
+                .map(|b| b.with_executor(Workload::default()))
+                .map(|b| b.with_console_socket(console_socket.as_ref()))
+                .and_then(|b| {
+                    b.as_init(&bundle)
+                        .with_systemd(false)
+                        .with_detach(true)
+                        .as_sibling(true)
+                        .build()
+                });
+            // Before the container's process runs, as runc does while mounting.
+            let built = built
+                .map_err(|e| format!("{e}{}", source_chain(&e)))
+                .and_then(|c| match c.pid() {
+                    Some(pid) => crate::propagation::apply(pid.as_raw(), &propagation).map(|_| c),
+                    None => Ok(c),
+                });
+            match built {
+                Ok(c) => Ok(c.pid().map(|p| p.as_raw())),
+                Err(e) => {
+                    let msg = format!("create container {id}: {e}");
+                    // Leave nothing behind: state, cgroup and rootfs mounts.
+                    if let Ok(mut c) = load(&root, &id) {
+                        let _ = c.delete(true);
+                    }
+                    unmount_rootfs(&target);
+                    Err(HelperError::Failed(msg))
+                }
+            }
+        }
+        Request::Start { id, root } => {
+            let mut c = load(&root, &id)?;
+            c.start().map_err(|e| lc_error("start", &id, e))?;
+            Ok(None)
+        }
+        Request::Exec {
+            id,
+            root,
+            process,
+            console_socket,
+        } => {
+            let (process, workload) = exec_workload(&root, &id, &process)?;
+            let built = ContainerBuilder::new(id.clone(), SyscallType::default())
+                .with_root_path(&root)
+                .map(|b| b.with_executor(workload))
+                .map(|b| b.with_console_socket(console_socket.as_ref()))
+                .and_then(|b| {
+                    b.as_tenant()
+                        .with_process(Some(process.path()))
+                        .with_detach(true)
+                        .as_sibling(true)
+                        .build()
+                });
+            drop(process);
+            let pid = built.map_err(|e| lc_error("exec in", &id, e))?;
+            Ok(Some(pid.as_raw()))
+        }
+        Request::Kill {
+            id,
+            root,
+            signal,
+            all,
+        } => {
+            let sig = libcontainer::signal::Signal::try_from(signal)
+                .map_err(|e| HelperError::Invalid(format!("signal {signal}: {e}")))?;
+            let mut c = load(&root, &id)?;
+            c.kill(sig, all).map_err(|e| lc_error("kill", &id, e))?;
+            Ok(None)
+        }
+        Request::Pause { id, root } => {
+            load(&root, &id)?
+                .pause()
+                .map_err(|e| lc_error("pause", &id, e))?;
+            Ok(None)
+        }
+        Request::Resume { id, root } => {
+            load(&root, &id)?
+                .resume()
+                .map_err(|e| lc_error("resume", &id, e))?;
+            Ok(None)
+        }
+        Request::Delete { id, root, bundle } => delete(&id, &root, &bundle),
+    }
+}
+
+fn load(root: &Path, id: &str) -> Result<libcontainer::container::Container, HelperError> {
+    let dir = root.join(id);
+    if !dir.exists() {
+        return Err(HelperError::NotFound(format!(
+            "container {id} does not exist"
+        )));
+    }
+    libcontainer::container::Container::load(dir)
+        .map_err(|e| HelperError::Failed(format!("load state of container {id}: {e}")))
+}
+
+fn lc_error(op: &str, id: &str, e: libcontainer::error::LibcontainerError) -> HelperError {
+    use libcontainer::error::LibcontainerError as E;
+    let msg = format!("{op} container {id}: {e}{}", source_chain(&e));
+    match e {
+        E::IncorrectStatus(_) => HelperError::WrongState(msg),
+        E::NoDirectory => HelperError::NotFound(msg),
+        E::InvalidID(_) | E::InvalidInput(_) | E::InvalidSpec(_) | E::MissingSpec(_) => {
+            HelperError::Invalid(msg)
+        }
+        _ => HelperError::Failed(msg),
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = String::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+fn unmount_rootfs(target: &Path) {
+    if let Some(t) = target.to_str() {
+        let _ = containerd_shim::mount::umount_recursive(Some(t), libc::MNT_DETACH);
+    }
+}
+
+fn delete(id: &str, root: &Path, bundle: &Path) -> Reply {
+    let result = match load(root, id) {
+        Ok(mut c) => c.delete(true).map_err(|e| lc_error("delete", id, e)),
+        Err(HelperError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e),
+    };
+    unmount_rootfs(&bundle.join("rootfs"));
+    result.map(|_| None)
+}
