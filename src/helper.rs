@@ -158,11 +158,8 @@ impl ProtectedExe {
     pub fn this_and_helper(scratch: &Path) -> Result<(Self, Self), String> {
         let running = std::fs::File::open("/proc/self/exe")
             .map_err(|e| format!("open /proc/self/exe: {e}"))?;
-        let path =
-            std::fs::read_link("/proc/self/exe").map_err(|e| format!("/proc/self/exe: {e}"))?;
-        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-            return Err(format!("no directory in {}", path.display()));
-        };
+        let (dir, name) = this_executable()?;
+        let (dir, name) = (dir.as_path(), name.as_os_str());
         let helper = dir.join(HELPER_BIN);
         let helper_file = std::fs::File::open(&helper).map_err(|e| {
             format!(
@@ -184,12 +181,8 @@ impl ProtectedExe {
     /// The helper beside this process's executable, protected now: for a
     /// shim that did not inherit it (`delete`, tests).
     pub fn helper(scratch: &Path) -> Result<Self, String> {
-        let path =
-            std::fs::read_link("/proc/self/exe").map_err(|e| format!("/proc/self/exe: {e}"))?;
-        let dir = path
-            .parent()
-            .ok_or_else(|| format!("no directory in {}", path.display()))?;
-        Self::beside(dir, std::ffi::OsStr::new(HELPER_BIN), scratch)
+        let (dir, _) = this_executable()?;
+        Self::beside(&dir, std::ffi::OsStr::new(HELPER_BIN), scratch)
     }
 
     /// The executable `name` in `dir`, protected now.
@@ -258,6 +251,15 @@ impl ProtectedExe {
             crate::sys::WriteGuard::None => "nothing",
         };
         format!("{} from {what} ({})", self.arg0.to_string_lossy(), self.how)
+    }
+}
+
+/// The directory and file name this process's executable was started from.
+fn this_executable() -> Result<(PathBuf, OsString), String> {
+    let path = std::fs::read_link("/proc/self/exe").map_err(|e| format!("/proc/self/exe: {e}"))?;
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => Ok((dir.to_path_buf(), name.to_owned())),
+        _ => Err(format!("no directory in {}", path.display())),
     }
 }
 
