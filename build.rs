@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &[
             "proto/tidal/resize/v1/resize.proto",
             "proto/tidal/traits/v1/traits.proto",
+            "proto/tidal/policy/v1/policy.proto",
         ],
         &["proto"],
     )?;

@@ -456,11 +456,11 @@ impl Drop for Tidald {
 /// engine send), one API connection per client, until the new quota reads
 /// back from the cgroup file.
 async fn tidald_resize(ctx: &Ctx, agent: &Tidald, clients: usize, calls: usize) -> Vec<Duration> {
-    use tidal::api::pb;
+    use tidal::proto::pb;
     let pod = tidal_pod(ctx, &format!("rs-api{clients}"), clients);
     let mut apis = Vec::new();
     for _ in &pod {
-        apis.push(tidal::api::connect(&agent.socket).await.expect("tidald"));
+        apis.push(tidal::proto::connect(&agent.socket).await.expect("tidald"));
     }
     let mut apis = apis.into_iter();
     let ns = ctx.ns.clone();
@@ -497,13 +497,13 @@ async fn tidald_resize(ctx: &Ctx, agent: &Tidald, clients: usize, calls: usize) 
 /// How soon a revision made through tidald reaches a Watch stream: from the
 /// UpdateResources call to the event, and from its answer to the event.
 async fn watch_delay(ctx: &Ctx, agent: &Tidald, calls: usize) -> (Vec<Duration>, Vec<Duration>) {
-    use tidal::api::pb;
+    use tidal::proto::pb;
     let pod = tidal_pod(ctx, "rs-watch", 1);
     let target = pb::ContainerRef {
         namespace: ctx.ns.clone(),
         id: pod[0].0.clone(),
     };
-    let mut api = tidal::api::connect(&agent.socket).await.expect("tidald");
+    let mut api = tidal::proto::connect(&agent.socket).await.expect("tidald");
     let mut events = api
         .watch(pb::WatchRequest {
             container: Some(target.clone()),

@@ -1,21 +1,23 @@
 //! tidal: a containerd shim v2 runtime that runs containers in process through
 //! youki's libcontainer, with live in-place resize. See docs/ARCHITECTURE.md.
+//!
+//! Two processes and a core: `shim` (containerd-shim-tidal-v2) with `helper`
+//! (tidal-shim-helper, the one that runs libcontainer), `agent` (tidald),
+//! `ctl` (tidalctl); the core they share is `resize`, `traits`, `cgroups`,
+//! `annotations`, `paths`, `proto`, `ids`, `quantity` and `sys`.
 
 pub mod agent;
-pub mod api;
+pub mod annotations;
 pub mod cgroups;
 pub mod ctl;
 pub mod helper;
-pub mod ids;
-pub mod node;
-pub mod oom;
-pub mod propagation;
-pub mod quantity;
-pub mod reaper;
-pub mod resize;
+pub(crate) mod ids;
+pub mod paths;
+pub mod proto;
+pub(crate) mod quantity;
+pub(crate) mod resize;
 pub mod shim;
-pub mod shimclient;
-pub mod sys;
+pub(crate) mod sys;
 #[cfg(test)]
 pub(crate) mod testfs;
 pub mod traits;

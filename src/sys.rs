@@ -59,7 +59,8 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 /// `fd` must be an open descriptor that nothing else owns.
 unsafe fn owned(fd: std::os::fd::RawFd) -> OwnedFd {
     use std::os::fd::FromRawFd;
-    OwnedFd::from_raw_fd(fd)
+    // SAFETY: the caller promises `fd` is open and owned by nothing else.
+    unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
 /// Makes `fd` non-blocking (for descriptors handed to the async runtime).
@@ -121,7 +122,8 @@ pub fn async_fd(
 /// # Safety
 /// `fd` must be open and owned by nothing else in this process.
 pub unsafe fn inherited(fd: std::os::fd::RawFd) -> OwnedFd {
-    owned(fd)
+    // SAFETY: the caller's promise is `owned`'s.
+    unsafe { owned(fd) }
 }
 
 /// Duplicates the descriptor behind `fd` into a new owned one.
@@ -135,15 +137,21 @@ pub fn dup(fd: impl AsFd) -> io::Result<OwnedFd> {
 ///
 /// Only for the helper, which has exactly one thread: forking a
 /// multi-threaded process and running arbitrary code in the child is unsound.
-pub fn in_forked_child(f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+///
+/// # Safety
+/// The calling process must have exactly one thread: the child is a copy of
+/// it with only the calling thread, and `f` may take locks (the allocator's,
+/// stdio's) that another thread held at the fork and would never release.
+pub unsafe fn in_forked_child(f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
     use nix::sys::wait::{waitpid, WaitStatus};
     use nix::unistd::{fork, ForkResult};
     use std::io::{Read, Write};
 
     let (err_r, err_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    // SAFETY: callers are single-threaded (the helper); the child runs `f`,
-    // writes to a pipe and `_exit`s without running the parent's exit handlers.
+    // SAFETY: our caller guarantees this process is single-threaded (see
+    // `# Safety`); the child runs `f`, writes to a pipe and `_exit`s without
+    // running the parent's exit handlers.
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             drop(err_r);

@@ -41,3 +41,54 @@ impl Drop for FakeDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A fake cgroupfs holding one container's cgroup, of either hierarchy:
+/// real files in a temporary directory, read and written by the same code
+/// as the kernel's.
+pub struct FakeCgroup {
+    root: FakeDir,
+    cgroup: crate::cgroups::Cgroup,
+}
+
+impl FakeCgroup {
+    /// A cgroup v1 cgroup: each `("controller/file", content)` is made in
+    /// the controller's own directory, and the cgroup has exactly the
+    /// controllers named.
+    pub fn v1(name: &str, files: &[(&str, &str)]) -> Self {
+        let root = FakeDir::new(name, &[]);
+        let mut dirs = std::collections::BTreeMap::new();
+        for (f, content) in files {
+            let (ctrl, file) = f.split_once('/').expect("controller/file");
+            let dir = root.join(ctrl);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(file), content).unwrap();
+            dirs.insert(ctrl.to_string(), dir);
+        }
+        let cgroup = crate::cgroups::Cgroup::v1(dirs);
+        FakeCgroup { root, cgroup }
+    }
+
+    /// A cgroup v2 cgroup: `files` in its one directory.
+    pub fn v2(name: &str, files: &[(&str, &str)]) -> Self {
+        let root = FakeDir::new(name, files);
+        let cgroup = crate::cgroups::Cgroup::v2(root.path());
+        FakeCgroup { root, cgroup }
+    }
+
+    pub fn cgroup(&self) -> &crate::cgroups::Cgroup {
+        &self.cgroup
+    }
+
+    /// The trimmed content of `file` ("controller/file" on v1).
+    pub fn get(&self, file: &str) -> String {
+        std::fs::read_to_string(self.root.join(file))
+            .unwrap_or_else(|e| panic!("{file}: {e}"))
+            .trim()
+            .to_string()
+    }
+
+    /// Sets `file` ("controller/file" on v1), as the kernel would change it.
+    pub fn set(&self, file: &str, content: &str) {
+        std::fs::write(self.root.join(file), content).unwrap();
+    }
+}

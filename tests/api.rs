@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use common::*;
-use tidal::api::pb::{self, ContainerRef};
+use tidal::proto::pb::{self, ContainerRef};
 
 fn target(id: &str) -> Option<ContainerRef> {
     Some(ContainerRef {
@@ -77,7 +77,7 @@ fn the_api_resizes_records_and_rolls_back() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut api = tidal::api::connect(&socket).await.unwrap();
+        let mut api = tidal::proto::connect(&socket).await.unwrap();
         let all = api
             .list_containers(pb::ListContainersRequest {})
             .await
@@ -326,7 +326,7 @@ fn client_as_another_user() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut api = tidal::api::connect(std::path::Path::new(&socket))
+        let mut api = tidal::proto::connect(std::path::Path::new(&socket))
             .await
             .unwrap();
         match api.list_containers(pb::ListContainersRequest {}).await {
@@ -422,7 +422,7 @@ fn a_container_made_again_under_the_same_id_is_resized_where_it_is_now() {
         )
     };
     rt.block_on(async {
-        let mut api = tidal::api::connect(&agent.socket).await.unwrap();
+        let mut api = tidal::proto::connect(&agent.socket).await.unwrap();
         let resize = |millis: u64| pb::UpdateResourcesRequest {
             container: target("again"),
             cpu_millis: Some(millis),
@@ -457,4 +457,153 @@ fn a_container_made_again_under_the_same_id_is_resized_where_it_is_now() {
         assert_eq!(resize_ok(&mut api, 700, pid).await, 2);
     });
     env.remove("again");
+}
+
+/// p99 of `samples`.
+fn p99(mut samples: Vec<std::time::Duration>) -> std::time::Duration {
+    samples.sort();
+    samples[(samples.len() * 99 / 100).min(samples.len() - 1)]
+}
+
+/// 8 clients, each resizing its own container of one pod `rounds` times;
+/// every call's latency.
+async fn resize_load(
+    socket: &std::path::Path,
+    ids: &[String],
+    rounds: usize,
+) -> Vec<std::time::Duration> {
+    let mut tasks = Vec::new();
+    for id in ids {
+        let mut api = tidal::proto::connect(socket).await.unwrap();
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut took = Vec::new();
+            for i in 0..rounds {
+                let req = pb::UpdateResourcesRequest {
+                    container: target(&id),
+                    cpu_millis: Some(200 + 100 * (i as u64 % 2)),
+                    ..Default::default()
+                };
+                let start = std::time::Instant::now();
+                api.update_resources(req).await.unwrap();
+                took.push(start.elapsed());
+            }
+            took
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+/// A `/metrics` scrape reads every container on the node; while one runs,
+/// resizes are answered as fast as without it (before, tidald's only
+/// runtime thread read them all and every resize waited for the scrape).
+/// The node is made big enough for a scrape to take far longer than a
+/// resize: thousands of (exited) containers in tidal's state directory.
+#[test]
+fn a_metrics_scrape_does_not_delay_resizes() {
+    let env = Env::start("scrape");
+    let ids: Vec<String> = (0..8).map(|i| format!("load{i}")).collect();
+    for id in &ids {
+        env.run_detached(
+            TIDAL,
+            id,
+            &[
+                "--annotation",
+                "io.kubernetes.cri.sandbox-id=scrape-pod",
+                "--cpu-quota",
+                "50000",
+                "--cpu-period",
+                "100000",
+            ],
+            &["sleep", "1000"],
+        );
+    }
+    // Exited containers, as libcontainer leaves their state, each with a spec.
+    let fake = |n: usize| {
+        for i in 0..n {
+            let dir = env.dir.join("tidal/scrape-fake").join(format!("gone{i}"));
+            if dir.exists() {
+                continue;
+            }
+            let bundle = env.dir.join("fake-bundles").join(format!("gone{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::create_dir_all(&bundle).unwrap();
+            std::fs::write(
+                dir.join("state.json"),
+                format!(
+                    r#"{{"ociVersion":"1.1.0","id":"gone{i}","status":"stopped","pid":999999999,"bundle":"{}"}}"#,
+                    bundle.display()
+                ),
+            )
+            .unwrap();
+            std::fs::write(
+                bundle.join("config.json"),
+                r#"{"ociVersion":"1.1.0","annotations":{"io.kubernetes.cri.sandbox-name":"old","io.kubernetes.cri.sandbox-namespace":"batch"},"linux":{"resources":{"cpu":{"quota":50000,"period":100000}}}}"#,
+            )
+            .unwrap();
+        }
+    };
+    let agent = env.start_agent();
+    let scrape = |agent: &Agent| {
+        let start = std::time::Instant::now();
+        let text = agent.scrape();
+        assert!(text.contains("tidal_containers 8"), "{text}");
+        start.elapsed()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let alone = p99(rt.block_on(resize_load(&agent.socket, &ids, 50)));
+    // A scrape must take far longer than a resize for the test to tell.
+    let mut n = 4000;
+    let took = loop {
+        fake(n);
+        scrape(&agent);
+        let took = (0..3).map(|_| scrape(&agent)).min().unwrap();
+        if took > alone * 8 || n >= 16_000 {
+            break took;
+        }
+        n *= 2;
+    };
+    assert!(
+        took > alone * 8,
+        "a scrape of {n} containers takes {took:?}, not far above a resize's p99 {alone:?}"
+    );
+
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (during, scrapes) = std::thread::scope(|s| {
+        let scraper = s.spawn(|| {
+            let mut count = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                scrape(&agent);
+                count += 1;
+            }
+            count
+        });
+        let during = rt.block_on(resize_load(&agent.socket, &ids, 100));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (during, scraper.join().unwrap())
+    });
+    let during_p99 = p99(during);
+    eprintln!(
+        "resize p99 {alone:?} alone, {during_p99:?} during {scrapes} scrapes of {n} containers ({took:?} each)"
+    );
+    assert!(
+        scrapes >= 2,
+        "the resizes ended before scrapes overlapped them"
+    );
+    assert!(
+        during_p99 < took / 4,
+        "resizes waited for scrapes: p99 {during_p99:?} while a scrape takes {took:?} (alone: {alone:?})"
+    );
+    drop(agent);
+    for id in &ids {
+        env.remove(id);
+    }
 }

@@ -15,7 +15,7 @@ fn cgroups_of(pid: u32) -> String {
 #[test]
 fn priming_moves_nothing_and_stops_when_the_helper_answers() {
     assert_eq!(
-        unsafe { libc::geteuid() },
+        nix::unistd::Uid::effective().as_raw(),
         0,
         "writes cgroup.procs: run as root (hack/test does)"
     );

@@ -153,8 +153,7 @@ fn pids_lists_the_init_and_exec_processes() {
     let env = Env::start("pids");
     let init = env.run_detached(TIDAL, "procs", &[], &["sleep", "1000"]);
     let mut exec = env
-        .ctr_cmd()
-        .args([
+        .ctr_with(&[
             "task",
             "exec",
             "--exec-id",

@@ -3,6 +3,8 @@
 mod common;
 
 use std::process::Command;
+
+use containerd_shim::protos::protobuf::Message;
 use std::time::Duration;
 
 use common::*;
@@ -45,9 +47,27 @@ fn tidalctl_resizes_a_running_container_and_its_cpu_use_follows() {
         String::from_utf8_lossy(&out.stderr)
     );
     let cg = tidal::cgroups::Cgroup::of_pid(pid).unwrap();
-    let limits = tidal::node::read_limits(&cg);
+    let limits = tidal::cgroups::read_limits(&cg);
     assert_eq!(limits.cpu_millis(), Some(200));
     assert_eq!(limits.memory_bytes, Some(64 << 20));
+    // Task.Stats reads the same cgroup through the same reader.
+    let usage = tidal::cgroups::read_usage(&cg);
+    assert!(usage.cpu_ns > 0 && usage.memory_bytes > 0, "{usage:?}");
+    let stats = tidal::cgroups::stats::metrics(&cg).unwrap();
+    let (limit, cpu) = match stats.type_url.as_str() {
+        "io.containerd.cgroups.v1.Metrics" => {
+            use containerd_shim::protos::cgroups::metrics::Metrics;
+            let m = Metrics::parse_from_bytes(&stats.value).unwrap();
+            (m.memory.usage.limit, m.cpu.usage.total)
+        }
+        _ => {
+            use containerd_shim::protos::cgroups_v2::metrics::Metrics;
+            let m = Metrics::parse_from_bytes(&stats.value).unwrap();
+            (m.memory.usage_limit, m.cpu.usage_usec * 1000)
+        }
+    };
+    assert_eq!(limit, 64 << 20, "Task.Stats shows the new memory limit");
+    assert!(cpu >= usage.cpu_ns, "CPU time went back: {cpu} < {usage:?}");
     assert_eq!(
         env.task_pid("burner"),
         Some(pid),
@@ -136,7 +156,7 @@ fn memory_below_usage_is_refused_and_the_container_keeps_running() {
     );
     let cg = tidal::cgroups::Cgroup::of_pid(pid).unwrap();
     assert_eq!(
-        tidal::node::read_limits(&cg).memory_bytes,
+        tidal::cgroups::read_limits(&cg).memory_bytes,
         None,
         "the limit changed anyway"
     );
@@ -175,7 +195,7 @@ fn every_resize_is_a_revision_and_rollback_restores_it() {
 
     // Back to right after revision 1: 500m and 128Mi.
     ok(&["rollback", "web", "1"]);
-    let limits = tidal::node::read_limits(&tidal::cgroups::Cgroup::of_pid(pid).unwrap());
+    let limits = tidal::cgroups::read_limits(&tidal::cgroups::Cgroup::of_pid(pid).unwrap());
     assert_eq!(
         (limits.cpu_millis(), limits.memory_bytes),
         (Some(500), Some(128 << 20))
@@ -190,7 +210,7 @@ fn every_resize_is_a_revision_and_rollback_restores_it() {
     assert_eq!(revs[3]["reason"], "rollback to revision 1");
     // Back to the start: no limits.
     ok(&["rollback", "web", "0"]);
-    let limits = tidal::node::read_limits(&tidal::cgroups::Cgroup::of_pid(pid).unwrap());
+    let limits = tidal::cgroups::read_limits(&tidal::cgroups::Cgroup::of_pid(pid).unwrap());
     assert_eq!((limits.cpu_quota_us, limits.memory_bytes), (None, None));
     let out = tidalctl(&env, &["rollback", "web", "99"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such revision"));
@@ -295,7 +315,7 @@ fn containerd_update_is_recorded_as_kubelet() {
         let err = tasks.update(with_namespace!(bad, NS)).await.unwrap_err();
         assert!(err.message().contains("zero or negative quota"), "{err:?}");
     });
-    let limits = tidal::node::read_limits(&tidal::cgroups::Cgroup::of_pid(pid).unwrap());
+    let limits = tidal::cgroups::read_limits(&tidal::cgroups::Cgroup::of_pid(pid).unwrap());
     assert_eq!(
         (limits.cpu_millis(), limits.memory_bytes),
         (Some(300), Some(96 << 20))
@@ -403,7 +423,7 @@ fn tidalctl_names_a_container_by_a_unique_id_prefix() {
     let one = env.run_detached(TIDAL, "named-web-1abc", &[], &["sleep", "1000"]);
     env.run_detached(TIDAL, "named-web-2xyz", &[], &["sleep", "1000"]);
     let quota = |pid: i32| {
-        tidal::node::read_limits(&tidal::cgroups::Cgroup::of_pid(pid).unwrap()).cpu_millis()
+        tidal::cgroups::read_limits(&tidal::cgroups::Cgroup::of_pid(pid).unwrap()).cpu_millis()
     };
     let before = quota(one);
 

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use tidal::reaper::Reaper;
+use tidal::shim::reaper::Reaper;
 
 fn spawn(script: &str) -> i32 {
     std::process::Command::new("/bin/sh")

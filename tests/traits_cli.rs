@@ -26,7 +26,7 @@ struct Agent {
     child: std::process::Child,
     dir: PathBuf,
     /// Kept open: tidald logs to it.
-    _log: std::io::BufReader<std::process::ChildStderr>,
+    log: std::io::BufReader<std::process::ChildStderr>,
 }
 
 impl Agent {
@@ -44,15 +44,22 @@ impl Agent {
             None => cmd.env_remove("TIDAL_TRAITS_DIR"),
         };
         let mut child = cmd.spawn().expect("start tidald");
-        let mut line = String::new();
-        let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
-        log.read_line(&mut line).unwrap();
-        assert!(line.contains("API on"), "tidald: {line}");
-        Agent {
-            child,
-            dir,
-            _log: log,
+        let log = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut agent = Agent { child, dir, log };
+        // Warnings (a broken catalogue) may come before the ready line; the
+        // agent is stopped by Drop if it never comes.
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            if agent.log.read_line(&mut line).unwrap() == 0 {
+                panic!("tidald exited before it was ready: {seen}");
+            }
+            seen += &line;
+            if line.contains("API on") {
+                break;
+            }
         }
+        agent
     }
 
     fn ctl(&self, args: &[&str]) -> (i32, String, String) {
@@ -215,6 +222,53 @@ fn check_refuses_conflicts_naming_both_traits() {
     assert!(err.contains("/nonexistent/app.yaml: No such file"), "{err}");
     let (code, _, err) = tidalctl(&["check"]);
     assert_eq!(code, 2);
-    assert!(err.contains("check needs a FILE"), "{err}");
+    assert!(
+        err.contains("the following required arguments were not provided")
+            && err.contains("<FILE>"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--help` and `-h` are answered, not refused as unknown (issue 17).
+#[test]
+fn help_is_printed_and_exits_0() {
+    for args in [
+        &["--help"][..],
+        &["-h"],
+        &["resize", "--help"],
+        &["traits", "describe", "-h"],
+        &["check", "-h"],
+    ] {
+        let (code, out, err) = tidalctl(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(out.contains("Usage: tidalctl"), "{args:?}: {out}");
+    }
+    let (_, out, _) = tidalctl(&["--help"]);
+    assert!(out.contains("--state-dir <DIR>"), "{out}");
+    let (code, out, _) = tidalctl(&["completions", "bash"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("complete -F _tidalctl"), "{out}");
+    let (code, _, err) = tidalctl(&["frobnicate"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("'frobnicate'"), "{err}");
+
+    for flag in ["--help", "-h"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tidald"))
+            .arg(flag)
+            .output()
+            .expect("run tidald");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{flag}");
+        assert!(
+            text.contains("Usage: tidald") && text.contains("--log-format <FORMAT>"),
+            "{text}"
+        );
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_tidald"))
+        .arg("--frob")
+        .output()
+        .expect("run tidald");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'--frob'"));
 }

@@ -50,8 +50,10 @@ fn containerd_env(args: &[&str], dir: &Path) -> std::process::Output {
 impl CriEnv {
     /// Starts containerd under /tmp/tidal-cri-NAME-PID.
     pub fn start(name: &str) -> CriEnv {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
         assert!(
-            unsafe { libc::geteuid() } == 0,
+            euid == 0,
             "the CRI suite needs root (it starts containerd and real pods): run hack/test as root"
         );
         let dir = PathBuf::from(format!("/tmp/tidal-cri-{name}-{}", std::process::id()));

@@ -25,6 +25,7 @@ pub type CaseFn = fn(Ctx) -> CaseFuture;
 pub type EndCheck = fn(&CriEnv) -> Result<(), String>;
 
 /// One case: a name and the body, run once per handler.
+#[derive(Clone, Copy)]
 pub struct Case {
     pub name: &'static str,
     pub run: CaseFn,
@@ -421,11 +422,12 @@ pub fn run_for(
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let selected: Vec<&Case> = cases
-        .iter()
-        .filter(|c| filter.is_empty() || filter.iter().any(|f| c.name.contains(f.as_str())))
-        .collect();
-    println!("\nrunning {} tests", selected.len() * handlers.len());
+    let selected = select(cases, &filter);
+    let mut report = Report::start(
+        std::io::stdout(),
+        selected.len() * handlers.len() + usize::from(after.is_some()),
+        (cases.len() - selected.len()) * handlers.len(),
+    );
     // Failures are reported per case below, with their message.
     std::panic::set_hook(Box::new(|_| {}));
     let env = Arc::new(CriEnv::start(suite));
@@ -440,8 +442,6 @@ pub fn run_for(
         .0;
     let cgroup_root = format!("tidal-{suite}-{}", std::process::id());
     let shared = Arc::new(Shared::new(&env, &cgroup_root));
-    let (mut passed, mut failed) = (0, 0);
-    let started = Instant::now();
     for case in selected {
         let (body_fn, name) = (case.run, case.name);
         let results: Vec<_> = rt.block_on(async {
@@ -483,33 +483,15 @@ pub fn run_for(
             out
         });
         for (handler, r) in handlers.iter().zip(results) {
-            match r {
-                Ok(()) => {
-                    passed += 1;
-                    println!("test {} [{handler}] ... ok", case.name);
-                }
-                Err(e) => {
-                    failed += 1;
-                    println!("test {} [{handler}] ... FAILED\n    {e}", case.name);
-                }
-            }
+            report.record(&format!("{} [{handler}]", case.name), r);
         }
     }
     drop(client);
     if let Some(check) = after {
-        match check(&env) {
-            Ok(()) => {
-                passed += 1;
-                println!("test {suite}: nothing left behind ... ok");
-            }
-            Err(e) => {
-                failed += 1;
-                println!("test {suite}: nothing left behind ... FAILED\n    {e}");
-            }
-        }
+        report.record(&format!("{suite}: nothing left behind"), check(&env));
     }
     drop(rt);
-    if failed > 0 {
+    if report.failed > 0 {
         println!("\n--- containerd log (tail) ---\n{}", env.log_tail(40));
     }
     drop(
@@ -518,12 +500,75 @@ pub fn run_for(
             .expect("cases hold no environment"),
     );
     remove_cgroup_root(&cgroup_root);
-    println!(
-        "\ntest result: {}. {passed} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out; finished in {:.2}s\n",
-        if failed == 0 { "ok" } else { "FAILED" },
-        started.elapsed().as_secs_f64()
-    );
-    failed == 0
+    report.finish()
+}
+
+/// The cases whose name contains one of `filter`'s words (all without one).
+fn select<'a>(cases: &'a [Case], filter: &[String]) -> Vec<&'a Case> {
+    cases
+        .iter()
+        .filter(|c| filter.is_empty() || filter.iter().any(|f| c.name.contains(f.as_str())))
+        .collect()
+}
+
+/// A run's lines in libtest's words: `running N tests` first, a line per
+/// test, then `test result:` whose counts add up to N (`hack/test` sums
+/// those lines).
+struct Report<W: std::io::Write> {
+    out: W,
+    announced: usize,
+    filtered: usize,
+    passed: usize,
+    failed: usize,
+    started: Instant,
+}
+
+impl<W: std::io::Write> Report<W> {
+    /// Announces `tests` tests, `filtered` more left out by the filter.
+    fn start(mut out: W, tests: usize, filtered: usize) -> Self {
+        let _ = writeln!(out, "\nrunning {tests} tests");
+        Report {
+            out,
+            announced: tests,
+            filtered,
+            passed: 0,
+            failed: 0,
+            started: Instant::now(),
+        }
+    }
+
+    fn record(&mut self, test: &str, result: Result<(), String>) {
+        let _ = match result {
+            Ok(()) => {
+                self.passed += 1;
+                writeln!(self.out, "test {test} ... ok")
+            }
+            Err(e) => {
+                self.failed += 1;
+                writeln!(self.out, "test {test} ... FAILED\n    {e}")
+            }
+        };
+        let _ = self.out.flush();
+    }
+
+    /// The `test result:` line; whether everything passed. A test announced
+    /// but never recorded counts as failed.
+    fn finish(mut self) -> bool {
+        let missing = self.announced.saturating_sub(self.passed + self.failed);
+        if missing > 0 {
+            let _ = writeln!(self.out, "{missing} announced tests did not run");
+        }
+        let failed = self.failed + missing;
+        let _ = writeln!(
+            self.out,
+            "\ntest result: {}. {} passed; {failed} failed; 0 ignored; 0 measured; {} filtered out; finished in {:.2}s\n",
+            if failed == 0 { "ok" } else { "FAILED" },
+            self.passed,
+            self.filtered,
+            self.started.elapsed().as_secs_f64()
+        );
+        failed == 0
+    }
 }
 
 fn panic_text(e: tokio::task::JoinError) -> String {
@@ -568,5 +613,80 @@ fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
 fn remove_cgroup_root(root: &str) {
     for d in cgroups_below(root) {
         let _ = std::fs::remove_dir(d);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(name: &'static str) -> Case {
+        Case {
+            name,
+            run: |_| Box::pin(async {}),
+        }
+    }
+
+    /// `running N tests` and the `test result:` line's passed + failed.
+    fn counts(text: &str) -> (usize, usize, usize) {
+        let running = text
+            .lines()
+            .find_map(|l| l.strip_prefix("running "))
+            .and_then(|l| l.split(' ').next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        let result: Vec<usize> = text
+            .lines()
+            .find_map(|l| l.strip_prefix("test result: "))
+            .unwrap()
+            .split(' ')
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        (running, result[0] + result[1], result[4])
+    }
+
+    /// What the suites do: every selected case once per handler, then the
+    /// end check; the announced count is what the result line adds up to.
+    #[test]
+    fn announced_and_reported_counts_agree() {
+        let cases = [case("pod_lifecycle"), case("pod_hostname"), case("stats")];
+        for (filter, end_check, want) in [
+            (vec![], true, 7),
+            (vec![], false, 6),
+            (vec!["pod_".to_string()], true, 5),
+        ] {
+            let selected = select(&cases, &filter);
+            let mut out = Vec::new();
+            let mut report = Report::start(
+                &mut out,
+                selected.len() * HANDLERS.len() + usize::from(end_check),
+                (cases.len() - selected.len()) * HANDLERS.len(),
+            );
+            for c in &selected {
+                report.record(&format!("{} [tidal]", c.name), Ok(()));
+                report.record(&format!("{} [runc]", c.name), Err("boom".into()));
+            }
+            if end_check {
+                report.record("suite: nothing left behind", Ok(()));
+            }
+            assert!(!report.finish());
+            let text = String::from_utf8(out).unwrap();
+            let (running, reported, filtered) = counts(&text);
+            assert_eq!((running, reported), (want, want), "{text}");
+            assert_eq!(filtered, 6 - selected.len() * 2, "{text}");
+            assert_eq!(text.matches(" ... ").count(), want, "{text}");
+        }
+    }
+
+    /// A run that stops short of what it announced does not pass.
+    #[test]
+    fn unrecorded_tests_fail_the_run() {
+        let mut out = Vec::new();
+        let mut report = Report::start(&mut out, 3, 0);
+        report.record("a [tidal]", Ok(()));
+        assert!(!report.finish());
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("1 passed; 2 failed"), "{text}");
     }
 }

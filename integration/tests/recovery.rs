@@ -2,6 +2,7 @@
 //! (restarting containerd affects every pod): containerd restarted under
 //! running pods, and a pod's shim killed with SIGKILL.
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -109,6 +110,24 @@ fn shim_pid(handler: &str, pod: &str) -> i32 {
     pids[0]
 }
 
+/// Where containerd 1.6 has runc's shim for `pod` bind its socket: in
+/// /run/containerd/s/ whatever containerd's own state directory, named by
+/// the SHA-256 of `<containerd address>/<namespace>/<pod>`. (tidal's shim
+/// binds under its own state directory, which the environment removes.)
+fn runc_shim_socket(ctx: &Ctx, pod: &str) -> PathBuf {
+    let key = format!("{}/k8s.io/{pod}", ctx.env.var("CONTAINERD_ADDRESS"));
+    let out = Command::new("sh")
+        .args(["-c", "printf %s \"$1\" | sha256sum", "sh", &key])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let hex = text
+        .split_whitespace()
+        .next()
+        .expect("sha256sum printed nothing");
+    PathBuf::from("/run/containerd/s").join(hex)
+}
+
 async fn shim_killed(ctx: Ctx) {
     let config = ctx.pod_config("pod");
     let pod = ctx.run_pod(&config).await;
@@ -116,6 +135,14 @@ async fn shim_killed(ctx: Ctx) {
         .run(&pod, &config, ctx.container("app", &["sleep", "3600"]))
         .await;
     let shim = shim_pid(ctx.handler, &pod);
+    let runc_socket = (ctx.handler == "runc").then(|| runc_shim_socket(&ctx, &pod));
+    if let Some(socket) = &runc_socket {
+        assert!(
+            socket.exists(),
+            "runc's shim socket is not {}",
+            socket.display()
+        );
+    }
     assert!(Command::new("kill")
         .args(["-KILL", &shim.to_string()])
         .status()
@@ -132,6 +159,11 @@ async fn shim_killed(ctx: Ctx) {
     ctx.remove_pod(&pod)
         .await
         .expect("RemovePodSandbox after the shim died");
+    // A killed shim cannot remove its socket, and containerd does not: the
+    // one place outside the test's directory where something stays.
+    if let Some(socket) = &runc_socket {
+        let _ = std::fs::remove_file(socket);
+    }
     // Nothing of the pod is left.
     let end = Instant::now() + Duration::from_secs(10);
     loop {

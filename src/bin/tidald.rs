@@ -9,6 +9,7 @@ fn main() {
             std::process::exit(2);
         }
     };
+    tidal::agent::init_logging(cfg.log_format);
     let rt = tidal::agent::runtime(&cfg).expect("tokio runtime");
     if let Err(e) = rt.block_on(tidal::agent::run(cfg)) {
         eprintln!("tidald: {e}");

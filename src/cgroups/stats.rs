@@ -1,6 +1,10 @@
 //! containerd's cgroup Metrics (v1 `io.containerd.cgroups.v1.Metrics`, v2
 //! `io.containerd.cgroups.v2.Metrics`), read straight from cgroupfs.
 
+//!
+//! One number per file; "max" (no limit) and a missing file read as 0,
+//! containerd's "unset".
+
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
@@ -10,68 +14,48 @@ use containerd_shim::protos::cgroups_v2::metrics as v2;
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::{Message, MessageField};
 
-use super::Cgroup;
-
-/// Reads a file of one number; "max" (no limit) reads as 0, containerd's "unset".
-fn num(dir: &Path, file: &str) -> u64 {
-    std::fs::read_to_string(dir.join(file))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Reads a flat keyed file (`key value` per line), such as memory.stat.
-fn keyed(dir: &Path, file: &str) -> HashMap<String, u64> {
-    std::fs::read_to_string(dir.join(file))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k.to_string(), v.trim().parse().ok()?))
-        })
-        .collect()
-}
+use super::{Cgroup, Files, Hierarchy};
 
 /// Metrics of `cg` packed as the Any that Task.Stats returns.
 pub fn metrics(cg: &Cgroup) -> io::Result<Any> {
-    let (type_url, bytes) = match cg {
-        Cgroup::V1(_) => (
-            "io.containerd.cgroups.v1.Metrics",
-            v1_metrics(cg).write_to_bytes(),
-        ),
-        Cgroup::V2(dir) => (
-            "io.containerd.cgroups.v2.Metrics",
-            v2_metrics(dir).write_to_bytes(),
-        ),
-    };
+    cg.metrics(&mut Files::default())
+}
+
+/// `m` packed as an Any of type `type_url`.
+pub fn pack(type_url: &str, m: &impl Message) -> io::Result<Any> {
     let mut any = Any::new();
     any.type_url = type_url.to_string();
-    any.value = bytes.map_err(io::Error::other)?;
+    any.value = m.write_to_bytes().map_err(io::Error::other)?;
     Ok(any)
 }
 
 /// USER_HZ: the unit of cpuacct.stat.
 const CLOCK_TICKS: u64 = 100;
 
-pub fn v1_metrics(cg: &Cgroup) -> v1::Metrics {
+/// The v1 Metrics of `cg`, from each of its controllers.
+pub fn v1_metrics(cg: &dyn Hierarchy, files: &mut Files) -> v1::Metrics {
+    let f = files;
+    let num = |f: &mut Files, dir: &Path, file: &str| f.num(&dir.join(file)).unwrap_or(0);
+    let keyed = |f: &mut Files, dir: &Path, file: &str| f.keyed(&dir.join(file));
     let mut m = v1::Metrics::new();
     let mut cpu = v1::CPUStat::new();
     if let Some(dir) = cg.dir("cpuacct") {
         let mut usage = v1::CPUUsage::new();
-        usage.total = num(dir, "cpuacct.usage");
-        usage.per_cpu = std::fs::read_to_string(dir.join("cpuacct.usage_percpu"))
+        usage.total = num(f, dir, "cpuacct.usage");
+        usage.per_cpu = f
+            .read(&dir.join("cpuacct.usage_percpu"))
             .unwrap_or_default()
             .split_whitespace()
             .filter_map(|v| v.parse().ok())
             .collect();
-        let stat = keyed(dir, "cpuacct.stat");
+        let stat = keyed(f, dir, "cpuacct.stat");
         let ns = |ticks: u64| ticks * 1_000_000_000 / CLOCK_TICKS;
         usage.user = ns(stat.get("user").copied().unwrap_or(0));
         usage.kernel = ns(stat.get("system").copied().unwrap_or(0));
         cpu.usage = MessageField::some(usage);
     }
     if let Some(dir) = cg.dir("cpu") {
-        let stat = keyed(dir, "cpu.stat");
+        let stat = keyed(f, dir, "cpu.stat");
         let mut t = v1::Throttle::new();
         t.periods = stat.get("nr_periods").copied().unwrap_or(0);
         t.throttled_periods = stat.get("nr_throttled").copied().unwrap_or(0);
@@ -81,15 +65,15 @@ pub fn v1_metrics(cg: &Cgroup) -> v1::Metrics {
     m.cpu = MessageField::some(cpu);
 
     if let Some(dir) = cg.dir("memory") {
-        let entry = |prefix: &str| {
+        let entry = |f: &mut Files, prefix: &str| {
             let mut e = v1::MemoryEntry::new();
-            e.usage = num(dir, &format!("{prefix}.usage_in_bytes"));
-            e.limit = num(dir, &format!("{prefix}.limit_in_bytes"));
-            e.max = num(dir, &format!("{prefix}.max_usage_in_bytes"));
-            e.failcnt = num(dir, &format!("{prefix}.failcnt"));
+            e.usage = num(f, dir, &format!("{prefix}.usage_in_bytes"));
+            e.limit = num(f, dir, &format!("{prefix}.limit_in_bytes"));
+            e.max = num(f, dir, &format!("{prefix}.max_usage_in_bytes"));
+            e.failcnt = num(f, dir, &format!("{prefix}.failcnt"));
             MessageField::some(e)
         };
-        let s = keyed(dir, "memory.stat");
+        let s = keyed(f, dir, "memory.stat");
         let g = |k: &str| s.get(k).copied().unwrap_or(0);
         let mut mem = v1::MemoryStat::new();
         mem.cache = g("cache");
@@ -124,12 +108,12 @@ pub fn v1_metrics(cg: &Cgroup) -> v1::Metrics {
         mem.total_inactive_file = g("total_inactive_file");
         mem.total_active_file = g("total_active_file");
         mem.total_unevictable = g("total_unevictable");
-        mem.usage = entry("memory");
-        mem.swap = entry("memory.memsw");
-        mem.kernel = entry("memory.kmem");
-        mem.kernel_tcp = entry("memory.kmem.tcp");
+        mem.usage = entry(f, "memory");
+        mem.swap = entry(f, "memory.memsw");
+        mem.kernel = entry(f, "memory.kmem");
+        mem.kernel_tcp = entry(f, "memory.kmem.tcp");
         m.memory = MessageField::some(mem);
-        let oc = keyed(dir, "memory.oom_control");
+        let oc = keyed(f, dir, "memory.oom_control");
         let mut o = v1::MemoryOomControl::new();
         o.oom_kill_disable = oc.get("oom_kill_disable").copied().unwrap_or(0);
         o.under_oom = oc.get("under_oom").copied().unwrap_or(0);
@@ -138,16 +122,19 @@ pub fn v1_metrics(cg: &Cgroup) -> v1::Metrics {
     }
     if let Some(dir) = cg.dir("pids") {
         let mut p = v1::PidsStat::new();
-        p.current = num(dir, "pids.current");
-        p.limit = num(dir, "pids.max");
+        p.current = num(f, dir, "pids.current");
+        p.limit = num(f, dir, "pids.max");
         m.pids = MessageField::some(p);
     }
     m
 }
 
-pub fn v2_metrics(dir: &Path) -> v2::Metrics {
+/// The v2 Metrics of the cgroup in `dir`.
+pub fn v2_metrics(dir: &Path, files: &mut Files) -> v2::Metrics {
+    let f = files;
+    let num = |f: &mut Files, file: &str| f.num(&dir.join(file)).unwrap_or(0);
     let mut m = v2::Metrics::new();
-    let c = keyed(dir, "cpu.stat");
+    let c = f.keyed(&dir.join("cpu.stat"));
     let g = |map: &HashMap<String, u64>, k: &str| map.get(k).copied().unwrap_or(0);
     let mut cpu = v2::CPUStat::new();
     cpu.usage_usec = g(&c, "usage_usec");
@@ -160,7 +147,7 @@ pub fn v2_metrics(dir: &Path) -> v2::Metrics {
     cpu.burst_usec = g(&c, "burst_usec");
     m.cpu = MessageField::some(cpu);
 
-    let s = keyed(dir, "memory.stat");
+    let s = f.keyed(&dir.join("memory.stat"));
     let mut mem = v2::MemoryStat::new();
     mem.anon = g(&s, "anon");
     mem.file = g(&s, "file");
@@ -181,14 +168,14 @@ pub fn v2_metrics(dir: &Path) -> v2::Metrics {
     mem.slab_unreclaimable = g(&s, "slab_unreclaimable");
     mem.pgfault = g(&s, "pgfault");
     mem.pgmajfault = g(&s, "pgmajfault");
-    mem.usage = num(dir, "memory.current");
-    mem.usage_limit = num(dir, "memory.max");
-    mem.swap_usage = num(dir, "memory.swap.current");
-    mem.swap_limit = num(dir, "memory.swap.max");
-    mem.max_usage = num(dir, "memory.peak");
+    mem.usage = num(f, "memory.current");
+    mem.usage_limit = num(f, "memory.max");
+    mem.swap_usage = num(f, "memory.swap.current");
+    mem.swap_limit = num(f, "memory.swap.max");
+    mem.max_usage = num(f, "memory.peak");
     m.memory = MessageField::some(mem);
 
-    let e = keyed(dir, "memory.events");
+    let e = f.keyed(&dir.join("memory.events"));
     let mut ev = v2::MemoryEvents::new();
     ev.low = g(&e, "low");
     ev.high = g(&e, "high");
@@ -198,8 +185,8 @@ pub fn v2_metrics(dir: &Path) -> v2::Metrics {
     m.memory_events = MessageField::some(ev);
 
     let mut p = v2::PidsStat::new();
-    p.current = num(dir, "pids.current");
-    p.limit = num(dir, "pids.max");
+    p.current = num(f, "pids.current");
+    p.limit = num(f, "pids.max");
     m.pids = MessageField::some(p);
     m
 }
@@ -223,7 +210,7 @@ mod tests {
                 ("pids.max", "100\n"),
             ],
         );
-        let m = v2_metrics(&dir);
+        let m = v2_metrics(&dir, &mut Files::default());
         assert_eq!(m.cpu.usage_usec, 1500);
         assert_eq!(m.cpu.nr_throttled, 2);
         assert_eq!(m.cpu.throttled_usec, 77);
@@ -232,8 +219,9 @@ mod tests {
         assert_eq!(m.memory.anon, 1024);
         assert_eq!(m.memory_events.oom_kill, 1);
         assert_eq!((m.pids.current, m.pids.limit), (2, 100));
-        let any = metrics(&Cgroup::V2(dir.path())).unwrap();
+        let any = metrics(&Cgroup::v2(dir.path())).unwrap();
         assert_eq!(any.type_url, "io.containerd.cgroups.v2.Metrics");
+        assert_eq!(v2::Metrics::parse_from_bytes(&any.value).unwrap(), m);
     }
 
     #[test]
@@ -267,12 +255,12 @@ mod tests {
                 ),
             ],
         );
-        let cg = Cgroup::V1(BTreeMap::from([
+        let cg = Cgroup::v1(BTreeMap::from([
             ("cpuacct".to_string(), cpuacct.path()),
             ("cpu".to_string(), cpu.path()),
             ("memory".to_string(), memory.path()),
         ]));
-        let m = v1_metrics(&cg);
+        let m = v1_metrics(&*cg, &mut Files::kept());
         assert_eq!(m.cpu.usage.total, 123456789);
         assert_eq!(m.cpu.usage.per_cpu, vec![100, 200]);
         assert_eq!(m.cpu.usage.user, 50_000_000, "5 ticks of 10ms");
@@ -283,5 +271,8 @@ mod tests {
         assert_eq!(m.memory.rss, 20);
         assert_eq!(m.memory_oom_control.oom_kill, 2);
         assert!(m.pids.is_none(), "no pids controller, no pids stats");
+        let any = metrics(&cg).unwrap();
+        assert_eq!(any.type_url, "io.containerd.cgroups.v1.Metrics");
+        assert_eq!(v1::Metrics::parse_from_bytes(&any.value).unwrap(), m);
     }
 }

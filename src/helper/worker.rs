@@ -12,7 +12,8 @@ use super::{restore_process_name, HelperError, Reply, Request, REPLY_FD};
 /// thread exists.
 pub fn main(arg: &str) -> ! {
     restore_process_name();
-    // SAFETY: `Helpers::run` put the reply pipe at REPLY_FD for us alone.
+    // SAFETY: the shim (`shim::helpers::Helpers::run`) put the reply pipe at
+    // REPLY_FD for this process alone; nothing else here owns or closes it.
     let mut reply_fd = std::fs::File::from(unsafe { crate::sys::inherited(REPLY_FD) });
     let _ = crate::sys::set_cloexec(&reply_fd, true);
     let reply = match serde_json::from_str::<Request>(arg) {
@@ -231,8 +232,14 @@ fn execute(req: Request) -> Reply {
             let target = bundle.join("rootfs");
             // libcontainer 0.7 rejects runc's rootfsPropagation names and
             // ignores per-mount propagation: see crate::propagation.
-            let propagation = crate::propagation::prepare(&bundle)
-                .map_err(|e| HelperError::Invalid(format!("create container {id}: {e}")))?;
+            let propagation = super::propagation::prepare(&bundle).map_err(|e| {
+                let msg = format!("create container {id}: {e}");
+                if e.is_invalid_spec() {
+                    HelperError::Invalid(msg)
+                } else {
+                    HelperError::Failed(msg)
+                }
+            })?;
             for m in &rootfs {
                 let kind = Some(m.kind.as_str()).filter(|s| !s.is_empty());
                 let source = Some(m.source.as_str()).filter(|s| !s.is_empty());
@@ -255,7 +262,9 @@ fn execute(req: Request) -> Reply {
             let built = built
                 .map_err(|e| format!("{e}{}", source_chain(&e)))
                 .and_then(|c| match c.pid() {
-                    Some(pid) => crate::propagation::apply(pid.as_raw(), &propagation).map(|_| c),
+                    Some(pid) => super::propagation::apply(pid.as_raw(), &propagation)
+                        .map(|_| c)
+                        .map_err(|e| e.to_string()),
                     None => Ok(c),
                 });
             match built {

@@ -3,11 +3,10 @@
 
 use std::path::Path;
 
-use super::files::Files;
 use super::plan::{plan_with, Write};
 use super::update::{Limit, Update};
 use super::ResizeError;
-use crate::cgroups::Cgroup;
+use crate::cgroups::{Cgroup, Files};
 
 /// What an applied resize wrote, with each file's value before.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,22 +14,7 @@ pub struct Applied {
     pub writes: Vec<(Write, String)>,
 }
 
-fn read(files: &mut Files, path: &Path) -> Option<u64> {
-    files.read(path).ok()?.trim().parse().ok()
-}
-
-/// Current memory use of the cgroup.
-pub fn memory_usage(cg: &Cgroup) -> Option<u64> {
-    usage(cg, &mut Files::default())
-}
-
-fn usage(cg: &Cgroup, files: &mut Files) -> Option<u64> {
-    match cg {
-        Cgroup::V1(_) => read(files, &cg.dir("memory")?.join("memory.usage_in_bytes")),
-        Cgroup::V2(dir) => read(files, &dir.join("memory.current")),
-    }
-}
-
+#[cfg(test)]
 /// Applies `u` to `cg`. With `reclaim`, memory above a new, lower limit is
 /// reclaimed first; without it, such a shrink is refused.
 pub fn apply(cg: &Cgroup, u: &Update, reclaim: bool) -> Result<Applied, ResizeError> {
@@ -70,13 +54,9 @@ pub fn recorded(
     Ok((before, after))
 }
 
-/// Everything `apply` checks before writing, and the writes it would make.
-/// With `reclaim` on cgroup v2 this asks the kernel to reclaim memory.
-pub fn check(cg: &Cgroup, u: &Update, reclaim: bool) -> Result<Vec<Write>, ResizeError> {
-    check_with(cg, u, reclaim, &mut Files::default())
-}
-
-/// `check`, through `files`.
+/// Everything `apply` checks before writing, and the writes it would make,
+/// through `files`. With `reclaim`, where the kernel can be asked to reclaim
+/// memory (cgroup v2), this asks it.
 pub fn check_with(
     cg: &Cgroup,
     u: &Update,
@@ -97,23 +77,23 @@ pub fn check_with(
         });
     }
     if let Some(Limit::Value(limit)) = u.memory_limit {
-        if let Some(usage) = usage(cg, files).filter(|&usage| usage > limit) {
+        if let Some(usage) = cg.memory_usage(files).filter(|&usage| usage > limit) {
             if !reclaim {
                 return Err(ResizeError::BelowUsage {
                     requested: limit,
                     usage,
                 });
             }
-            if let Cgroup::V2(dir) = cg {
-                let _ = files.write(&dir.join("memory.reclaim"), &(usage - limit).to_string());
-                if let Some(usage) = self::usage(cg, files).filter(|&usage| usage > limit) {
+            // Where the kernel cannot be asked (v1), it reclaims when the
+            // lower limit is written, or refuses it (`refused_below_usage`).
+            if cg.reclaim(usage - limit, files) {
+                if let Some(usage) = cg.memory_usage(files).filter(|&usage| usage > limit) {
                     return Err(ResizeError::BelowUsage {
                         requested: limit,
                         usage,
                     });
                 }
             }
-            // cgroup v1 reclaims when the lower limit is written, or refuses with EBUSY.
         }
     }
     Ok(writes)
@@ -128,12 +108,12 @@ fn write_all(cg: &Cgroup, writes: Vec<Write>, files: &mut Files) -> Result<Appli
             .unwrap_or_default();
         if let Err(e) = files.write(&w.path, &w.value) {
             undo(&done, files);
-            let file = w.path.display().to_string();
-            if e.raw_os_error() == Some(libc::EBUSY) && file.ends_with("memory.limit_in_bytes") {
+            if cg.refused_below_usage(&w, &e) {
                 let requested = w.value.parse().unwrap_or(0);
-                let usage = usage(cg, files).unwrap_or(0);
+                let usage = cg.memory_usage(files).unwrap_or(0);
                 return Err(ResizeError::BelowUsage { requested, usage });
             }
+            let file = w.path.display().to_string();
             // ENODEV: a file kept open whose cgroup has been removed since.
             if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENODEV) {
                 return Err(ResizeError::Gone(file));
@@ -141,7 +121,7 @@ fn write_all(cg: &Cgroup, writes: Vec<Write>, files: &mut Files) -> Result<Appli
             return Err(ResizeError::Write {
                 file,
                 value: w.value,
-                error: e.to_string(),
+                error: e.io().to_string(),
             });
         }
         done.push((w, old));
@@ -153,7 +133,7 @@ fn write_all(cg: &Cgroup, writes: Vec<Write>, files: &mut Files) -> Result<Appli
 fn undo(done: &[(Write, String)], files: &mut Files) {
     for (w, old) in done.iter().rev() {
         if let Err(e) = files.write(&w.path, old) {
-            log::error!("restore {} to {old:?}: {e}", w.path.display());
+            log::error!("restore: {e}");
         }
     }
 }
@@ -180,7 +160,7 @@ mod tests {
                 ("memory.current", "1000"),
             ],
         );
-        let cg = Cgroup::V2(dir.path());
+        let cg = Cgroup::v2(dir.path());
         let u = Update {
             cpu_quota: Some(Limit::Value(50_000)),
             memory_limit: Some(Limit::Value(4096)),
@@ -203,7 +183,7 @@ mod tests {
                 ("memory.current", "8192"),
             ],
         );
-        let cg = Cgroup::V2(dir.path());
+        let cg = Cgroup::v2(dir.path());
         let u = Update {
             cpu_quota: Some(Limit::Value(50_000)),
             memory_limit: Some(Limit::Value(4096)),
@@ -243,7 +223,7 @@ mod tests {
         // memory.max is a directory: writing it fails after cpu.max was written.
         std::fs::remove_file(dir.join("memory.max")).unwrap();
         std::fs::create_dir(dir.join("memory.max")).unwrap();
-        let cg = Cgroup::V2(dir.path());
+        let cg = Cgroup::v2(dir.path());
         let u = Update {
             cpu_quota: Some(Limit::Value(50_000)),
             memory_limit: Some(Limit::Value(1 << 30)),
@@ -262,12 +242,149 @@ mod tests {
     #[test]
     fn a_cgroup_that_is_gone_is_reported_and_not_recreated() {
         let dir = std::env::temp_dir().join(format!("tidal-apply-gone-{}", std::process::id()));
-        let cg = Cgroup::V1(BTreeMap::from([("cpu".to_string(), dir.clone())]));
+        let cg = Cgroup::v1(BTreeMap::from([("cpu".to_string(), dir.clone())]));
         let u = Update {
             cpu_shares: Some(512),
             ..Default::default()
         };
         assert!(matches!(apply(&cg, &u, false), Err(ResizeError::Gone(_))));
         assert!(!dir.exists(), "the cgroup directory was re-created");
+    }
+
+    fn fakes() -> [crate::testfs::FakeCgroup; 2] {
+        use crate::testfs::FakeCgroup;
+        [
+            FakeCgroup::v1(
+                "either-v1",
+                &[
+                    ("cpu/cpu.shares", "1024"),
+                    ("cpu/cpu.cfs_quota_us", "-1"),
+                    ("cpu/cpu.cfs_period_us", "100000"),
+                    ("cpuacct/cpuacct.usage", "0"),
+                    ("memory/memory.limit_in_bytes", "9223372036854771712"),
+                    ("memory/memory.memsw.limit_in_bytes", "9223372036854771712"),
+                    ("memory/memory.usage_in_bytes", "8192"),
+                    ("pids/pids.max", "max"),
+                ],
+            ),
+            FakeCgroup::v2(
+                "either-v2",
+                &[
+                    ("cpu.weight", "100"),
+                    ("cpu.max", "max 100000"),
+                    ("cpu.stat", "usage_usec 0"),
+                    ("memory.max", "max"),
+                    ("memory.swap.max", "max"),
+                    ("memory.current", "8192"),
+                    ("pids.max", "max"),
+                ],
+            ),
+        ]
+    }
+
+    /// The same resize on either hierarchy: each spells it its own way, and
+    /// both read it back, as revision values and as live limits, alike.
+    #[test]
+    fn either_hierarchy_takes_a_resize_and_reads_it_back_alike() {
+        let [v1, v2] = fakes();
+        let u = Update {
+            cpu_quota: Some(Limit::Value(50_000)),
+            cpu_period: Some(100_000),
+            memory_limit: Some(Limit::Value(64 << 20)),
+            pids_limit: Some(Limit::Value(100)),
+            ..Default::default()
+        };
+        let lift = Update {
+            cpu_quota: Some(Limit::Max),
+            memory_limit: Some(Limit::Max),
+            pids_limit: Some(Limit::Max),
+            ..Default::default()
+        };
+        for fake in [&v1, &v2] {
+            let cg = fake.cgroup();
+            // Files opened per use: a kept one is written in place without
+            // truncation, as cgroupfs takes it and a fake's file does not.
+            let mut files = Files::default();
+            let (before, after) = recorded(cg, &u, false, &mut files).unwrap();
+            assert_eq!(after, u, "{cg:?}");
+            assert_eq!(before.memory_limit, Some(Limit::Max), "{cg:?}");
+            assert_eq!(before.cpu_quota, Some(Limit::Max), "{cg:?}");
+            let live = crate::cgroups::read_limits(cg);
+            assert_eq!(
+                (live.cpu_millis(), live.memory_bytes),
+                (Some(500), Some(64 << 20)),
+                "{cg:?}"
+            );
+            let (_, lifted) = recorded(cg, &lift, false, &mut files).unwrap();
+            assert_eq!(lifted, lift, "{cg:?}");
+            let live = crate::cgroups::read_limits(cg);
+            assert_eq!((live.cpu_quota_us, live.memory_bytes), (None, None));
+        }
+        // Each in its own spelling: -1 and a huge number on v1, max on v2.
+        assert_eq!(v1.get("cpu/cpu.cfs_quota_us"), "-1");
+        assert_eq!(v1.get("memory/memory.limit_in_bytes"), "-1");
+        assert_eq!(
+            v1.get("memory/memory.memsw.limit_in_bytes"),
+            "9223372036854771712",
+            "unlimited swap is left alone"
+        );
+        assert_eq!(v2.get("cpu.max"), "max 100000");
+        assert_eq!(v2.get("memory.max"), "max");
+        assert_eq!(v2.get("pids.max"), "max");
+    }
+
+    /// Asked to reclaim, v2 asks the kernel first (memory.reclaim) and
+    /// refuses if usage stays above; v1 has nothing to ask and writes the
+    /// lower limit, which its kernel reclaims for (or refuses with EBUSY).
+    /// Not asked, both refuse and write nothing.
+    #[test]
+    fn a_shrink_below_usage_is_refused_or_reclaimed_as_each_hierarchy_can() {
+        let [v1, v2] = fakes();
+        v2.set("memory.reclaim", "");
+        let u = Update {
+            memory_limit: Some(Limit::Value(4096)),
+            ..Default::default()
+        };
+        for fake in [&v1, &v2] {
+            let err = apply(fake.cgroup(), &u, false).unwrap_err();
+            assert_eq!(
+                err,
+                ResizeError::BelowUsage {
+                    requested: 4096,
+                    usage: 8192
+                }
+            );
+        }
+        assert_eq!(
+            v1.get("memory/memory.limit_in_bytes"),
+            "9223372036854771712"
+        );
+        assert_eq!(v2.get("memory.max"), "max");
+
+        apply(v1.cgroup(), &u, true).unwrap();
+        assert_eq!(v1.get("memory/memory.limit_in_bytes"), "4096");
+        assert!(
+            !v1.cgroup()
+                .dir("memory")
+                .unwrap()
+                .join("memory.reclaim")
+                .exists(),
+            "v1 has no memory.reclaim to write"
+        );
+
+        assert!(matches!(
+            apply(v2.cgroup(), &u, true),
+            Err(ResizeError::BelowUsage { .. })
+        ));
+        assert_eq!(
+            v2.get("memory.reclaim"),
+            "4096",
+            "reclaim asked for the excess"
+        );
+        assert_eq!(v2.get("memory.max"), "max");
+        // The kernel reclaimed it: now the limit is written.
+        v2.set("memory.current", "4000");
+        apply(v2.cgroup(), &u, true).unwrap();
+        assert_eq!(v2.get("memory.max"), "4096");
     }
 }

@@ -108,6 +108,7 @@ pub const KEPT: u64 = 1000;
 /// The history is compacted every this many revisions past `KEPT`.
 const COMPACT_EVERY: u64 = 256;
 
+#[cfg(test)]
 /// Appends `rev` as number `last + 1`; returns that number.
 pub fn append(file: &Path, last: u64, rev: Revision) -> std::io::Result<u64> {
     let mut log = Log {
@@ -138,6 +139,7 @@ impl Log {
         })
     }
 
+    #[cfg(test)]
     /// The number of the last revision recorded.
     pub fn last(&self) -> u64 {
         self.last

@@ -3,17 +3,18 @@
 //! (`Update`), then an ordered plan of cgroup file writes (`plan`), applied
 //! with what was already written restored if a later write fails (`apply`).
 //! Pure functions up to `apply`, so the rules are tested without a kernel.
+//! What differs between cgroup v1 and v2 is the cgroup's own business
+//! (`crate::cgroups::Hierarchy`): this module never asks which it is.
 
-pub mod apply;
-pub mod current;
-pub mod files;
-pub mod history;
-pub mod plan;
-pub mod update;
+pub(crate) mod apply;
+pub(crate) mod current;
+pub(crate) mod history;
+pub(crate) mod plan;
+pub(crate) mod request;
+pub(crate) mod update;
 
-pub use apply::{apply, Applied};
-pub use files::Files;
-pub use plan::{plan, Write};
+pub use crate::cgroups::Files;
+pub use request::{Change, Notes};
 pub use update::{Limit, Update};
 
 /// Why a resize was refused or failed.
@@ -27,7 +28,7 @@ pub enum ResizeError {
         why: String,
     },
     /// Memory below what the container uses now.
-    #[error("memory limit {requested} is below current usage {usage}: refused (ask to reclaim first to try shrinking)")]
+    #[error("memory limit {requested} is below current usage {usage}; to shrink it anyway, ask to reclaim memory first (tidalctl resize --reclaim)")]
     BelowUsage { requested: u64, usage: u64 },
     /// The container's cgroup is gone: it exited or is being deleted.
     #[error("the container's cgroup is gone: {0}")]
@@ -39,6 +40,17 @@ pub enum ResizeError {
         value: String,
         error: String,
     },
+}
+
+/// A value the container's cgroup cannot take, refused as an invalid request.
+impl From<crate::cgroups::Unsupported> for ResizeError {
+    fn from(e: crate::cgroups::Unsupported) -> Self {
+        ResizeError::Invalid {
+            field: e.field,
+            value: e.value,
+            why: e.why,
+        }
+    }
 }
 
 /// What the one writer of a container's resources (the shim that owns it)

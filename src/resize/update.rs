@@ -1,29 +1,10 @@
 //! A resize request as a partial update: every field optional, validated when
 //! built from OCI LinuxResources, never a value that means something else.
 
-use std::collections::BTreeMap;
-
 use oci_spec::runtime::LinuxResources;
-use serde::{Deserialize, Serialize};
 
 use super::ResizeError;
-
-/// A limit that may be lifted entirely.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Limit {
-    Max,
-    Value(u64),
-}
-
-impl Limit {
-    pub fn value(self) -> Option<u64> {
-        match self {
-            Limit::Max => None,
-            Limit::Value(v) => Some(v),
-        }
-    }
-}
+pub use crate::cgroups::{Limit, Update};
 
 /// Kernel bounds for the CFS period, in microseconds.
 pub const PERIOD_RANGE: std::ops::RangeInclusive<u64> = 1_000..=1_000_000;
@@ -35,56 +16,6 @@ pub const SHARES_RANGE: std::ops::RangeInclusive<u64> = 2..=262_144;
 pub const BLKIO_RANGE: std::ops::RangeInclusive<u16> = 10..=1_000;
 /// Largest byte value a cgroup file takes (an i64).
 const MAX_BYTES: u64 = i64::MAX as u64;
-
-/// Calls macro `$m` with every optional (non-map) field of `Update`.
-macro_rules! scalar_fields {
-    ($m:ident) => {
-        $m!(
-            cpu_shares,
-            cpu_quota,
-            cpu_period,
-            cpuset_cpus,
-            cpuset_mems,
-            memory_limit,
-            memory_swap,
-            memory_reservation,
-            pids_limit,
-            blkio_weight
-        )
-    };
-}
-
-/// Serialized without its unset fields (a revision names only what it
-/// changed); a missing field reads back as unset.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Update {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpu_shares: Option<u64>,
-    /// CFS quota in microseconds per period.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpu_quota: Option<Limit>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpu_period: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpuset_cpus: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpuset_mems: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory_limit: Option<Limit>,
-    /// Memory plus swap, as OCI counts it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory_swap: Option<Limit>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory_reservation: Option<Limit>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pids_limit: Option<Limit>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub blkio_weight: Option<u16>,
-    /// Page size ("2MB") -> limit in bytes.
-    pub hugetlb: BTreeMap<String, u64>,
-    /// cgroup v2 file -> value.
-    pub unified: BTreeMap<String, String>,
-}
 
 fn invalid(field: &'static str, value: impl ToString, why: impl Into<String>) -> ResizeError {
     ResizeError::Invalid {
@@ -323,51 +254,6 @@ impl Update {
             }) => Self::from_oci(r, Node::refreshed),
             other => other,
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        *self == Update::default()
-    }
-
-    /// A mask with every field tidal reads back set.
-    pub fn everything() -> Update {
-        Update {
-            cpu_shares: Some(0),
-            cpu_quota: Some(Limit::Max),
-            cpu_period: Some(0),
-            cpuset_cpus: Some(String::new()),
-            cpuset_mems: Some(String::new()),
-            memory_limit: Some(Limit::Max),
-            memory_swap: Some(Limit::Max),
-            memory_reservation: Some(Limit::Max),
-            pids_limit: Some(Limit::Max),
-            blkio_weight: Some(0),
-            ..Default::default()
-        }
-    }
-
-    /// Sets every field that is unset here and set in `other`.
-    pub fn fill_missing(&mut self, other: &Update) {
-        macro_rules! fill {
-            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = other.$f.clone(); } )* };
-        }
-        scalar_fields!(fill);
-        for (k, v) in &other.hugetlb {
-            self.hugetlb.entry(k.clone()).or_insert(*v);
-        }
-        for (k, v) in &other.unified {
-            self.unified.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-    }
-
-    /// Keeps only the fields that are set in `mask`.
-    pub fn restricted_to(&self, mask: &Update) -> Update {
-        let mut out = Update::default();
-        macro_rules! keep {
-            ($($f:ident),*) => { $( if mask.$f.is_some() { out.$f = self.$f.clone(); } )* };
-        }
-        scalar_fields!(keep);
-        out
     }
 }
 

@@ -36,6 +36,17 @@ impl From<crate::resize::ResizeError> for Error {
     }
 }
 
+impl From<crate::traits::enforce::EnforceError> for Error {
+    fn from(e: crate::traits::enforce::EnforceError) -> Self {
+        use crate::traits::enforce::EnforceError as E;
+        match e {
+            E::Refused { .. } | E::Json { .. } => Error::InvalidArgument(e.to_string()),
+            E::Catalogue { .. } => Error::FailedPrecondition(e.to_string()),
+            E::Io { .. } => Error::Internal(e.to_string()),
+        }
+    }
+}
+
 impl From<HelperError> for Error {
     fn from(e: HelperError) -> Self {
         match e {
@@ -102,9 +113,46 @@ mod tests {
             code(HelperError::WrongState("running".into()).into()),
             Code::FAILED_PRECONDITION
         );
+        assert_eq!(
+            code(HelperError::Invalid("bad spec".into()).into()),
+            Code::INVALID_ARGUMENT
+        );
+        assert_eq!(
+            code(HelperError::Failed("mount".into()).into()),
+            Code::INTERNAL
+        );
         let msg = TtrpcError::from(Error::from(
             crate::ids::validate("container id", "../x").unwrap_err(),
         ));
         assert!(format!("{msg:?}").contains("../x"));
+    }
+
+    /// A pod's own bad traits are its fault (InvalidArgument); a broken
+    /// catalogue or an unreadable config.json is the node's, and says so.
+    #[test]
+    fn trait_enforcement_errors_keep_their_code() {
+        use crate::traits::enforce::{apply_to_bundle, EnforceError};
+        let dir = crate::testfs::FakeDir::new("enforce", &[]);
+        let config = dir.join("config.json");
+        let catalogue = Ok(crate::traits::Catalogue::builtin());
+
+        let err = apply_to_bundle(&config, &catalogue).unwrap_err();
+        assert!(matches!(err, EnforceError::Io { .. }), "{err:?}");
+        assert_eq!(code(err.into()), Code::INTERNAL);
+
+        std::fs::write(&config, "{not json").unwrap();
+        let err = apply_to_bundle(&config, &catalogue).unwrap_err();
+        assert_eq!(code(err.into()), Code::INVALID_ARGUMENT);
+
+        let pod = r#"{"annotations": {"trait.tidal.dev/no-such-trait": "{}"}}"#;
+        std::fs::write(&config, pod).unwrap();
+        let err = apply_to_bundle(&config, &catalogue).unwrap_err();
+        assert!(matches!(err, EnforceError::Refused { .. }), "{err:?}");
+        assert_eq!(code(err.into()), Code::INVALID_ARGUMENT);
+
+        let broken = Err("traits/x.yaml: not a TraitDefinition".to_string());
+        let err = apply_to_bundle(&config, &broken).unwrap_err();
+        assert!(err.to_string().contains("catalogue is broken"), "{err}");
+        assert_eq!(code(err.into()), Code::FAILED_PRECONDITION);
     }
 }

@@ -117,7 +117,8 @@ impl Events {
 fn dial(address: &str) -> std::io::Result<EventsClient> {
     let path = address.strip_prefix("unix://").unwrap_or(address);
     let stream = std::os::unix::net::UnixStream::connect(path)?;
-    // SAFETY: a connected unix socket this function owns; the client takes it.
+    // SAFETY: `into_raw_fd` gives up the stream's ownership of the connected
+    // socket, so the client becomes its only owner (and closes it once).
     let client = unsafe { Client::from_raw_unix_socket_fd(stream.into_raw_fd()) };
     Ok(EventsClient::new(client))
 }

@@ -5,12 +5,16 @@
 //! prints a plain socket address and the Task service is served under both
 //! `containerd.task.v2.Task` and `containerd.task.v3.Task`.
 
-pub mod error;
-pub mod events;
-pub mod process;
-pub mod service;
-pub mod stdio;
-pub mod task;
+pub(crate) mod error;
+pub(crate) mod events;
+pub(crate) mod exe;
+pub(crate) mod helpers;
+pub(crate) mod oom;
+pub(crate) mod process;
+pub mod reaper;
+pub(crate) mod service;
+pub(crate) mod stdio;
+pub(crate) mod task;
 #[cfg(test)]
 mod tests;
 
@@ -26,28 +30,14 @@ use containerd_shim::api;
 use containerd_shim::protos::protobuf::Message;
 use containerd_shim::{ExitSignal, Flags};
 
-use crate::helper::{Helpers, ProtectedExe, SelfExe};
-use crate::reaper::Reaper;
+use crate::helper::HELPER_BIN;
+use crate::paths::{private_dir, state_dir, STATE_DIR_ENV};
+use exe::{HelperExe, ProtectedExe};
+use helpers::Helpers;
+use reaper::Reaper;
 
 /// The runtime name containerd knows tidal by.
 pub const RUNTIME_ID: &str = "io.containerd.tidal.v2";
-/// Annotation by which containerd's CRI groups a pod's containers.
-pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
-/// Overrides the state directory (default `/run/tidal`).
-pub const STATE_DIR_ENV: &str = "TIDAL_STATE_DIR";
-
-/// tidal's state directory: libcontainer state per namespace, shim sockets.
-pub fn state_dir() -> PathBuf {
-    std::env::var_os(STATE_DIR_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/run/tidal"))
-}
-
-/// Creates `dir` (and parents) and makes it 0700.
-pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-}
 
 /// The shim a container belongs to: its pod's sandbox id, or its own id.
 fn grouping(bundle: &Path, id: &str) -> String {
@@ -61,7 +51,7 @@ fn grouping(bundle: &Path, id: &str) -> String {
         .ok()
         .and_then(|b| serde_json::from_slice::<Annotated>(&b).ok());
     spec.as_ref()
-        .and_then(|s| s.annotations.get(SANDBOX_ID_ANNOTATION))
+        .and_then(|s| s.annotations.get(crate::annotations::CRI_SANDBOX_ID))
         .map(String::as_str)
         .filter(|g| crate::ids::validate("sandbox id", g).is_ok())
         .unwrap_or(id)
@@ -162,7 +152,7 @@ fn start(flags: &Flags) -> Result<String, String> {
         Ok(exes) => exes,
         Err(e) => {
             let _ = std::fs::remove_file(&socket);
-            return Err(e);
+            return Err(e.to_string());
         }
     };
     let mut cmd = exe.command();
@@ -181,6 +171,11 @@ fn start(flags: &Flags) -> Result<String, String> {
         &[][..]
     })
     .env(STATE_DIR_ENV, state_dir())
+    // One malloc arena: the blocking pool's threads (shim::task::blocking)
+    // would each make their own, which stays resident after they exit
+    // (~300 KiB a shim, a tenth of its memory). Helpers start with a clean
+    // environment, so this reaches no container.
+    .env("MALLOC_ARENA_MAX", "1")
     .stdin(std::process::Stdio::null())
     .stdout(std::process::Stdio::null())
     .stderr(std::process::Stdio::null())
@@ -222,7 +217,7 @@ async fn delete(flags: &Flags) -> Result<api::DeleteResponse, String> {
     crate::ids::validate("namespace", &flags.namespace).map_err(|e| e.to_string())?;
     let bundle = std::env::current_dir().map_err(|e| e.to_string())?;
     let reaper = Reaper::start().map_err(|e| e.to_string())?;
-    let helpers = Helpers::new(SelfExe::lazy(state_dir()), reaper);
+    let helpers = Helpers::new(HelperExe::lazy(state_dir()), reaper);
     let root = state_dir().join(&flags.namespace);
     if let Err(e) = helpers.delete(&flags.id, &root, &bundle).await {
         log::warn!("cleanup of {}: {e}", flags.id);
@@ -246,7 +241,10 @@ async fn serve(flags: &Flags) -> Result<(), String> {
     {
         eprintln!("{RUNTIME_ID}: no log fifo: {e}");
     }
-    // SAFETY: `start` passed the bound listener at LISTENER_FD for us alone.
+    // SAFETY: the serving shim is only ever spawned by `start`, which puts
+    // the bound listener at LISTENER_FD (`sys::pass_fd`) and nothing else
+    // there; no code before this line opens, closes or owns that number, and
+    // it is taken once: the listener becomes its only owner.
     let listener = UnixListener::from(unsafe { crate::sys::inherited(LISTENER_FD) });
     crate::sys::set_cloexec(&listener, true).map_err(|e| e.to_string())?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -266,11 +264,13 @@ async fn serve(flags: &Flags) -> Result<(), String> {
     let root = state_dir().join(&flags.namespace);
     private_dir(&root).map_err(|e| format!("state dir {}: {e}", root.display()))?;
     // Normally inherited from `start`; a shim that cannot have it serves,
-    // but every helper fails with the reason (see SelfExe).
+    // but every helper fails with the reason (see HelperExe).
     let exe = if std::env::var(HELPER_EXE_ENV).as_deref() == Ok(&HELPER_EXE_FD.to_string()) {
-        // SAFETY: `start` passed the helper's descriptor at HELPER_EXE_FD for us alone.
+        // SAFETY: HELPER_EXE_ENV names HELPER_EXE_FD only when `start` put the
+        // protected helper there (`sys::pass_fd`); nothing else in this
+        // process opened, owns or closes that number, and it is taken once.
         let fd = unsafe { crate::sys::inherited(HELPER_EXE_FD) };
-        ProtectedExe::inherited(fd, crate::helper::HELPER_BIN)
+        ProtectedExe::inherited(fd, HELPER_BIN)
     } else {
         ProtectedExe::helper(&state_dir())
     };
@@ -281,7 +281,7 @@ async fn serve(flags: &Flags) -> Result<(), String> {
     let exit = Arc::new(ExitSignal::default());
     let tasks = Arc::new(task::Tasks::new(
         root,
-        Helpers::new(SelfExe::ready(exe), reaper.clone()),
+        Helpers::new(HelperExe::ready(exe), reaper.clone()),
         reaper,
         events.clone(),
         exit.clone(),

@@ -23,7 +23,7 @@ use tokio::net::UnixListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::helper::HelperStdio;
+use super::helpers::HelperStdio;
 
 const COPY_BUF: usize = 16 * 1024;
 

@@ -14,10 +14,8 @@
 
 use serde_json::{json, Value};
 
-use super::{PodTraits, TraitError, TRAIT_PREFIX};
-
-/// containerd's annotation telling a sandbox container from the others.
-pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+use super::{PodTraits, TraitError};
+use crate::annotations::{TIDAL_PREFIX, TRAIT_PREFIX};
 
 /// Whether the OCI spec is that of a privileged CRI container: containerd
 /// gives one every capability and no masked or read-only paths.
@@ -59,7 +57,7 @@ pub fn tighten(spec: &mut Value, pod: &PodTraits) -> Result<Vec<String>, TraitEr
     let sandbox = spec
         .pointer(&format!(
             "/annotations/{}",
-            CONTAINER_TYPE.replace('/', "~1")
+            crate::annotations::CRI_CONTAINER_TYPE.replace('/', "~1")
         ))
         .and_then(Value::as_str)
         == Some("sandbox");
@@ -159,7 +157,7 @@ fn mentions_tidal(spec: &Value) -> bool {
         .is_some_and(|a| {
             a.keys().any(|k| {
                 k.starts_with(TRAIT_PREFIX)
-                    || k.starts_with(super::TIDAL_PREFIX)
+                    || k.starts_with(TIDAL_PREFIX)
                     || k.starts_with("app.oam.dev/")
             })
         })
@@ -181,7 +179,7 @@ fn subject(spec: &Value) -> String {
         _ => None,
     };
     match (
-        a(CONTAINER_TYPE).as_deref(),
+        a(crate::annotations::CRI_CONTAINER_TYPE).as_deref(),
         a("io.kubernetes.cri.container-name"),
         pod,
     ) {
@@ -192,42 +190,83 @@ fn subject(spec: &Value) -> String {
     }
 }
 
+/// Why a bundle's traits could not be applied: the pod's own annotations
+/// ([`EnforceError::Refused`]) or the node ([`EnforceError::Catalogue`],
+/// [`EnforceError::Io`]), which callers report with different codes.
+#[derive(Debug, thiserror::Error)]
+pub enum EnforceError {
+    /// config.json could not be read or rewritten.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// config.json is not valid JSON.
+    #[error("{} is not valid JSON: {source}", path.display())]
+    Json {
+        path: std::path::PathBuf,
+        source: serde_json::Error,
+    },
+    /// The node's trait catalogue is broken.
+    #[error("tidal refused {who}: the node's trait catalogue is broken: {message}")]
+    Catalogue { who: String, message: String },
+    /// The pod's traits are refused.
+    #[error("tidal refused {who}: {error}")]
+    Refused { who: String, error: TraitError },
+}
+
 /// Checks and applies the traits named in the OCI bundle's `config.json`
 /// (rewritten in place when tightened) before the container is created.
-/// Returns what was changed; the error is the whole message for the user,
-/// e.g. `tidal refused pod default/web: traits "a" and "b" conflict ...`.
+/// Returns what was changed; the error's message is the whole message for
+/// the user, e.g. `tidal refused pod default/web: traits "a" and "b"
+/// conflict ...`.
 pub fn apply_to_bundle(
     config: &std::path::Path,
     catalogue: &Result<super::Catalogue, String>,
-) -> Result<Vec<String>, String> {
-    let text = std::fs::read(config).map_err(|e| format!("read {}: {e}", config.display()))?;
-    let mut spec: Value = serde_json::from_slice(&text)
-        .map_err(|e| format!("{} is not valid JSON: {e}", config.display()))?;
+) -> Result<Vec<String>, EnforceError> {
+    let io = |what, source| EnforceError::Io {
+        what,
+        path: config.to_path_buf(),
+        source,
+    };
+    let text = std::fs::read(config).map_err(|e| io("read", e))?;
+    let mut spec: Value = serde_json::from_slice(&text).map_err(|source| EnforceError::Json {
+        path: config.to_path_buf(),
+        source,
+    })?;
     if !mentions_tidal(&spec) {
         return Ok(vec![]);
     }
     let who = subject(&spec);
     let catalogue = catalogue
         .as_ref()
-        .map_err(|e| format!("tidal refused {who}: the node's trait catalogue is broken: {e}"))?;
+        .map_err(|message| EnforceError::Catalogue {
+            who: who.clone(),
+            message: message.clone(),
+        })?;
     let annotations: Vec<(String, String)> = spec["annotations"]
         .as_object()
         .into_iter()
         .flatten()
         .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
         .collect();
+    let refused = |error| EnforceError::Refused {
+        who: who.clone(),
+        error,
+    };
     let pod = catalogue
         .pod_traits(annotations.iter().map(|(k, v)| (k, v)))
-        .map_err(|e| format!("tidal refused {who}: {e}"))?;
-    let changed = tighten(&mut spec, &pod).map_err(|e| format!("tidal refused {who}: {e}"))?;
+        .map_err(refused)?;
+    let changed = tighten(&mut spec, &pod).map_err(refused)?;
     if !changed.is_empty() {
         let tmp = config.with_extension("json.tidal-tmp");
-        let bytes = serde_json::to_vec(&spec).map_err(|e| e.to_string())?;
+        let bytes = serde_json::to_vec(&spec).map_err(|e| io("encode", e.into()))?;
         std::fs::write(&tmp, bytes)
             .and_then(|_| std::fs::rename(&tmp, config))
             .map_err(|e| {
                 let _ = std::fs::remove_file(&tmp);
-                format!("rewrite {}: {e}", config.display())
+                io("rewrite", e)
             })?;
     }
     Ok(changed)

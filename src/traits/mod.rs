@@ -9,26 +9,16 @@
 //! run in the shim when a pod's containers are created and offline in
 //! `tidalctl check` ([`oam`]). [`enforce`] tightens an OCI spec by them.
 
-pub mod catalogue;
+pub(crate) mod catalogue;
 pub mod enforce;
 pub mod oam;
-pub mod schema;
+pub(crate) mod schema;
 pub mod seccomp;
 
 pub use catalogue::{Catalogue, TraitDefinition};
 use serde_json::Value;
 
-/// Prefix of the one annotation per trait: `trait.tidal.dev/<type>`.
-pub const TRAIT_PREFIX: &str = "trait.tidal.dev/";
-/// Prefix of tidal's own pod annotations.
-pub const TIDAL_PREFIX: &str = "tidal.dev/";
-pub const ANNOTATION_QOS: &str = "tidal.dev/qos";
-pub const ANNOTATION_WORKLOAD_TYPE: &str = "tidal.dev/workload-type";
-pub const ANNOTATION_APP: &str = "tidal.dev/app";
-pub const ANNOTATION_COMPONENT: &str = "tidal.dev/component";
-/// KubeVela's names for the same two facts, accepted as well.
-pub const ANNOTATION_OAM_APP: &str = "app.oam.dev/name";
-pub const ANNOTATION_OAM_COMPONENT: &str = "app.oam.dev/component";
+use crate::annotations::{self, TIDAL_PREFIX, TRAIT_PREFIX};
 
 /// Longest trait annotation value (the properties as JSON).
 pub const MAX_ANNOTATION_VALUE: usize = 4096;
@@ -211,9 +201,73 @@ fn semantics(t: &AppliedTrait) -> Result<(), String> {
                 }
             }
         }
+        "qos" => {
+            qos_objective(t)?;
+        }
         _ => {}
     }
     Ok(())
+}
+
+/// The `qos` trait's latency objective and probe, checked: both or neither,
+/// exactly one kind of probe, a path that cannot smuggle anything into the
+/// request, and a timeout above the objective (a failed probe counts as its
+/// timeout, which must then be a breach). None when neither is set.
+pub fn qos_objective(t: &AppliedTrait) -> Result<Option<crate::agent::policy::Objective>, String> {
+    use crate::agent::policy::{Objective, Probe};
+    use std::time::Duration;
+    let objective = t.str("latencyObjective");
+    let probe = t.properties.get("probe");
+    let (objective, probe) = match (objective, probe) {
+        (None, None) => return Ok(None),
+        (Some(o), Some(p)) => (o, p),
+        (Some(_), None) => return Err("latencyObjective needs a probe to measure it".into()),
+        (None, Some(_)) => return Err("probe needs a latencyObjective to compare it with".into()),
+    };
+    if t.str("class") != Some("online") {
+        return Err("latencyObjective and probe are for class online".into());
+    }
+    let latency = schema::parse_duration(objective)?;
+    let timeout = Duration::from_secs(
+        probe
+            .get("timeoutSeconds")
+            .and_then(Value::as_u64)
+            .unwrap_or(1),
+    );
+    if timeout <= latency {
+        return Err(format!(
+            "probe.timeoutSeconds ({}s) must be above latencyObjective ({objective}): a failed probe counts as its timeout",
+            timeout.as_secs()
+        ));
+    }
+    let port = |v: &Value| {
+        v.get("port")
+            .and_then(Value::as_u64)
+            .and_then(|p| u16::try_from(p).ok())
+            .ok_or_else(|| "probe port must be from 1 to 65535".to_string())
+    };
+    let probe = match (probe.get("httpGet"), probe.get("tcpSocket")) {
+        (Some(http), None) => {
+            let path = http.get("path").and_then(Value::as_str).unwrap_or("/");
+            if !path.starts_with('/') || !path.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(format!(
+                    "probe.httpGet.path {:?} must start with / and hold visible ASCII only",
+                    schema::shorten(path)
+                ));
+            }
+            Probe::Http {
+                port: port(http)?,
+                path: path.to_string(),
+                timeout,
+            }
+        }
+        (None, Some(tcp)) => Probe::Tcp {
+            port: port(tcp)?,
+            timeout,
+        },
+        _ => return Err("probe must have exactly one of httpGet, tcpSocket".into()),
+    };
+    Ok(Some(Objective { latency, probe }))
 }
 
 impl Catalogue {
@@ -255,14 +309,14 @@ impl Catalogue {
             }
             let Some(_) = key.strip_prefix(TIDAL_PREFIX) else {
                 match key.as_str() {
-                    ANNOTATION_OAM_APP => pod.app = Some(name_value(key, value)?),
-                    ANNOTATION_OAM_COMPONENT => pod.component = Some(name_value(key, value)?),
+                    annotations::OAM_APP => pod.app = Some(name_value(key, value)?),
+                    annotations::OAM_COMPONENT => pod.component = Some(name_value(key, value)?),
                     _ => {}
                 }
                 continue;
             };
             match key.as_str() {
-                ANNOTATION_QOS => {
+                annotations::QOS => {
                     if !["online", "offline"].contains(&value.as_str()) {
                         return Err(TraitError::at(
                             key,
@@ -271,7 +325,7 @@ impl Catalogue {
                     }
                     pod.qos = Some(value.clone());
                 }
-                ANNOTATION_WORKLOAD_TYPE => {
+                annotations::WORKLOAD_TYPE => {
                     if !WORKLOAD_TYPES.contains(&value.as_str()) {
                         return Err(TraitError::at(
                             key,
@@ -284,13 +338,14 @@ impl Catalogue {
                     }
                     pod.workload_type = Some(value.clone());
                 }
-                ANNOTATION_APP => pod.app = Some(name_value(key, value)?),
-                ANNOTATION_COMPONENT => pod.component = Some(name_value(key, value)?),
+                annotations::APP => pod.app = Some(name_value(key, value)?),
+                annotations::COMPONENT => pod.component = Some(name_value(key, value)?),
                 _ => {
                     return Err(TraitError::at(
                         key,
                         format!(
-                            "unknown tidal annotation (tidal reads {ANNOTATION_QOS}, {ANNOTATION_WORKLOAD_TYPE}, {ANNOTATION_APP}, {ANNOTATION_COMPONENT} and {TRAIT_PREFIX}<type>)"
+                            "unknown tidal annotation (tidal reads {}, {}, {}, {} and {TRAIT_PREFIX}<type>)",
+                            annotations::QOS, annotations::WORKLOAD_TYPE, annotations::APP, annotations::COMPONENT
                         ),
                     ))
                 }
@@ -301,7 +356,8 @@ impl Catalogue {
             let class = t.str("class").unwrap_or_default();
             if class != q {
                 return Err(TraitError::rule(format!(
-                    "annotation {ANNOTATION_QOS} says {q:?} but trait qos (annotation {TRAIT_PREFIX}qos) says class {class:?}"
+                    "annotation {} says {q:?} but trait qos (annotation {TRAIT_PREFIX}qos) says class {class:?}",
+                    annotations::QOS
                 )));
             }
         }
@@ -343,8 +399,9 @@ impl Catalogue {
                 }
                 None => {
                     return Err(format!(
-                        "trait {name:?} applies only to workload types [{}] and no workload type is given ({ANNOTATION_WORKLOAD_TYPE})",
-                        applies.join(", ")
+                        "trait {name:?} applies only to workload types [{}] and no workload type is given ({})",
+                        applies.join(", "),
+                        annotations::WORKLOAD_TYPE
                     ))
                 }
             }

@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{schema::shorten, Catalogue, ANNOTATION_WORKLOAD_TYPE, WORKLOAD_TYPES};
+use super::{schema::shorten, Catalogue, WORKLOAD_TYPES};
+use crate::annotations;
 
 /// Largest file `check` reads.
 pub const MAX_FILE: usize = 1024 * 1024;
@@ -74,8 +75,10 @@ fn str_at<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
 }
 
 /// Checks every component of the YAML text against `catalogue`. Returns the
-/// number of components and traits checked, or every problem found, each
-/// naming the component and the trait.
+/// number of components and traits checked, or every problem found in one
+/// pass (an unknown workload type, unknown or twice-attached traits, bad
+/// properties, traits that do not apply to the workload, conflicting
+/// pairs), each naming the component and the trait, or the document.
 pub fn check(catalogue: &Catalogue, text: &str) -> Result<(usize, usize), Vec<String>> {
     if text.len() > MAX_FILE {
         return Err(vec![format!(
@@ -99,7 +102,7 @@ pub fn check(catalogue: &Catalogue, text: &str) -> Result<(usize, usize), Vec<St
             let name = str_at(d, "/metadata/name").unwrap_or_default().to_string();
             let declared = d
                 .pointer("/metadata/annotations")
-                .and_then(|a| a.get(ANNOTATION_WORKLOAD_TYPE))
+                .and_then(|a| a.get(annotations::WORKLOAD_TYPE))
                 .and_then(Value::as_str);
             let w = match declared {
                 Some(w) => workload_of(w),
@@ -113,7 +116,7 @@ pub fn check(catalogue: &Catalogue, text: &str) -> Result<(usize, usize), Vec<St
     }
     let mut found: Vec<Found> = Vec::new();
     let mut problems = Vec::new();
-    for d in &docs {
+    for (n, d) in docs.iter().enumerate() {
         let kind = str_at(d, "/kind").unwrap_or_default();
         let components = d.pointer("/spec/components").and_then(Value::as_array);
         match kind {
@@ -148,7 +151,8 @@ pub fn check(catalogue: &Catalogue, text: &str) -> Result<(usize, usize), Vec<St
             }
             "Component" => {}
             other => problems.push(format!(
-                "document of kind {:?} is not an OAM Application, ApplicationConfiguration or Component",
+                "document {}: kind {:?} is not an OAM Application, ApplicationConfiguration or Component",
+                n + 1,
                 shorten(other)
             )),
         }
@@ -159,46 +163,166 @@ pub fn check(catalogue: &Catalogue, text: &str) -> Result<(usize, usize), Vec<St
     }
     let mut traits = 0;
     for f in &found {
-        let at = format!("component {}", shorten(&f.name));
-        let workload = match &f.workload {
-            Ok(w) => w.clone(),
-            Err(e) => {
-                problems.push(format!("{at}: {e}"));
-                continue;
-            }
-        };
-        let mut names = Vec::new();
-        let mut ok = true;
-        for (ty, props) in &f.traits {
-            traits += 1;
-            let Some(def) = catalogue.get(ty) else {
-                problems.push(format!(
-                    "{at}: unknown trait type {:?} (this node supports: {})",
-                    shorten(ty),
-                    catalogue.names().join(", ")
-                ));
-                ok = false;
-                continue;
-            };
-            if names.contains(&ty.as_str()) {
-                problems.push(format!("{at}: trait {ty:?} is attached twice"));
-                ok = false;
-            }
-            names.push(ty.as_str());
-            if let Err(e) = super::properties(def, props.clone()) {
-                problems.push(format!("{at}: trait {ty}: {e}"));
-                ok = false;
-            }
-        }
-        if ok {
-            if let Err(e) = catalogue.check_combination(workload.as_deref(), &names) {
-                problems.push(format!("{at}: {e}"));
-            }
-        }
+        traits += f.traits.len();
+        problems.extend(component_problems(catalogue, f));
     }
     if problems.is_empty() {
         Ok((found.len(), traits))
     } else {
         Err(problems)
+    }
+}
+
+/// Every problem of one component: its workload type, then each trait
+/// (known, attached once, its properties, whether it applies to the
+/// workload), then each conflicting pair of its traits. A problem found
+/// does not hide the next.
+fn component_problems(catalogue: &Catalogue, f: &Found) -> Vec<String> {
+    let at = format!("component {}", shorten(&f.name));
+    let mut problems = Vec::new();
+    // None: the workload type is unknown, so whether a trait applies to it
+    // cannot be said.
+    let workload = match &f.workload {
+        Ok(w) => Some(w.as_deref()),
+        Err(e) => {
+            problems.push(format!("{at}: {e}"));
+            None
+        }
+    };
+    let mut names: Vec<&str> = Vec::new();
+    for (ty, props) in &f.traits {
+        let Some(def) = catalogue.get(ty) else {
+            problems.push(format!(
+                "{at}: unknown trait type {:?} (this node supports: {})",
+                shorten(ty),
+                catalogue.names().join(", ")
+            ));
+            continue;
+        };
+        if names.contains(&ty.as_str()) {
+            problems.push(format!("{at}: trait {ty:?} is attached twice"));
+            continue;
+        }
+        names.push(ty);
+        if let Err(e) = super::properties(def, props.clone()) {
+            problems.push(format!("{at}: trait {ty}: {e}"));
+        }
+        if let Some(w) = workload {
+            if let Err(e) = catalogue.check_combination(w, &[ty]) {
+                problems.push(format!("{at}: {e}"));
+            }
+        }
+    }
+    for (i, a) in names.iter().enumerate() {
+        for b in &names[i + 1..] {
+            if let Some(e) = conflict(catalogue, workload.flatten(), a, b) {
+                problems.push(format!("{at}: {e}"));
+            }
+        }
+    }
+    problems
+}
+
+/// Why traits `a` and `b` cannot go together, in the words the shim uses
+/// (`Catalogue::check_combination`). That check tells whether each trait
+/// applies to the workload before it looks at conflicts; those problems
+/// are reported trait by trait, so the pair is checked under a workload
+/// type both apply to: the component's own when it fits, else any.
+fn conflict(catalogue: &Catalogue, workload: Option<&str>, a: &str, b: &str) -> Option<String> {
+    catalogue.conflict(a, b)?;
+    let fits = |w: Option<&str>| {
+        catalogue.check_combination(w, &[a]).is_ok() && catalogue.check_combination(w, &[b]).is_ok()
+    };
+    let under = std::iter::once(workload)
+        .chain(std::iter::once(None))
+        .chain(WORKLOAD_TYPES.iter().map(|w| Some(*w)))
+        .find(|w| fits(*w))?;
+    catalogue.check_combination(under, &[a, b]).err()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_reported_in_one_run() {
+        let c = Catalogue::builtin();
+        // A schema error (a property of the wrong type) beside a conflict
+        // in one component, an unknown workload type and a trait twice in
+        // another, and a document that is not OAM.
+        let file = r#"
+apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {name: shop}
+spec:
+  components:
+    - name: web
+      type: webservice
+      traits:
+        - type: vertical-autoscaler
+          properties: {maxCPU: [2]}
+        - type: cron-vertical-scaler
+          properties: {jobs: [{name: a, schedule: '0 8 * * *', cpu: '1'}]}
+    - name: batch
+      type: lambda
+      traits:
+        - type: qos
+          properties: {class: offline}
+        - type: qos
+          properties: {class: offline}
+        - type: gpu-turbo
+---
+kind: Pod
+"#;
+        let problems = check(&c, file).unwrap_err();
+        let has = |what: &str| problems.iter().any(|p| p.starts_with(what));
+        assert!(
+            has("component web: trait vertical-autoscaler: maxCPU"),
+            "the schema error: {problems:#?}"
+        );
+        assert!(
+            has("component web: traits \"vertical-autoscaler\" and \"cron-vertical-scaler\" conflict"),
+            "the conflict: {problems:#?}"
+        );
+        assert!(
+            has("component batch: component type \"lambda\" is not a workload type"),
+            "{problems:#?}"
+        );
+        assert!(
+            has("component batch: trait \"qos\" is attached twice"),
+            "{problems:#?}"
+        );
+        assert!(
+            has("component batch: unknown trait type \"gpu-turbo\""),
+            "{problems:#?}"
+        );
+        assert!(has("document 2: kind \"Pod\""), "{problems:#?}");
+        assert_eq!(problems.len(), 6, "{problems:#?}");
+    }
+
+    #[test]
+    fn a_conflict_is_reported_beside_traits_that_do_not_apply() {
+        let c = Catalogue::builtin();
+        // Neither autoscaler applies to a task, and they conflict: three
+        // problems, not the first alone.
+        let file = r#"
+kind: Application
+spec:
+  components:
+    - name: batch
+      type: task
+      traits:
+        - type: vertical-autoscaler
+          properties: {maxCPU: "2"}
+        - type: cron-vertical-scaler
+          properties: {jobs: [{name: a, schedule: '0 8 * * *', cpu: '1'}]}
+"#;
+        let problems = check(&c, file).unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        assert!(problems[0]
+            .contains("\"vertical-autoscaler\" does not apply to workload type \"task\""));
+        assert!(problems[1]
+            .contains("\"cron-vertical-scaler\" does not apply to workload type \"task\""));
+        assert!(problems[2].contains("conflict"), "{problems:#?}");
     }
 }

@@ -40,6 +40,57 @@ pub enum Format {
     Capability,
     /// A lower-case DNS label (RFC 1123): `[a-z0-9]([-a-z0-9]*[a-z0-9])?`.
     Name,
+    /// A duration: a number (at most 3 decimals) and a unit, `ms`, `s` or
+    /// `m`: `250ms`, `1.5s`, `2m`; from 1ms to 1h (see `parse_duration`).
+    Duration,
+}
+
+/// Longest duration a `duration` property may hold.
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Parses a `duration` (`250ms`, `1.5s`, `2m`): digits, optionally a point
+/// and one to three more, then `ms`, `s` or `m`; nothing else (no sign, no
+/// spaces, no exponent), at least 1ms and at most `MAX_DURATION`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "{:?} is not a duration ({why}; e.g. 250ms, 1.5s, 2m)",
+            shorten(s)
+        ))
+    };
+    let (num, unit_ms) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1u64)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        return bad("it needs a unit: ms, s or m");
+    };
+    let (whole, frac) = match num.split_once('.') {
+        Some((w, f)) => (w, f),
+        None => (num, ""),
+    };
+    let digits = |t: &str| !t.is_empty() && t.len() <= 9 && t.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || (num.contains('.') && (!digits(frac) || frac.len() > 3)) {
+        return bad("it must be a number with at most 3 decimals");
+    }
+    // In microseconds: exact for 3 decimals of any unit.
+    let whole: u64 = whole.parse().map_err(|_| "unreachable".to_string())?;
+    let frac_us: u64 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse::<u64>().unwrap_or(0) * 10u64.pow(3 - frac.len() as u32) * unit_ms
+    };
+    let us = whole.saturating_mul(unit_ms * 1000).saturating_add(frac_us);
+    let d = std::time::Duration::from_micros(us);
+    if d < std::time::Duration::from_millis(1) {
+        return bad("it must be at least 1ms");
+    }
+    if d > MAX_DURATION {
+        return bad("it must be at most 1h");
+    }
+    Ok(d)
 }
 
 /// One node of a properties schema.
@@ -227,6 +278,7 @@ fn check_format(s: &str, f: Format) -> Result<(), String> {
             .map(|_| ())
             .map_err(|e| format!("{:?} is not a memory quantity: {e}", shorten(s))),
         Format::Cron => check_cron(s),
+        Format::Duration => parse_duration(s).map(|_| ()),
         Format::Capability => capability(s)
             .map(|_| ())
             .ok_or_else(|| format!("{:?} is not a Linux capability", shorten(s))),
@@ -425,6 +477,48 @@ mod tests {
         assert!(validate(&json!(["CAP_NOPE"]), &s, "caps")
             .unwrap_err()
             .contains("caps[0]"));
+    }
+
+    #[test]
+    fn durations_are_strict() {
+        use std::time::Duration;
+        for (ok, d) in [
+            ("250ms", Duration::from_millis(250)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("0.25s", Duration::from_millis(250)),
+            ("2m", Duration::from_secs(120)),
+            ("1ms", Duration::from_millis(1)),
+            ("60m", Duration::from_secs(3600)),
+            ("0.001s", Duration::from_millis(1)),
+        ] {
+            assert_eq!(parse_duration(ok), Ok(d), "{ok}");
+        }
+        for (bad, why) in [
+            ("250", "unit"),
+            ("", "unit"),
+            ("ms", "number"),
+            ("-1s", "number"),
+            ("+1s", "number"),
+            ("1 s", "number"),
+            ("1e3ms", "number"),
+            ("1.s", "number"),
+            (".5s", "number"),
+            ("1.2345s", "number"),
+            ("0s", "at least 1ms"),
+            ("0.5ms", "at least 1ms"),
+            ("61m", "at most 1h"),
+            ("99999999999999999999s", "number"),
+            ("250µs", "number"),
+            ("1h", "unit"),
+        ] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let s = schema(json!({"type": "string", "format": "duration"}));
+        assert_eq!(
+            validate(&json!("soon"), &s, "latencyObjective").unwrap_err(),
+            "latencyObjective: \"soon\" is not a duration (it needs a unit: ms, s or m; e.g. 250ms, 1.5s, 2m)"
+        );
     }
 
     #[test]

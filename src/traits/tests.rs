@@ -104,6 +104,48 @@ fn applies_to_is_enforced() {
 }
 
 #[test]
+fn qos_declares_a_latency_objective_and_a_probe_as_kubelet_does() {
+    use crate::agent::policy::{Objective, Probe};
+    use std::time::Duration;
+    let objective = |props: &str| {
+        let p = parse(&[("trait.tidal.dev/qos", props)]).unwrap();
+        super::qos_objective(p.get("qos").unwrap()).unwrap()
+    };
+    assert_eq!(
+        objective(
+            r#"{"class": "online", "latencyObjective": "250ms", "probe": {"httpGet": {"port": 8080, "path": "/healthz?x=1"}}}"#
+        ),
+        Some(Objective {
+            latency: Duration::from_millis(250),
+            probe: Probe::Http {
+                port: 8080,
+                path: "/healthz?x=1".into(),
+                timeout: Duration::from_secs(1)
+            }
+        })
+    );
+    assert_eq!(
+        objective(
+            r#"{"class": "online", "minCPU": "500m", "latencyObjective": "1.5s", "probe": {"tcpSocket": {"port": 5432}, "timeoutSeconds": 3}}"#
+        ),
+        Some(Objective {
+            latency: Duration::from_millis(1500),
+            probe: Probe::Tcp {
+                port: 5432,
+                timeout: Duration::from_secs(3)
+            }
+        })
+    );
+    let http = objective(
+        r#"{"class": "online", "latencyObjective": "100ms", "probe": {"httpGet": {"port": 80}}}"#,
+    );
+    assert!(
+        matches!(http, Some(Objective { probe: Probe::Http { ref path, .. }, .. }) if path == "/")
+    );
+    assert_eq!(objective(r#"{"class": "offline"}"#), None);
+}
+
+#[test]
 fn bad_annotations_get_errors_that_name_them() {
     let cases: &[(&[(&str, &str)], &str)] = &[
         (&[("trait.tidal.dev/gpu-turbo", "{}")], "annotation trait.tidal.dev/gpu-turbo: unknown trait type \"gpu-turbo\" (this node supports: cron-vertical-scaler, qos, security-policy, vertical-autoscaler)"),
@@ -115,6 +157,20 @@ fn bad_annotations_get_errors_that_name_them() {
         (&[("trait.tidal.dev/security-policy", r#"{"dropCapabilities": ["CAP_EVERYTHING"]}"#)], "dropCapabilities[0]: \"CAP_EVERYTHING\" is not a Linux capability"),
         (&[("trait.tidal.dev/qos", r#"{}"#)], "property \"class\" is required"),
         (&[("trait.tidal.dev/qos", r#"{"class": "offline", "minCPU": "-1"}"#)], "minCPU: \"-1\" is not a CPU quantity"),
+        (&[("trait.tidal.dev/qos", r#"{"class": "online", "latencyObjective": "250"}"#)], "latencyObjective: \"250\" is not a duration"),
+        (&[("trait.tidal.dev/qos", r#"{"class": "online", "latencyObjective": "250ms"}"#)], "latencyObjective needs a probe"),
+        (&[("trait.tidal.dev/qos", r#"{"class": "online", "probe": {"tcpSocket": {"port": 80}}}"#)], "probe needs a latencyObjective"),
+        (&[("trait.tidal.dev/qos", r#"{"class": "offline", "latencyObjective": "1s", "probe": {"tcpSocket": {"port": 80}, "timeoutSeconds": 2}}"#)], "are for class online"),
+        (&[("trait.tidal.dev/qos", r#"{"class": "online", "latencyObjective": "1s", "probe": {"tcpSocket": {"port": 80}}}"#)], "probe.timeoutSeconds (1s) must be above latencyObjective (1s)"),
+        (&[("trait.tidal.dev/qos", r#"{"class": "online", "latencyObjective": "9ms", "probe": {}}"#)], "probe must have exactly one of httpGet, tcpSocket"),
+        (&[("trait.tidal.dev/qos", r#"{"class": "online", "latencyObjective": "9ms", "probe": {"tcpSocket": {"port": 1}, "httpGet": {"port": 1}}}"#)], "exactly one of httpGet, tcpSocket"),
+        (&[("trait.tidal.dev/qos", r#"{"class": "online", "latencyObjective": "9ms", "probe": {"tcpSocket": {"port": 0}}}"#)], "probe.tcpSocket.port must be at least 1, not 0"),
+        (&[("trait.tidal.dev/qos", r#"{"class": "online", "latencyObjective": "9ms", "probe": {"httpGet": {"port": 70000}}}"#)], "probe.httpGet.port must be at most 65535"),
+        (&[("trait.tidal.dev/qos", r#"{"class": "online", "latencyObjective": "9ms", "probe": {"httpGet": {"port": 80, "path": "/x HTTP/1.1\r\nHost: evil"}}}"#)], "probe.httpGet.path \"/x HTTP/1.1\\r\\nHost: evil\" must start with / and hold visible ASCII only"),
+        (&[("trait.tidal.dev/qos", r#"{"class": "online", "latencyObjective": "9ms", "probe": {"httpGet": {"port": 80, "path": "healthz"}}}"#)], "must start with /"),
+        (&[("trait.tidal.dev/qos", r#"{"class": "online", "latencyObjective": "9ms", "probe": {"httpGet": {"port": 80, "host": "10.0.0.1"}}}"#)], "probe.httpGet: unknown property \"host\""),
+        (&[("trait.tidal.dev/qos", r#"{"class": "online", "latencyObjective": "9ms", "probe": {"exec": {"command": ["sh"]}}}"#)], "probe: unknown property \"exec\""),
+        (&[("trait.tidal.dev/qos", r#"{"class": "online", "latencyObjective": "9ms", "probe": {"tcpSocket": {"port": 80}, "timeoutSeconds": 61}}"#)], "probe.timeoutSeconds must be at most 60"),
         (&[("tidal.dev/qos", "gold")], "annotation tidal.dev/qos: must be online or offline, not \"gold\""),
         (&[("tidal.dev/qos", "online"), ("trait.tidal.dev/qos", r#"{"class": "offline"}"#)], "tidal.dev/qos says \"online\" but trait qos"),
         (&[("tidal.dev/workload-type", "daemon")], "unknown workload type \"daemon\""),
@@ -238,6 +294,20 @@ spec:
         "{problems:#?}"
     );
     assert!(problems[1].starts_with("component batch: trait \"cron-vertical-scaler\" does not apply to workload type \"task\""), "{problems:#?}");
+
+    // The qos trait's latency objective and probe, as an app operator
+    // writes them in YAML.
+    let online = app.replace(
+        "        - type: vertical-autoscaler\n          properties: {maxCPU: \"2\"}",
+        "        - type: qos\n          properties:\n            class: online\n            latencyObjective: 250ms\n            probe:\n              httpGet: {port: 8080, path: /healthz}\n              timeoutSeconds: 1",
+    );
+    assert_eq!(oam::check(&c, &online), Ok((2, 3)));
+    let slow = online.replace("latencyObjective: 250ms", "latencyObjective: 2s");
+    let problems = oam::check(&c, &slow).unwrap_err();
+    assert!(
+        problems[0].contains("probe.timeoutSeconds (1s) must be above latencyObjective (2s)"),
+        "{problems:#?}"
+    );
 
     let appconfig = r#"
 apiVersion: core.oam.dev/v1alpha2

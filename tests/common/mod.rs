@@ -60,10 +60,32 @@ impl Env {
         c
     }
 
+    /// Where ctr puts the fifos of the tasks it starts: under the test's
+    /// own directory, never the system's `/run/containerd/fifo`.
+    pub fn fifo_dir(&self) -> PathBuf {
+        self.dir.join("fifo")
+    }
+
+    /// ctr with `args`, told to keep its fifos in `fifo_dir` when `args`
+    /// start or attach to a task (`run`, `task exec|start|attach`).
+    pub fn ctr_with(&self, args: &[&str]) -> Command {
+        let mut c = self.ctr_cmd();
+        let at = match args {
+            ["run", ..] => 1,
+            ["task" | "tasks" | "t", "exec" | "start" | "attach", ..] => 2,
+            _ => 0,
+        };
+        c.args(&args[..at]);
+        if at > 0 {
+            c.arg("--fifo-dir").arg(self.fifo_dir());
+        }
+        c.args(&args[at..]);
+        c
+    }
+
     /// Runs ctr with `args`, returning its output whatever the exit code.
     pub fn ctr(&self, args: &[&str]) -> Output {
-        self.ctr_cmd()
-            .args(args)
+        self.ctr_with(args)
             .stdin(Stdio::null())
             .output()
             .expect("run ctr")
@@ -96,8 +118,7 @@ impl Env {
     /// `ctr run --rm` of `cmd` under tidal, attached, without waiting: the
     /// caller gets the ctr process with piped stdin and stdout.
     pub fn spawn_run(&self, id: &str, extra: &[&str], cmd: &[&str]) -> std::process::Child {
-        self.ctr_cmd()
-            .args(["run", "--rm", "--runtime", TIDAL])
+        self.ctr_with(&["run", "--rm", "--runtime", TIDAL])
             .args(extra)
             .arg(IMAGE)
             .arg(id)
@@ -218,6 +239,11 @@ impl Env {
             !self.dir.join("tidal").join(NS).join(id).exists(),
             "state left"
         );
+        assert!(
+            system_fifos(id).is_empty(),
+            "fifos left in the system containerd's directory: {:?}",
+            system_fifos(id)
+        );
     }
 
     /// tidal's shim sockets.
@@ -273,21 +299,35 @@ impl Env {
     /// default place (where `tidalctl --state-dir` looks) and metrics on an
     /// ephemeral loopback port.
     pub fn start_agent(&self) -> Agent {
+        self.start_agent_with(&[])
+    }
+
+    /// `start_agent`, with more of tidald's flags (e.g. `--policy FILE`).
+    /// Its log after the ready line is drained (a full pipe would stop it).
+    pub fn start_agent_with(&self, extra: &[&str]) -> Agent {
         use std::io::BufRead;
         let state = self.dir.join("tidal");
-        let socket = tidal::agent::default_socket(&state);
+        let socket = tidal::paths::default_socket(&state);
         let mut child = Command::new(env!("CARGO_BIN_EXE_tidald"))
             .arg("--state-dir")
             .arg(&state)
             .args(["--metrics-addr", "127.0.0.1:0"])
+            .args(extra)
             .stderr(Stdio::piped())
             .spawn()
             .expect("start tidald");
         // "tidald: API on ..., metrics on http://127.0.0.1:PORT/metrics, ..."
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
         let mut line = String::new();
-        std::io::BufReader::new(child.stderr.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        while stderr.read_line(&mut line).unwrap_or(0) > 0 && !line.contains("http://") {
+            line.clear();
+        }
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            while stderr.read_line(&mut rest).unwrap_or(0) > 0 {
+                rest.clear();
+            }
+        });
         let metrics = line
             .split("http://")
             .nth(1)
@@ -326,6 +366,24 @@ impl Drop for Env {
 }
 
 /// Cgroup directories of container `id` (ctr puts it at /NS/id) that exist.
+/// Fifos of task `id` in the system containerd's fifo directory
+/// (`/run/containerd/fifo/<set>/<id>-std*`), where ctr puts them unless
+/// told otherwise: tests must leave none there.
+pub fn system_fifos(id: &str) -> Vec<PathBuf> {
+    let prefix = format!("{id}-std");
+    let Ok(sets) = std::fs::read_dir("/run/containerd/fifo") else {
+        return Vec::new();
+    };
+    sets.flatten()
+        .filter_map(|set| std::fs::read_dir(set.path()).ok())
+        .flat_map(|files| files.flatten().map(|f| f.path()))
+        .filter(|f| {
+            f.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+        })
+        .collect()
+}
+
 pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
     for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {

@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
 
     // The helper's rewrite before libcontainer reads the bundle.
     let mut rewritten = spec.clone();
-    match tidal::propagation::plan_spec(&mut rewritten) {
+    match tidal::helper::propagation::plan_spec(&mut rewritten) {
         Ok((_plan, changed)) => {
             assert_eq!(changed, rewritten != spec, "a change was not reported");
             if changed {
@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
                     "rewritten to {now:?}"
                 );
             }
-            let again = tidal::propagation::plan_spec(&mut rewritten.clone());
+            let again = tidal::helper::propagation::plan_spec(&mut rewritten.clone());
             assert!(
                 matches!(again, Ok((_, false))),
                 "rewritten twice: {again:?}"

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use serde_json::{json, Value};
-use tidal::traits::{Catalogue, PodTraits, TIDAL_PREFIX, TRAIT_PREFIX};
+use tidal::annotations::{TIDAL_PREFIX, TRAIT_PREFIX};
+use tidal::traits::{Catalogue, PodTraits};
 
 /// The catalogue built into tidal, parsed once per process.
 pub fn catalogue() -> &'static Catalogue {
@@ -200,6 +201,21 @@ pub fn check_pod(pod: &PodTraits) {
     }
     if let Some(w) = &pod.workload_type {
         assert!(tidal::traits::WORKLOAD_TYPES.contains(&w.as_str()));
+    }
+    // An accepted qos trait gives the policy engine a usable objective or
+    // none: a timeout above it, and an HTTP path that cannot reach beyond
+    // the probe's request line.
+    if let Some(q) = pod.get("qos") {
+        let objective = tidal::traits::qos_objective(q).expect("an accepted qos trait is usable");
+        if let Some(o) = objective {
+            assert!(o.probe.timeout() > o.latency, "{o:?}");
+            if let tidal::agent::policy::Probe::Http { path, .. } = &o.probe {
+                assert!(
+                    path.starts_with('/') && path.bytes().all(|b| b.is_ascii_graphic()),
+                    "{path:?}"
+                );
+            }
+        }
     }
 }
 

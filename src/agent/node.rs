@@ -1,0 +1,76 @@
+//! A container as tidal's state directory records it: libcontainer's
+//! `state.json` (id, pid, status, bundle), and where those files are.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+pub use crate::cgroups::{Limits, Usage};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub namespace: String,
+    pub pid: i32,
+    pub status: String,
+    pub bundle: PathBuf,
+    pub limits: Limits,
+    pub usage: Usage,
+}
+
+impl ContainerInfo {
+    /// The ttrpc address of the shim that owns this container.
+    pub fn shim_address(&self) -> io::Result<String> {
+        std::fs::read_to_string(self.bundle.join("address")).map(|s| s.trim().to_string())
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct State {
+    id: String,
+    status: String,
+    pid: Option<i32>,
+    bundle: PathBuf,
+}
+
+/// Where each container's state lives: (namespace, id, directory), without
+/// reading anything else.
+pub fn dirs(state_dir: &Path) -> io::Result<Vec<(String, String, PathBuf)>> {
+    let mut out = Vec::new();
+    let namespaces = match std::fs::read_dir(state_dir) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for ns in namespaces.flatten() {
+        let name = ns.file_name().to_string_lossy().into_owned();
+        if name == "s" || name.starts_with('.') || !ns.path().is_dir() {
+            continue;
+        }
+        for c in std::fs::read_dir(ns.path())?.flatten() {
+            let id = c.file_name().to_string_lossy().into_owned();
+            if !id.starts_with('.') && c.path().is_dir() {
+                out.push((name.clone(), id, c.path()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// A container as libcontainer's `state.json` in `dir` records it: id, pid,
+/// status (as recorded, even if the process is gone) and bundle; no limits
+/// or usage.
+pub fn read_state(namespace: &str, dir: &Path) -> Option<ContainerInfo> {
+    let state: State = serde_json::from_slice(&std::fs::read(dir.join("state.json")).ok()?).ok()?;
+    Some(ContainerInfo {
+        id: state.id,
+        namespace: namespace.to_string(),
+        pid: state.pid.unwrap_or(0),
+        status: state.status,
+        bundle: state.bundle,
+        limits: Limits::default(),
+        usage: Usage::default(),
+    })
+}

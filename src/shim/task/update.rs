@@ -1,0 +1,163 @@
+//! Update: the one write path for a running container's resources.
+
+use std::time::SystemTime;
+
+use containerd_shim::api;
+
+use super::super::error::{Error, Result};
+use super::Tasks;
+use crate::annotations::{
+    RESIZE_DRY_RUN, RESIZE_REASON, RESIZE_RECLAIM, RESIZE_ROLLBACK, RESIZE_SOURCE,
+};
+
+impl Tasks {
+    /// Task.Update: the one write path for a running container's resources,
+    /// whoever asks (kubelet through CRI, or tidal's tools). Annotations on the
+    /// request say who and why (`tidal.dev/source`, `tidal.dev/reason`), ask
+    /// to reclaim memory before shrinking (`tidal.dev/reclaim`), or ask for a
+    /// rollback (`tidal.dev/rollback-to`). Every change becomes a revision.
+    pub async fn update(&self, req: &api::UpdateTaskRequest) -> Result<()> {
+        use crate::resize::{self, history};
+        let c = self.container(&req.id)?;
+        let note = |k: &str| req.annotations.get(k).map(String::as_str);
+        let source = note(RESIZE_SOURCE).unwrap_or("kubelet").to_string();
+        history::validate_source(&source)?;
+        let reason = note(RESIZE_REASON).unwrap_or_default();
+        if reason.len() > 1024 {
+            return Err(Error::InvalidArgument(format!(
+                "{RESIZE_REASON} is longer than 1024 bytes"
+            )));
+        }
+        let reclaim = match note(RESIZE_RECLAIM) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{RESIZE_RECLAIM} must be true or false, not {other:?}"
+                )))
+            }
+        };
+        let rollback = note(RESIZE_ROLLBACK)
+            .map(|to| {
+                to.parse::<u64>().map_err(|_| {
+                    Error::InvalidArgument(format!(
+                        "{RESIZE_ROLLBACK} {to:?} is not a revision number"
+                    ))
+                })
+            })
+            .transpose()?;
+        let change = match rollback {
+            Some(to) => Change::Rollback(to),
+            None => {
+                let any = req
+                    .resources
+                    .as_ref()
+                    .ok_or_else(|| Error::InvalidArgument("update without resources".into()))?;
+                let oci: oci_spec::runtime::LinuxResources = serde_json::from_slice(&any.value)
+                    .map_err(|e| Error::InvalidArgument(format!("resources of {}: {e}", req.id)))?;
+                Change::To(Box::new(resize::Update::from_oci_here(&oci)?))
+            }
+        };
+        let mut guard = c.resize_lock.lock().await;
+        if c.init.ended() {
+            return Err(Error::NotFound(format!("container {} has exited", req.id)));
+        }
+        let cg = c.cgroup.clone().ok_or_else(|| {
+            Error::FailedPrecondition(format!("container {} has no cgroup", req.id))
+        })?;
+        let resize = Resize {
+            id: req.id.clone(),
+            history: history::path(&self.root.join(&c.id)),
+            change,
+            source,
+            reason: reason.to_string(),
+            reclaim,
+            dry_run: note(RESIZE_DRY_RUN) == Some("true"),
+        };
+        // Off the runtime thread: a shrink with reclaim (or any cgroup v1
+        // memory limit write) reclaims inside the write and may take long.
+        // This container's resize lock stays held; nothing else waits.
+        let mut kept = guard.take().unwrap_or_default();
+        let (kept, result) = super::blocking(move || {
+            let result = resize.run(&cg, &mut kept);
+            (kept, result)
+        })
+        .await?;
+        *guard = Some(kept);
+        result
+    }
+}
+
+/// What an Update changes: resources, or back to a revision.
+enum Change {
+    To(Box<crate::resize::Update>),
+    Rollback(u64),
+}
+
+/// One validated Update, to run where blocking is fine.
+struct Resize {
+    id: String,
+    history: std::path::PathBuf,
+    change: Change,
+    source: String,
+    reason: String,
+    reclaim: bool,
+    dry_run: bool,
+}
+
+impl Resize {
+    /// Applies the change to `cg` through what this container keeps, and
+    /// records it as a revision.
+    fn run(self, cg: &crate::cgroups::Cgroup, kept: &mut crate::resize::Kept) -> Result<()> {
+        use crate::resize::{self, history};
+        let (update, reason) = match self.change {
+            Change::Rollback(to) => {
+                let all = history::read(&self.history)
+                    .map_err(|e| Error::Internal(format!("history of {}: {e}", self.id)))?;
+                let why = if self.reason.is_empty() {
+                    format!("rollback to revision {to}")
+                } else {
+                    self.reason
+                };
+                (history::rollback_target(&all, to)?, why)
+            }
+            Change::To(update) => (*update, self.reason),
+        };
+        if update.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "update of {} changes nothing",
+                self.id
+            )));
+        }
+        let files = &mut kept.files;
+        if self.dry_run {
+            resize::apply::check_with(cg, &update, false, files)?;
+            return Ok(());
+        }
+        let (before, after) = resize::apply::recorded(cg, &update, self.reclaim, files)?;
+        let time = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let rev = history::Revision {
+            revision: 0,
+            time,
+            source: self.source,
+            reason,
+            before,
+            after,
+        };
+        if kept.history.is_none() {
+            kept.history = history::Log::open(&self.history)
+                .map_err(|e| log::error!("history of {}: {e}", self.id))
+                .ok();
+        }
+        if let Some(Err(e)) = kept.history.as_mut().map(|l| l.append(rev)) {
+            // The change is in place; losing its record must not undo it.
+            // The history is opened afresh for the next one.
+            log::error!("record revision of {}: {e}", self.id);
+            kept.history = None;
+        }
+        Ok(())
+    }
+}
