@@ -418,3 +418,45 @@ pub fn set_process_name(name: &std::ffi::CStr) -> io::Result<()> {
     nix::sys::prctl::set_name(name)?;
     Ok(())
 }
+
+/// Brings the loopback interface up in the network namespace `netns`, as
+/// runc does for a container that gets a new one (libcontainer leaves it
+/// down, so `127.0.0.1` answers nothing inside). A socket belongs to the
+/// namespace it was made in: this thread enters `netns` only to make one,
+/// and goes back before it sets the flag through it.
+pub fn loopback_up(netns: BorrowedFd<'_>) -> io::Result<()> {
+    use nix::sched::{setns, CloneFlags};
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+
+    let own = std::fs::File::open("/proc/thread-self/ns/net")?;
+    setns(netns, CloneFlags::CLONE_NEWNET)?;
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    );
+    setns(own.as_fd(), CloneFlags::CLONE_NEWNET)?;
+    let sock = sock?;
+    // SAFETY: `ifreq` is plain old data: all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the name and writes the flags of `req`, a
+    // live, properly sized ifreq; `sock` is an open socket.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    if flags & libc::IFF_UP as libc::c_short != 0 {
+        return Ok(());
+    }
+    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -18,6 +18,27 @@ fn output_arrives_and_exit_codes_are_reported() {
 }
 
 #[test]
+fn a_container_with_its_own_network_namespace_reaches_itself_over_loopback() {
+    let env = Env::start("loopback");
+    let (code, out) = env.run(
+        TIDAL,
+        "lo",
+        &[
+            "sh",
+            "-c",
+            "ip -o link show lo; nc -l -p 9000 -e echo served & \
+             for i in 1 2 3 4 5 6 7 8 9 10; do nc 127.0.0.1 9000 && exit 0; sleep 0.2; done; exit 1",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(",UP"), "lo is not up:\n{out}");
+    assert!(
+        out.ends_with("served\n"),
+        "no answer over 127.0.0.1:\n{out}"
+    );
+}
+
+#[test]
 fn signals_reach_the_container_and_sigkill_reports_137() {
     let env = Env::start("signal");
     // SIGTERM is delivered to a process that traps it.

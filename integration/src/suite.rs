@@ -117,6 +117,20 @@ impl Ctx {
     }
 
     pub async fn try_run_pod(&self, config: &v1::PodSandboxConfig) -> Result<String, String> {
+        // CNI portmap creates its top-level chains (CNI-HOSTPORT-*) by
+        // check-then-create with no lock of its own: two sandboxes with host
+        // ports set up at once on a node without those chains make one fail
+        // with "CHAIN_USER_ADD failed (File exists)" (kubelet would retry).
+        // The test networks' teardown (hack/containerd-env) deletes unused
+        // chains under this lock, so sandboxes with host ports take it too.
+        let _portmap = match config.port_mappings.is_empty() {
+            true => None,
+            false => Some(
+                tokio::task::spawn_blocking(portmap_lock)
+                    .await
+                    .map_err(|e| e.to_string())??,
+            ),
+        };
         self.rt
             .clone()
             .run_pod_sandbox(v1::RunPodSandboxRequest {
@@ -614,6 +628,19 @@ fn remove_cgroup_root(root: &str) {
     for d in cgroups_below(root) {
         let _ = std::fs::remove_dir(d);
     }
+}
+
+/// The host-wide lock that orders changes to CNI portmap's chains (see
+/// `try_run_pod`), held until the file is dropped.
+fn portmap_lock() -> Result<std::fs::File, String> {
+    let path = "/run/tidal-cni.lock";
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("open {path}: {e}"))?;
+    file.lock().map_err(|e| format!("lock {path}: {e}"))?;
+    Ok(file)
 }
 
 #[cfg(test)]

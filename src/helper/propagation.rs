@@ -32,12 +32,7 @@ pub enum PropagationError {
     /// The spec is wrong: the pod's bundle, not the node.
     #[error("a mount with propagation options has no destination")]
     NoDestination,
-    #[error("parse {}: {source}", path.display())]
-    Parse {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
-    /// Reading or rewriting the bundle failed.
+    /// Rewriting the bundle failed.
     #[error("{what} {}: {source}", path.display())]
     Io {
         what: &'static str,
@@ -56,7 +51,7 @@ pub enum PropagationError {
 impl PropagationError {
     /// Whether the bundle itself is at fault (rather than the node).
     pub fn is_invalid_spec(&self) -> bool {
-        matches!(self, Self::NoDestination | Self::Parse { .. })
+        matches!(self, Self::NoDestination)
     }
 }
 
@@ -144,29 +139,19 @@ pub fn plan_spec(spec: &mut serde_json::Value) -> Result<(Plan, bool), Propagati
     Ok((plan, changed))
 }
 
-/// Rewrites the bundle's `config.json` where libcontainer would reject it
-/// and returns what [`apply`] does after the container is created.
-pub fn prepare(bundle: &Path) -> Result<Plan, PropagationError> {
-    let path = bundle.join("config.json");
-    let text = std::fs::read(&path).map_err(|source| PropagationError::Io {
-        what: "read",
-        path: path.clone(),
-        source,
-    })?;
-    let mut spec: serde_json::Value =
-        serde_json::from_slice(&text).map_err(|source| PropagationError::Parse {
-            path: path.clone(),
-            source,
-        })?;
-    let (plan, changed) = plan_spec(&mut spec)?;
+/// Rewrites `spec`, read from the bundle's `config.json` at `path`, where
+/// libcontainer would reject it (the file too), and returns what [`apply`]
+/// does after the container is created.
+pub fn prepare(path: &Path, spec: &mut serde_json::Value) -> Result<Plan, PropagationError> {
+    let (plan, changed) = plan_spec(spec)?;
     if changed {
-        let tmp = bundle.join(".config.json.tidal");
+        let tmp = path.with_file_name(".config.json.tidal");
         let out = serde_json::to_vec(&spec).map_err(PropagationError::Encode)?;
         std::fs::write(&tmp, out)
-            .and_then(|_| std::fs::rename(&tmp, &path))
+            .and_then(|_| std::fs::rename(&tmp, path))
             .map_err(|source| PropagationError::Io {
                 what: "rewrite",
-                path,
+                path: path.to_path_buf(),
                 source,
             })?;
     }

@@ -232,7 +232,9 @@ fn execute(req: Request) -> Reply {
             let target = bundle.join("rootfs");
             // libcontainer 0.7 rejects runc's rootfsPropagation names and
             // ignores per-mount propagation: see crate::propagation.
-            let propagation = super::propagation::prepare(&bundle).map_err(|e| {
+            let config = bundle.join("config.json");
+            let mut spec = read_spec(&id, &config)?;
+            let propagation = super::propagation::prepare(&config, &mut spec).map_err(|e| {
                 let msg = format!("create container {id}: {e}");
                 if e.is_invalid_spec() {
                     HelperError::Invalid(msg)
@@ -263,8 +265,12 @@ fn execute(req: Request) -> Reply {
                 .map_err(|e| format!("{e}{}", source_chain(&e)))
                 .and_then(|c| match c.pid() {
                     Some(pid) => super::propagation::apply(pid.as_raw(), &propagation)
-                        .map(|_| c)
-                        .map_err(|e| e.to_string()),
+                        .map_err(|e| e.to_string())
+                        .and_then(|_| match creates_netns(&spec) {
+                            true => loopback_up(pid.as_raw()),
+                            false => Ok(()),
+                        })
+                        .map(|_| c),
                     None => Ok(c),
                 });
             match built {
@@ -333,6 +339,36 @@ fn execute(req: Request) -> Reply {
         }
         Request::Delete { id, root, bundle } => delete(&id, &root, &bundle),
     }
+}
+
+/// The bundle's `config.json`, read once for what the helper does beside
+/// libcontainer.
+fn read_spec(id: &str, config: &Path) -> Result<serde_json::Value, HelperError> {
+    let what =
+        |e: &dyn std::fmt::Display| format!("create container {id}: {}: {e}", config.display());
+    let text = std::fs::read(config).map_err(|e| HelperError::Failed(what(&e)))?;
+    serde_json::from_slice(&text).map_err(|e| HelperError::Invalid(what(&e)))
+}
+
+/// Whether the container gets a network namespace of its own (one with no
+/// path to join), where runc brings the loopback interface up.
+fn creates_netns(spec: &serde_json::Value) -> bool {
+    let namespaces = spec.pointer("/linux/namespaces").and_then(|n| n.as_array());
+    namespaces.into_iter().flatten().any(|ns| {
+        ns.get("type").and_then(|t| t.as_str()) == Some("network")
+            && ns
+                .get("path")
+                .and_then(|p| p.as_str())
+                .is_none_or(str::is_empty)
+    })
+}
+
+/// Brings `lo` up in the network namespace of the created container `pid`.
+fn loopback_up(pid: i32) -> Result<(), String> {
+    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+        .map_err(|e| format!("open network namespace of {pid}: {e}"))?;
+    crate::sys::loopback_up(std::os::fd::AsFd::as_fd(&netns))
+        .map_err(|e| format!("bring loopback up in the network namespace of {pid}: {e}"))
 }
 
 fn load(root: &Path, id: &str) -> Result<libcontainer::container::Container, HelperError> {
