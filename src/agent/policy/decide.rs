@@ -112,11 +112,9 @@ impl std::fmt::Display for Trigger {
                 "node memory pressure {:.1} >= {:.1}",
                 self.value, self.threshold
             ),
-            Signal::Calm(Resource::Cpu) => write!(
-                f,
-                "no online container suffering for {:.0}s",
-                self.threshold
-            ),
+            Signal::Calm(Resource::Cpu) => {
+                write!(f, "online containers calm for {:.0}s", self.threshold)
+            }
             Signal::Calm(Resource::Memory) => {
                 write!(f, "no node memory pressure for {:.0}s", self.threshold)
             }
@@ -231,6 +229,9 @@ pub struct Assessment {
     pub health: Health,
     /// The online containers suffering now, worst first.
     pub suffering: Vec<Trigger>,
+    /// Some online container is not calm (see `give-back`'s `calm_below`),
+    /// suffering or close to it.
+    pub strained: bool,
     /// The node's memory pressure when it is at or above `memory-squeeze`'s.
     pub memory_pressure: Option<Trigger>,
 }
@@ -286,6 +287,26 @@ fn suffers<S: Signals + ?Sized>(p: &Policy, signals: &S, c: &Container) -> Optio
     }
 }
 
+/// Whether online container `c` is not calm: the p90 of its signal over
+/// the trigger window at or above `give-back.calm_below` of its threshold.
+fn strained<S: Signals + ?Sized>(p: &Policy, signals: &S, c: &Container) -> bool {
+    let w = p.windows.trigger.0;
+    let share = p.rules.give_back.calm_below;
+    let over = |metric, threshold: f64| {
+        signals.samples(&c.key, metric, w) >= p.rules.online.min_samples
+            && signals
+                .quantile(&c.key, metric, w, 0.9)
+                .is_some_and(|v| v >= share * threshold)
+    };
+    match &c.objective {
+        Some(o) => over(Metric::ProbeLatency, o.latency.as_secs_f64()),
+        None => {
+            over(Metric::CpuThrottled, p.rules.online.cpu_throttled)
+                || over(Metric::CpuPressure, p.rules.online.cpu_pressure)
+        }
+    }
+}
+
 /// The online containers suffering now, worst (furthest over) first.
 pub fn suffering<S: Signals + ?Sized>(p: &Policy, view: &View, signals: &S) -> Vec<Trigger> {
     let mut out: Vec<Trigger> = view
@@ -311,12 +332,20 @@ pub fn assess<S: Signals + ?Sized>(p: &Policy, view: &View, signals: &S) -> Asse
             value,
             threshold: m.pressure,
         });
+    let healthy = health == Health::Healthy;
+    let suffering = match healthy {
+        true => suffering(p, view, signals),
+        false => Vec::new(),
+    };
+    let strained = !suffering.is_empty()
+        || (healthy
+            && view
+                .containers
+                .values()
+                .any(|c| c.qos == Qos::Online && strained(p, signals, c)));
     Assessment {
-        suffering: if health == Health::Healthy {
-            suffering(p, view, signals)
-        } else {
-            Vec::new()
-        },
+        suffering,
+        strained,
         health,
         memory_pressure,
     }
@@ -342,8 +371,9 @@ pub struct State {
     /// When each container last had a resource changed (or, in dry-run, a
     /// change decided).
     pub changed: BTreeMap<Key, Duration>,
-    /// The last tick an online container suffered (0: the engine's start).
-    pub last_suffering: Duration,
+    /// The last tick an online container was not calm (0: the engine's
+    /// start).
+    pub last_strained: Duration,
     /// The last tick the node's memory pressure was at `memory-squeeze`'s.
     pub last_memory_pressure: Duration,
     /// Rules resting until a time: for one container, or for all (None).
@@ -354,8 +384,8 @@ pub struct State {
 impl State {
     /// Remembers what this tick's assessment saw.
     pub fn note(&mut self, a: &Assessment, now: Duration) {
-        if !a.suffering.is_empty() {
-            self.last_suffering = now;
+        if a.strained {
+            self.last_strained = now;
         }
         if a.memory_pressure.is_some() {
             self.last_memory_pressure = now;
@@ -449,7 +479,7 @@ pub fn decide_assessed<S: Signals + ?Sized>(
         if !left {
             d.boost_online(&a.suffering);
         }
-    } else if view.now.saturating_sub(memory.last_suffering) >= p.rules.give_back.healthy_for.0 {
+    } else if view.now.saturating_sub(memory.last_strained) >= p.rules.give_back.healthy_for.0 {
         d.give_back(Resource::Cpu);
     }
     if let Some(pressure) = &a.memory_pressure {
@@ -614,7 +644,7 @@ impl Deciding<'_> {
             return;
         }
         let (rule, since) = match resource {
-            Resource::Cpu => (Rule::GiveBackCpu, self.memory.last_suffering),
+            Resource::Cpu => (Rule::GiveBackCpu, self.memory.last_strained),
             Resource::Memory => (Rule::GiveBackMemory, self.memory.last_memory_pressure),
         };
         let trigger = Trigger {

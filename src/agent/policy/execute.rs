@@ -146,10 +146,11 @@ struct Pending {
 }
 
 impl Pending {
-    /// For a give-back: whether what it waited for (calm) has broken since.
+    /// For a give-back: whether what it waited for (calm: every online
+    /// container well under its objective) has broken since.
     fn broken(&self, memory: &State) -> bool {
         match self.trigger.signal {
-            Signal::Calm(Resource::Cpu) => memory.last_suffering > self.at,
+            Signal::Calm(Resource::Cpu) => memory.last_strained > self.at,
             Signal::Calm(Resource::Memory) => memory.last_memory_pressure > self.at,
             _ => false,
         }

@@ -182,9 +182,15 @@ pub struct BoostOnline {
 #[serde(deny_unknown_fields, default)]
 pub struct GiveBack {
     pub enabled: bool,
-    /// Online containers healthy (or the node's memory calm) this long.
+    /// Online containers calm (or the node's memory calm) this long.
     pub healthy_for: Span,
     pub step: f64,
+    /// An online container is calm while a high percentile (p90) of its
+    /// signal over the trigger window stays under this share of its
+    /// objective (or of `online`'s thresholds): far enough under that
+    /// giving CPU back does not push it straight over again. A give-back
+    /// after which one is no longer calm is undone at once.
+    pub calm_below: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -260,6 +266,7 @@ impl Default for Rules {
                 enabled: true,
                 healthy_for: Span(Duration::from_secs(30)),
                 step: 0.25,
+                calm_below: 0.5,
             },
             memory_squeeze: MemorySqueeze {
                 enabled: true,
@@ -381,6 +388,12 @@ impl Policy {
         }
         within(&["max_step"], self.max_step, 0.01, 0.9)?;
         let r = &self.rules;
+        within(
+            &["rules", "give-back", "calm_below"],
+            r.give_back.calm_below,
+            0.05,
+            1.0,
+        )?;
         within(
             &["rules", "protect", "min_state_dir_free"],
             r.protect.min_state_dir_free,

@@ -312,7 +312,7 @@ fn offline_limits_are_given_back_step_by_step_once_online_is_calm() {
             adopted: false,
         },
     );
-    m.last_suffering = ms(5000);
+    m.last_strained = ms(5000);
     // Calm for 20 s of the 30 s: nothing yet.
     let mut v = view(ms(25_000), vec![online("web", Some(1000)), batch.clone()]);
     assert!(decide(&p, &v, &s, &m).is_empty());
@@ -335,6 +335,41 @@ fn offline_limits_are_given_back_step_by_step_once_online_is_calm() {
         steps,
         vec![(Some(750), false), (Some(937), false), (Some(1000), true)]
     );
+}
+
+#[test]
+fn nothing_is_given_back_while_an_online_container_is_close_to_its_objective() {
+    let p = policy();
+    let mut batch = container("batch", Qos::Offline, Some(1000));
+    batch.live = limits(Some(250), Some(1 << 30));
+    let owned = Owned {
+        cpu: true,
+        memory: false,
+        revisions: vec![1],
+        adopted: false,
+    };
+    let mut m = State::default();
+    m.owned.insert(key("batch"), owned);
+    let mut v = view(ms(0), vec![online("web", Some(1000)), batch]);
+    // Under its 250 ms objective (not suffering) but above half of it: not
+    // calm, however long it lasts.
+    for (probe, calm) in [(0.15, false), (0.2, false), (0.05, true), (0.1, true)] {
+        let mut m = m.clone();
+        let mut s = Series::default();
+        for tick in 5..=40u64 {
+            v.now = ms(tick * 1000);
+            latency(&mut s, "web", v.now, |_| probe);
+            let a = assess(&p, &v, &s);
+            assert!(a.suffering.is_empty(), "{probe}: {a:?}");
+            assert_eq!(a.strained, !calm, "{probe}");
+            m.note(&a, v.now);
+        }
+        let ds = decide(&p, &v, &s, &m);
+        match calm {
+            true => assert_eq!(ds.first().map(|d| d.rule), Some(Rule::GiveBackCpu)),
+            false => assert!(ds.is_empty(), "{probe}: {ds:?}"),
+        }
+    }
 }
 
 #[test]
