@@ -19,6 +19,8 @@
 //! runc row, default RESIZE_CALLS), WATCH_CALLS (revisions timed to a Watch
 //! stream, default 200), RESIZE_ROWS=direct,api,watch,runc (default all).
 
+mod common;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -32,102 +34,73 @@ use containerd_client::tonic::Request;
 use containerd_client::with_namespace;
 use containerd_shim::protos::protobuf::well_known_types::any as containerd_shim_protos_any;
 
-const IMAGE: &str = "docker.io/library/tidal-busybox:latest";
+use common::{remove, Ctx, Tidald, IMAGE};
+
 const RUNTIMES: [(&str, &str); 2] = [
     ("tidal", "io.containerd.tidal.v2"),
     ("runc", "io.containerd.runc.v2"),
 ];
 
-struct Ctx {
-    address: String,
-    ns: String,
-    channel: containerd_client::tonic::transport::Channel,
-}
-
-impl Ctx {
-    fn ctr(&self, args: &[&str]) -> String {
-        let out = Command::new("ctr")
-            .args(["--address", &self.address, "-n", &self.ns])
-            .args(args)
-            .output()
-            .expect("ctr");
-        assert!(
-            out.status.success(),
-            "ctr {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// ctr, ignoring failure (for cleanup of what may already be gone).
-    fn ctr_quiet(&self, args: &[&str]) {
-        let _ = Command::new("ctr")
-            .args(["--address", &self.address, "-n", &self.ns])
-            .args(args)
-            .output();
-    }
-
-    /// One task lifecycle of container `id`: Create, Start, its exit, Delete.
-    async fn cycle(&self, id: &str) -> Duration {
-        let ns = self.ns.as_str();
-        let mut snapshots = SnapshotsClient::new(self.channel.clone());
-        let mut tasks = TasksClient::new(self.channel.clone());
-        let mounts = snapshots
-            .mounts(with_namespace!(
-                MountsRequest {
-                    snapshotter: "overlayfs".into(),
-                    key: id.into(),
-                },
-                ns
-            ))
-            .await
-            .expect("snapshot mounts")
-            .into_inner()
-            .mounts;
-        let start = Instant::now();
-        tasks
-            .create(with_namespace!(
-                CreateTaskRequest {
-                    container_id: id.into(),
-                    rootfs: mounts,
-                    ..Default::default()
-                },
-                ns
-            ))
-            .await
-            .expect("create");
-        let mut waiter = tasks.clone();
-        let wait_req = with_namespace!(
-            WaitRequest {
+/// One task lifecycle of container `id`: Create, Start, its exit, Delete.
+async fn cycle(ctx: &Ctx, id: &str) -> Duration {
+    let ns = ctx.ns.as_str();
+    let mut snapshots = SnapshotsClient::new(ctx.channel.clone());
+    let mut tasks = TasksClient::new(ctx.channel.clone());
+    let mounts = snapshots
+        .mounts(with_namespace!(
+            MountsRequest {
+                snapshotter: "overlayfs".into(),
+                key: id.into(),
+            },
+            ns
+        ))
+        .await
+        .expect("snapshot mounts")
+        .into_inner()
+        .mounts;
+    let start = Instant::now();
+    tasks
+        .create(with_namespace!(
+            CreateTaskRequest {
+                container_id: id.into(),
+                rootfs: mounts,
+                ..Default::default()
+            },
+            ns
+        ))
+        .await
+        .expect("create");
+    let mut waiter = tasks.clone();
+    let wait_req = with_namespace!(
+        WaitRequest {
+            container_id: id.into(),
+            ..Default::default()
+        },
+        ns
+    );
+    let wait = tokio::spawn(async move { waiter.wait(wait_req).await });
+    tasks
+        .start(with_namespace!(
+            StartRequest {
                 container_id: id.into(),
                 ..Default::default()
             },
             ns
-        );
-        let wait = tokio::spawn(async move { waiter.wait(wait_req).await });
-        tasks
-            .start(with_namespace!(
-                StartRequest {
-                    container_id: id.into(),
-                    ..Default::default()
-                },
-                ns
-            ))
-            .await
-            .expect("start");
-        let exit = wait.await.unwrap().expect("wait").into_inner();
-        assert_eq!(exit.exit_status, 0, "{id} exited with {}", exit.exit_status);
-        tasks
-            .delete(with_namespace!(
-                DeleteTaskRequest {
-                    container_id: id.into(),
-                },
-                ns
-            ))
-            .await
-            .expect("delete");
-        start.elapsed()
-    }
+        ))
+        .await
+        .expect("start");
+    let exit = wait.await.unwrap().expect("wait").into_inner();
+    assert_eq!(exit.exit_status, 0, "{id} exited with {}", exit.exit_status);
+    tasks
+        .delete(with_namespace!(
+            DeleteTaskRequest {
+                container_id: id.into(),
+            },
+            ns
+        ))
+        .await
+        .expect("delete");
+    start.elapsed()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -391,67 +364,6 @@ async fn tidal_resize(ctx: &Ctx, clients: usize, calls: usize) -> Vec<Duration> 
     samples
 }
 
-/// tidald, started on this containerd's tidal state dir for the API rows;
-/// stopped (SIGTERM) when dropped.
-struct Tidald {
-    child: std::process::Child,
-    socket: std::path::PathBuf,
-}
-
-impl Tidald {
-    fn start(ctx: &Ctx) -> Tidald {
-        use std::io::BufRead;
-        let dir = std::path::Path::new(&ctx.address).parent().unwrap();
-        let socket = dir.join("tidald-bench.sock");
-        let binary = std::env::var_os("TIDALD").map_or_else(
-            || std::path::PathBuf::from(env!("CARGO_BIN_EXE_tidald")),
-            std::path::PathBuf::from,
-        );
-        let mut child = Command::new(&binary)
-            .arg("--state-dir")
-            .arg(dir.join("tidal"))
-            .arg("--socket")
-            .arg(&socket)
-            .args(["--metrics-addr", "127.0.0.1:0"])
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
-        // tidald prints its ready line once the socket is bound.
-        let mut line = String::new();
-        std::io::BufReader::new(child.stderr.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.contains("API on"), "tidald did not start: {line:?}");
-        Tidald { child, socket }
-    }
-
-    /// Stops tidald (SIGTERM). Its clients' connections close while this
-    /// waits (their tasks run on this runtime); SIGKILL after 10 s.
-    async fn stop(mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::SIGTERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Tidald {
-    /// A bench that fails leaves no tidald behind.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// tidal through tidald's API: UpdateResources (what tidalctl and the policy
 /// engine send), one API connection per client, until the new quota reads
 /// back from the cgroup file.
@@ -542,17 +454,6 @@ async fn watch_delay(ctx: &Ctx, agent: &Tidald, calls: usize) -> (Vec<Duration>,
     }
     remove(ctx, &pod[0].0);
     (from_call, from_answer)
-}
-
-fn remove(ctx: &Ctx, id: &str) {
-    for args in [
-        vec!["task", "kill", "-s", "SIGKILL", id],
-        vec!["task", "delete", "-f", id],
-        vec!["container", "rm", id],
-    ] {
-        ctx.ctr_quiet(&args);
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// containerd's Tasks.Update through the runc shim, and `runc update`.
@@ -655,7 +556,7 @@ async fn resize(ctx: &Ctx) {
     }
     let mut watched = None;
     if row("api") || row("watch") {
-        let agent = Tidald::start(ctx);
+        let agent = Tidald::start(ctx, &[]);
         if row("api") {
             rows.push((
                 "tidal: tidald UpdateResources",
@@ -713,24 +614,12 @@ async fn resize(ctx: &Ctx) {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
-    let address = args
-        .get(1)
-        .cloned()
-        .expect("usage: shim ADDRESS NAMESPACE ITERATIONS");
-    let ns = args.get(2).cloned().unwrap_or_else(|| "tidal".into());
     let iterations: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(100);
     // BENCH_ONLY=resize (or a comma-separated list of lifecycle, resize,
     // memory) runs only those parts.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let part = |name: &str| only.is_empty() || only.split(',').any(|p| p.trim() == name);
-    let channel = containerd_client::connect(&address)
-        .await
-        .expect("connect to containerd");
-    let ctx = Ctx {
-        address,
-        ns,
-        channel,
-    };
+    let ctx = Ctx::from_args(&args).await;
 
     if part("lifecycle") {
         lifecycle(&ctx, iterations).await;
@@ -767,13 +656,13 @@ async fn lifecycle(ctx: &Ctx, iterations: usize) {
     // Warm up both paths (page cache, first shim spawn).
     for (name, _) in RUNTIMES {
         for _ in 0..3 {
-            ctx.cycle(&format!("cycle-{name}")).await;
+            cycle(ctx, &format!("cycle-{name}")).await;
         }
     }
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(), Vec::new()];
     for _ in 0..iterations {
         for (i, (name, _)) in RUNTIMES.iter().enumerate() {
-            samples[i].push(ctx.cycle(&format!("cycle-{name}")).await);
+            samples[i].push(cycle(ctx, &format!("cycle-{name}")).await);
         }
     }
     println!("## Lifecycle: Create -> Start -> exit -> Delete, {iterations} interleaved iterations each\n");

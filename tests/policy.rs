@@ -160,7 +160,9 @@ fn a_slow_online_service_gets_an_offline_hog_throttled_and_back_after_recovery()
     assert_eq!(first["outcome"], "applied", "{log}");
     let reason = first["reason"].as_str().unwrap();
     assert!(
-        reason.starts_with("throttle-offline: cpu 1000m -> 500m: tidal/web probe latency"),
+        reason.starts_with(
+            "throttle-offline: cpu 1000m -> 500m (cpu.shares 1024 -> 512): tidal/web probe latency"
+        ),
         "{reason}"
     );
     let history = tidalctl_json(&env, &["history", "hog", "-o", "json"]);

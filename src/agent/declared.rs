@@ -74,6 +74,8 @@ pub struct Layers {
     kubelet_period: Option<(u64, u64)>,
     kubelet_cpuset: Option<(u64, String)>,
     kubelet_memory: Option<(u64, Option<u64>)>,
+    kubelet_shares: Option<(u64, u64)>,
+    kubelet_memory_high: Option<(u64, Limit)>,
     /// Value (see `values`) -> (revision, its source, what it set).
     latest: BTreeMap<String, (u64, String, serde_json::Value)>,
 }
@@ -139,6 +141,12 @@ impl Layers {
             if let Some(m) = u.memory_limit {
                 self.kubelet_memory = Some((n, m.value()));
             }
+            if let Some(w) = u.cpu_shares {
+                self.kubelet_shares = Some((n, w));
+            }
+            if let Some(h) = u.unified.get(MEMORY_HIGH).and_then(|h| parse_limit(h)) {
+                self.kubelet_memory_high = Some((n, h));
+            }
         }
         for (field, v) in values(&r.after) {
             self.latest.insert(field, (n, r.source.clone(), v));
@@ -163,6 +171,8 @@ impl Layers {
         kept(&mut self.kubelet_period, n);
         kept(&mut self.kubelet_cpuset, n);
         kept(&mut self.kubelet_memory, n);
+        kept(&mut self.kubelet_shares, n);
+        kept(&mut self.kubelet_memory_high, n);
         self.latest.retain(|_, (r, _, _)| *r > n);
     }
 
@@ -180,6 +190,12 @@ impl Layers {
         }
         if let Some((_, m)) = self.kubelet_memory {
             l.memory_bytes = m;
+        }
+        if let Some((_, w)) = self.kubelet_shares {
+            l.cpu_shares = Some(w);
+        }
+        if let Some((_, h)) = self.kubelet_memory_high {
+            l.memory_high = Some(h);
         }
         Some(l)
     }
@@ -219,9 +235,20 @@ impl Layers {
 /// The CFS period the kernel uses when none is set.
 const DEFAULT_PERIOD_US: u64 = 100_000;
 
-/// The spec's `linux.resources`: cpu quota and period, cpuset, memory limit.
-/// Absent (or zero or negative, as OCI spells "not set" and "unlimited")
-/// means unlimited.
+/// cgroup v2's throttling memory limit, as OCI's `unified` map names it.
+const MEMORY_HIGH: &str = "memory.high";
+
+/// A cgroup v2 limit as text: "max" or a number.
+fn parse_limit(t: &str) -> Option<Limit> {
+    match t.trim() {
+        "max" => Some(Limit::Max),
+        t => t.parse().ok().map(Limit::Value),
+    }
+}
+
+/// The spec's `linux.resources`: cpu quota and period, cpuset, memory limit,
+/// CPU shares and `memory.high` (from `unified`). Absent (or zero or
+/// negative, as OCI spells "not set" and "unlimited") means unlimited.
 fn spec_limits(spec: &serde_json::Value) -> Limits {
     let res = |p: &str| spec.pointer(&format!("/linux/resources/{p}"));
     let positive = |p: &str| res(p).and_then(|v| v.as_i64()).filter(|&v| v > 0);
@@ -233,16 +260,27 @@ fn spec_limits(spec: &serde_json::Value) -> Limits {
             .unwrap_or_default()
             .to_string(),
         memory_bytes: positive("memory/limit").map(|m| m as u64),
+        cpu_shares: positive("cpu/shares").map(|w| w as u64),
+        memory_high: res("unified")
+            .and_then(|u| u.get(MEMORY_HIGH)?.as_str())
+            .and_then(parse_limit),
     }
 }
 
-/// The limits as an update that sets each of them (no cpuset when none).
+/// The limits as an update that sets each of them (no cpuset or shares when
+/// none; `memory.high` is "max" unless declared).
 fn as_update(l: &Limits) -> Update {
+    let high = match l.memory_high {
+        Some(Limit::Value(v)) => v.to_string(),
+        _ => "max".to_string(),
+    };
     Update {
         cpu_quota: Some(l.cpu_quota_us.map_or(Limit::Max, Limit::Value)),
         cpu_period: Some(l.cpu_period_us),
         cpuset_cpus: (!l.cpuset.is_empty()).then(|| l.cpuset.clone()),
         memory_limit: Some(l.memory_bytes.map_or(Limit::Max, Limit::Value)),
+        cpu_shares: l.cpu_shares,
+        unified: BTreeMap::from([(MEMORY_HIGH.to_string(), high)]),
         ..Default::default()
     }
 }
@@ -268,6 +306,13 @@ fn values(u: &Update) -> BTreeMap<String, serde_json::Value> {
     out
 }
 
+/// Whether two CPU weights in `cpu.shares` terms are one `cpu.weight`
+/// (cgroup v2 keeps the weight; shares read back from it round).
+pub fn same_weight(a: u64, b: u64) -> bool {
+    use crate::cgroups::v2::shares_to_weight;
+    a == b || shares_to_weight(a) == shares_to_weight(b)
+}
+
 /// Whether a value read back from the cgroup is the declared one. The
 /// kernel rounds a memory limit down to its page size (64 KiB at most).
 fn same(field: &str, declared: Option<&serde_json::Value>, live: &serde_json::Value) -> bool {
@@ -276,6 +321,11 @@ fn same(field: &str, declared: Option<&serde_json::Value>, live: &serde_json::Va
     };
     match (field, declared["value"].as_u64(), live["value"].as_u64()) {
         ("memory_limit", Some(d), Some(l)) => l <= d && d - l < 64 << 10,
+        // cgroup v2 keeps a weight, which reads back as slightly other shares.
+        ("cpu_shares", ..) => match (declared.as_u64(), live.as_u64()) {
+            (Some(d), Some(l)) => same_weight(d, l),
+            _ => declared == live,
+        },
         _ => declared == live,
     }
 }
@@ -412,6 +462,8 @@ mod tests {
                 cpu_period_us: 100_000,
                 cpuset: "0-1".into(),
                 memory_bytes: Some(256 << 20),
+                cpu_shares: Some(512),
+                ..Default::default()
             })
         );
         assert!(d.overlays.is_empty());

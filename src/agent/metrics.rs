@@ -412,6 +412,7 @@ mod tests {
                     cpu_period_us: 100_000,
                     cpuset: String::new(),
                     memory_bytes: None,
+                    ..Default::default()
                 },
                 usage: Usage {
                     cpu_ns: 1_500_000_000,

@@ -19,6 +19,14 @@ pub struct Limits {
     pub cpuset: String,
     /// None means unlimited.
     pub memory_bytes: Option<u64>,
+    /// The CPU weight in cgroup v1 terms (`cpu.shares`, 2..=262144; v2's
+    /// `cpu.weight` converted back); None where unreadable or not set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_shares: Option<u64>,
+    /// cgroup v2's `memory.high`, the throttling limit under `memory.max`;
+    /// None on cgroup v1, which has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_high: Option<super::Limit>,
 }
 
 impl Limits {

@@ -196,6 +196,8 @@ impl Hierarchy for V1 {
             memory_bytes: self
                 .num(files, "memory", "memory.limit_in_bytes")
                 .filter(|&b| b < UNLIMITED),
+            cpu_shares: self.num(files, "cpu", "cpu.shares"),
+            memory_high: None,
         }
     }
 

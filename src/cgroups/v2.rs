@@ -114,6 +114,8 @@ impl Hierarchy for V2 {
                 .text(files, "cpuset.cpus.effective")
                 .unwrap_or_default(),
             memory_bytes: self.num(files, "memory.max"),
+            cpu_shares: self.num(files, "cpu.weight").map(weight_to_shares),
+            memory_high: self.limit(files, "memory.high"),
         }
     }
 

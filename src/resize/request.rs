@@ -4,6 +4,7 @@
 //! annotations (`crate::annotations::RESIZE_*`).
 
 use crate::annotations;
+use crate::cgroups::Limit;
 
 /// CFS period tidal uses when it sets a CPU quota.
 pub const CPU_PERIOD_US: u64 = 100_000;
@@ -16,11 +17,20 @@ pub struct Change {
     pub memory_bytes: Option<u64>,
     /// cpuset.cpus, as the kernel spells it ("0-1,3").
     pub cpuset: Option<String>,
+    /// The CPU weight as cgroup v1 `cpu.shares` (2..=262144; v2's
+    /// `cpu.weight` is derived from it).
+    pub cpu_shares: Option<u64>,
+    /// cgroup v2's `memory.high` (OCI `unified`); refused on v1.
+    pub memory_high: Option<Limit>,
 }
 
 impl Change {
     pub fn is_empty(&self) -> bool {
-        self.cpu_millis.is_none() && self.memory_bytes.is_none() && self.cpuset.is_none()
+        self.cpu_millis.is_none()
+            && self.memory_bytes.is_none()
+            && self.cpuset.is_none()
+            && self.cpu_shares.is_none()
+            && self.memory_high.is_none()
     }
 
     /// The OCI LinuxResources that express this change, as JSON.
@@ -34,11 +44,20 @@ impl Change {
         if let Some(set) = &self.cpuset {
             cpu.insert("cpus".into(), set.clone().into());
         }
+        if let Some(w) = self.cpu_shares {
+            cpu.insert("shares".into(), w.into());
+        }
         if !cpu.is_empty() {
             res.insert("cpu".into(), cpu.into());
         }
         if let Some(b) = self.memory_bytes {
             res.insert("memory".into(), serde_json::json!({ "limit": b }));
+        }
+        if let Some(h) = self.memory_high {
+            let v = h
+                .value()
+                .map_or_else(|| "max".to_string(), |v| v.to_string());
+            res.insert("unified".into(), serde_json::json!({ "memory.high": v }));
         }
         res.into()
     }
@@ -89,11 +108,22 @@ mod tests {
             cpu_millis: Some(250),
             memory_bytes: Some(64 << 20),
             cpuset: Some("0".into()),
+            cpu_shares: Some(512),
+            memory_high: Some(Limit::Value(32 << 20)),
         };
         assert_eq!(
             c.resources(),
-            serde_json::json!({"cpu": {"quota": 25000, "period": 100000, "cpus": "0"},
-                               "memory": {"limit": 67108864}})
+            serde_json::json!({"cpu": {"quota": 25000, "period": 100000, "cpus": "0", "shares": 512},
+                               "memory": {"limit": 67108864},
+                               "unified": {"memory.high": "33554432"}})
+        );
+        let lift = Change {
+            memory_high: Some(Limit::Max),
+            ..Default::default()
+        };
+        assert_eq!(
+            lift.resources(),
+            serde_json::json!({"unified": {"memory.high": "max"}})
         );
         assert!(Change::default().is_empty());
         assert_eq!(Change::default().resources(), serde_json::json!({}));

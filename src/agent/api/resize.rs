@@ -173,6 +173,7 @@ impl pb::resize_server::Resize for ResizeService {
             cpu_millis: r.cpu_millis,
             memory_bytes: r.memory_bytes,
             cpuset: r.cpuset,
+            ..Default::default()
         };
         let notes = Notes {
             source: if r.source.is_empty() {

@@ -217,6 +217,7 @@ mod tests {
             cpu_period_us: 100_000,
             cpuset: "0-1".into(),
             memory_bytes: Some(1 << 30),
+            ..Default::default()
         };
         let v = inventory::View {
             info: crate::agent::node::ContainerInfo {

@@ -165,6 +165,14 @@ pub struct ThrottleOffline {
     pub step: f64,
     /// Never below this, whatever the trait says.
     pub min_cpu_millis: u64,
+    /// The CPU weight (cgroup v1 `cpu.shares`, v2 `cpu.weight`) follows the
+    /// limit down in proportion, so that on contended CPUs the online
+    /// containers' threads run first; and back up on give-back.
+    pub weight: bool,
+    /// Offline containers are kept off the CPUs of suffering online
+    /// containers pinned to some of the node's CPUs (their cpuset), while
+    /// throttled; restored on the last give-back step.
+    pub keep_off_online_cpus: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -255,6 +263,8 @@ impl Default for Rules {
                 enabled: true,
                 step: 0.25,
                 min_cpu_millis: 100,
+                weight: true,
+                keep_off_online_cpus: false,
             },
             boost_online: BoostOnline {
                 enabled: true,

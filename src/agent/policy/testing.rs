@@ -31,6 +31,8 @@ pub fn limits(cpu_millis: Option<u64>, memory: Option<u64>) -> Limits {
         cpu_period_us: 100_000,
         cpuset: "0-1".into(),
         memory_bytes: memory,
+        cpu_shares: Some(1024),
+        memory_high: None,
     }
 }
 
@@ -294,6 +296,15 @@ impl Apply for FakeWorld {
         }
         if let Some(b) = change.memory_bytes {
             live.memory_bytes = Some(b);
+        }
+        if let Some(w) = change.cpu_shares {
+            live.cpu_shares = Some(w);
+        }
+        if let Some(set) = &change.cpuset {
+            live.cpuset = set.clone();
+        }
+        if let Some(h) = change.memory_high {
+            live.memory_high = Some(h);
         }
         Ok(w.set(key, live))
     }

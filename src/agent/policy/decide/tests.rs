@@ -96,6 +96,8 @@ fn a_sustained_breach_throttles_offline_work_and_names_what_triggered_it() {
         Action::Set {
             change: Change {
                 cpu_millis: Some(1500),
+                // Its CPU weight goes down with its limit, in proportion.
+                cpu_shares: Some(768),
                 ..Default::default()
             },
             reclaim: false
@@ -103,7 +105,7 @@ fn a_sustained_breach_throttles_offline_work_and_names_what_triggered_it() {
     );
     assert_eq!(
         d.reason(),
-        "throttle-offline: cpu 2000m -> 1500m: k8s.io/web probe latency (s) 0.400 > 0.250"
+        "throttle-offline: cpu 2000m -> 1500m (cpu.shares 1024 -> 768): k8s.io/web probe latency (s) 0.400 > 0.250"
     );
 
     // Within the same window it changed, the container is left alone.

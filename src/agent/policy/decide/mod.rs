@@ -19,7 +19,7 @@
 //! - `memory-squeeze`: under node memory pressure, offline memory limits
 //!   down a step, never below their usage plus headroom (reclaimed first).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::rules::Policy;
@@ -161,11 +161,20 @@ pub struct Decision {
     /// A give-back that reaches the declared limit: the engine's overlay on
     /// the resource is gone after it.
     pub ends_overlay: bool,
+    /// An offline container's CPU weight (`cpu.shares`) changed along with
+    /// its CPU limit: (before, after).
+    pub shares: Option<(u64, u64)>,
+    /// Its cpuset changed along with it: (before, after).
+    pub cpuset: Option<(String, String)>,
 }
 
 impl Decision {
     /// The revision's reason: the rule, the change and what triggered it.
     pub fn reason(&self) -> String {
+        let high = matches!(
+            &self.action,
+            Action::Set { change, .. } if change.memory_high.is_some()
+        );
         let show = |v: Option<u64>| match (v, self.rule.resource()) {
             (None, _) => "unlimited".to_string(),
             (Some(m), Resource::Cpu) => format!("{m}m"),
@@ -173,10 +182,23 @@ impl Decision {
         };
         let what = match self.rule.resource() {
             Resource::Cpu => "cpu",
+            Resource::Memory if high => "memory.high",
             Resource::Memory => "memory",
         };
+        let mut also = Vec::new();
+        if let Some((from, to)) = self.shares {
+            also.push(format!("cpu.shares {from} -> {to}"));
+        }
+        if let Some((from, to)) = &self.cpuset {
+            also.push(format!("cpuset {from} -> {to}"));
+        }
+        let also = if also.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", also.join(", "))
+        };
         format!(
-            "{}: {what} {} -> {}: {}",
+            "{}: {what} {} -> {}{also}: {}",
             self.rule.name(),
             show(self.from),
             show(self.to),
@@ -351,99 +373,6 @@ pub fn assess<S: Signals + ?Sized>(p: &Policy, view: &View, signals: &S) -> Asse
     }
 }
 
-/// The overlays the engine made on a container and still owns.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Owned {
-    pub cpu: bool,
-    pub memory: bool,
-    /// The revisions the engine made on it (since tidald started), oldest
-    /// first.
-    pub revisions: Vec<u64>,
-    /// Picked up after a restart: the engine's overlay predates its
-    /// recorded revisions.
-    pub adopted: bool,
-}
-
-/// What the engine did and when: the command center's memory, kept by the
-/// engine between ticks.
-#[derive(Debug, Clone, Default)]
-pub struct State {
-    /// When each container last had a resource changed (or, in dry-run, a
-    /// change decided).
-    pub changed: BTreeMap<Key, Duration>,
-    /// The last tick an online container was not calm (0: the engine's
-    /// start).
-    pub last_strained: Duration,
-    /// The last tick the node's memory pressure was at `memory-squeeze`'s.
-    pub last_memory_pressure: Duration,
-    /// Rules resting until a time: for one container, or for all (None).
-    pub held: BTreeMap<(Rule, Option<Key>), Duration>,
-    pub owned: BTreeMap<Key, Owned>,
-}
-
-impl State {
-    /// Remembers what this tick's assessment saw.
-    pub fn note(&mut self, a: &Assessment, now: Duration) {
-        if a.strained {
-            self.last_strained = now;
-        }
-        if a.memory_pressure.is_some() {
-            self.last_memory_pressure = now;
-        }
-        self.held.retain(|_, until| *until > now);
-    }
-
-    /// Forgets what it knew of containers that are gone, so that its size
-    /// follows the node's containers.
-    pub fn retain(&mut self, view: &View) {
-        let here = |k: &Key| view.containers.contains_key(k);
-        self.changed.retain(|k, _| here(k));
-        self.owned.retain(|k, _| here(k));
-        self.held.retain(|(_, k), _| k.as_ref().is_none_or(here));
-    }
-
-    pub fn is_held(&self, rule: Rule, key: &Key, now: Duration) -> bool {
-        [None, Some(key.clone())]
-            .into_iter()
-            .any(|k| self.held.get(&(rule, k)).is_some_and(|until| *until > now))
-    }
-
-    /// Picks up the overlays the engine made before tidald restarted: a
-    /// container whose only overlay source is `policy` is the engine's on
-    /// every resource that differs from what was declared. One with other
-    /// sources too is left to them (which resource is whose is unknown).
-    pub fn adopt(&mut self, view: &View) {
-        for c in view.containers.values() {
-            let policy = super::SOURCE;
-            if self.owned.contains_key(&c.key) || c.overlays.iter().any(|s| s != policy) {
-                continue;
-            }
-            let Some(declared) = &c.declared else {
-                continue;
-            };
-            if !c.overlays.iter().any(|s| s == policy) {
-                continue;
-            }
-            let cpu = c.live.cpu_millis() != declared.cpu_millis();
-            let memory = match (c.live.memory_bytes, declared.memory_bytes) {
-                (Some(a), Some(b)) => a.abs_diff(b) >= PAGE,
-                (a, b) => a != b,
-            };
-            if cpu || memory {
-                self.owned.insert(
-                    c.key.clone(),
-                    Owned {
-                        cpu,
-                        memory,
-                        revisions: Vec::new(),
-                        adopted: true,
-                    },
-                );
-            }
-        }
-    }
-}
-
 /// The decisions for this tick.
 pub fn decide<S: Signals + ?Sized>(
     p: &Policy,
@@ -475,7 +404,7 @@ pub fn decide_assessed<S: Signals + ?Sized>(
         out: Vec::new(),
     };
     if let Some(worst) = a.suffering.first() {
-        let left = d.throttle_offline(worst);
+        let left = d.throttle_offline(worst, &a.suffering);
         if !left {
             d.boost_online(&a.suffering);
         }
@@ -545,6 +474,8 @@ impl Deciding<'_> {
             to,
             trigger,
             ends_overlay: false,
+            shares: None,
+            cpuset: None,
         });
     }
 
@@ -561,227 +492,16 @@ impl Deciding<'_> {
     fn capacity(&self) -> u64 {
         u64::from(self.view.node.cpus.max(1)) * 1000
     }
-
-    /// Offline CPU limits down a step. Returns whether any offline container
-    /// had CPU left to take (above its floor), decided now or not.
-    fn throttle_offline(&mut self, worst: &Trigger) -> bool {
-        let r = &self.p.rules.throttle_offline;
-        if !r.enabled {
-            return false;
-        }
-        let mut left = false;
-        let capacity = self.capacity();
-        let view = self.view;
-        for c in view.containers.values().filter(|c| c.qos == Qos::Offline) {
-            // A limit above the node's CPUs (or none) counts as the node's CPUs.
-            let live = c.live.cpu_millis();
-            let base = live.unwrap_or(capacity).min(capacity);
-            let floor = r.min_cpu_millis.max(c.min_cpu_millis.unwrap_or(0));
-            let to = scale_down(base, r.step).max(floor);
-            if to >= base {
-                continue;
-            }
-            if self.memory.is_held(Rule::ThrottleOffline, &c.key, self.now) {
-                continue;
-            }
-            left = true;
-            if self.may(Rule::ThrottleOffline, c) {
-                self.push(
-                    c,
-                    Rule::ThrottleOffline,
-                    Self::cpu(to),
-                    live,
-                    Some(to),
-                    worst.clone(),
-                );
-            }
-        }
-        left
-    }
-
-    /// The suffering online containers' CPU limits up a step, with idle CPU
-    /// on the node, never above what was declared plus `above_declared`.
-    fn boost_online(&mut self, suffering: &[Trigger]) {
-        let r = &self.p.rules.boost_online;
-        let view = self.view;
-        if !r.enabled || view.node.cpu_idle < r.min_node_idle {
-            return;
-        }
-        for t in suffering {
-            let Signal::Container { key, .. } = &t.signal else {
-                continue;
-            };
-            let Some(c) = view.containers.get(key) else {
-                continue;
-            };
-            let (Some(live), Some(Some(declared))) = (
-                c.live.cpu_millis(),
-                c.declared.as_ref().map(|d| d.cpu_millis()),
-            ) else {
-                continue; // unlimited now, or nothing declared to bound it
-            };
-            let ceiling = (declared as f64 * (1.0 + r.above_declared)).floor() as u64;
-            let to = scale_up(live, r.step).min(ceiling);
-            if to > live && self.may(Rule::BoostOnline, c) {
-                self.push(
-                    c,
-                    Rule::BoostOnline,
-                    Self::cpu(to),
-                    Some(live),
-                    Some(to),
-                    t.clone(),
-                );
-            }
-        }
-    }
-
-    /// The engine's overlays on `resource` a step back toward what was
-    /// declared; lifted at once (a rollback) where the declared limit is
-    /// unlimited.
-    fn give_back(&mut self, resource: Resource) {
-        let r = &self.p.rules.give_back;
-        if !r.enabled {
-            return;
-        }
-        let (rule, since) = match resource {
-            Resource::Cpu => (Rule::GiveBackCpu, self.memory.last_strained),
-            Resource::Memory => (Rule::GiveBackMemory, self.memory.last_memory_pressure),
-        };
-        let trigger = Trigger {
-            signal: Signal::Calm(resource),
-            value: 0.0,
-            threshold: self.now.saturating_sub(since).as_secs_f64(),
-        };
-        let (memory, view) = (self.memory, self.view);
-        for (key, owned) in &memory.owned {
-            let mine = match resource {
-                Resource::Cpu => owned.cpu,
-                Resource::Memory => owned.memory,
-            };
-            let Some(c) = view.containers.get(key) else {
-                continue;
-            };
-            let Some(declared) = &c.declared else {
-                continue;
-            };
-            if !mine || !self.may(rule, c) {
-                continue;
-            }
-            let (live, declared) = match resource {
-                Resource::Cpu => (c.live.cpu_millis(), declared.cpu_millis()),
-                Resource::Memory => (c.live.memory_bytes, declared.memory_bytes),
-            };
-            let set = |v: u64| match resource {
-                Resource::Cpu => Self::cpu(v),
-                Resource::Memory => Action::Set {
-                    change: Change {
-                        memory_bytes: Some(v),
-                        ..Default::default()
-                    },
-                    reclaim: true,
-                },
-            };
-            let action = match (live, declared) {
-                (Some(l), Some(d)) if l < d => {
-                    let to = scale_up(l, r.step).min(d);
-                    Some((set(to), Some(to)))
-                }
-                (Some(l), Some(d)) if l > d => {
-                    let to = scale_down(l, r.step).max(d);
-                    Some((set(to), Some(to)))
-                }
-                (Some(l), None) => {
-                    // Declared unlimited: step up while a step stays under
-                    // the node's CPUs, then lift the overlay by rolling back
-                    // to before the engine's first change, when every
-                    // revision since is the engine's.
-                    let first = owned.revisions.first().copied();
-                    let all_mine = !owned.adopted
-                        && first.is_some_and(|f| {
-                            (f..=c.last_revision).all(|n| owned.revisions.contains(&n))
-                        });
-                    let up = scale_up(l, r.step);
-                    if resource == Resource::Cpu && up < self.capacity() {
-                        Some((set(up), Some(up)))
-                    } else if let (true, Some(f)) = (all_mine, first) {
-                        Some((
-                            Action::Lift {
-                                to: f.saturating_sub(1),
-                            },
-                            None,
-                        ))
-                    } else if resource == Resource::Cpu && l < self.capacity() {
-                        let to = self.capacity();
-                        Some((set(to), Some(to)))
-                    } else {
-                        None
-                    }
-                }
-                _ => None,
-            };
-            if let Some((action, to)) = action {
-                self.push(c, rule, action, live, to, trigger.clone());
-                if let Some(last) = self.out.last_mut() {
-                    last.ends_overlay = to == declared;
-                }
-            }
-        }
-    }
-
-    /// Offline memory limits down a step under node memory pressure, never
-    /// below their usage (its maximum over the usage window, or where its
-    /// linear prediction heads, if higher) plus headroom, nor the trait's
-    /// floor.
-    fn memory_squeeze<S: Signals + ?Sized>(&mut self, signals: &S, pressure: &Trigger) {
-        let r = &self.p.rules.memory_squeeze;
-        if !r.enabled {
-            return;
-        }
-        let view = self.view;
-        for c in view.containers.values().filter(|c| c.qos == Qos::Offline) {
-            let Some(usage) = signals
-                .quantile(&c.key, Metric::MemoryUsage, self.p.windows.usage.0, 1.0)
-                .filter(|u| u.is_finite() && *u >= 0.0)
-            else {
-                continue; // never lowered without knowing what it uses
-            };
-            // Growing usage: the limit stays above where it is heading
-            // within the judging period, too.
-            let horizon = self.p.windows.trigger.0 * self.p.rules.self_heal.judge_after;
-            let heading = signals
-                .predict(&c.key, Metric::MemoryUsage, self.p.windows.usage.0, horizon)
-                .filter(|u| u.is_finite())
-                .unwrap_or(0.0);
-            let usage = usage.max(heading);
-            let floor = page_up(
-                ((usage * (1.0 + r.headroom)).ceil() as u64).max(c.min_memory_bytes.unwrap_or(0)),
-            );
-            let live = c.live.memory_bytes;
-            let to = match live {
-                Some(l) => page_up(scale_down(l, r.step)).max(floor),
-                None => floor,
-            };
-            if live.is_some_and(|l| to + PAGE > l) || !self.may(Rule::MemorySqueeze, c) {
-                continue;
-            }
-            let action = Action::Set {
-                change: Change {
-                    memory_bytes: Some(to),
-                    ..Default::default()
-                },
-                reclaim: true,
-            };
-            self.push(
-                c,
-                Rule::MemorySqueeze,
-                action,
-                live,
-                Some(to),
-                pressure.clone(),
-            );
-        }
-    }
 }
 
+mod cpu;
+mod give_back;
+mod memory;
+mod state;
+
+pub use state::{Owned, State};
+
+#[cfg(test)]
+mod resource_tests;
 #[cfg(test)]
 mod tests;
