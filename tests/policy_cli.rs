@@ -163,7 +163,9 @@ fn policy_commands_and_top_show_the_engine_and_its_containers() {
         first["reason"]
             .as_str()
             .unwrap()
-            .starts_with("throttle-offline: cpu 200m -> 150m: tidal/web cpu throttled share"),
+            .starts_with(
+                "throttle-offline: cpu 200m -> 150m (cpu.shares 1024 -> 768): tidal/web cpu throttled share"
+            ),
         "{first}"
     );
     let decisions = ok(&env, &["policy", "decisions"]);
