@@ -101,10 +101,11 @@ impl Tidald {
             .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
         // tidald prints its ready line once the socket is bound.
         let mut line = String::new();
-        std::io::BufReader::new(child.stderr.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        stderr.read_line(&mut line).unwrap();
         assert!(line.contains("API on"), "tidald did not start: {line:?}");
+        // Its later log lines are drained: a closed pipe would fail them.
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
         Tidald { child, socket }
     }
 
