@@ -25,7 +25,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::{remove, Ctx, Tidald, IMAGE};
+use common::{remove, Ctx, Tidald};
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
@@ -45,36 +45,34 @@ fn containers(ctx: &Ctx, pods: usize, total: usize) -> Vec<String> {
         let pod = n % pods;
         let online = n / pods < 2;
         let id = format!("pe-{pod}-{}", n / pods);
-        let sandbox = format!("io.kubernetes.cri.sandbox-id=pe-{pod}");
-        let mut args = vec![
-            "run",
-            "-d",
-            "--null-io",
-            "--runtime",
-            "io.containerd.tidal.v2",
-            "--annotation",
-            &sandbox,
-        ];
+        let sandbox = format!("pe-{pod}");
         if online {
-            args.extend([
-                "--annotation",
-                "tidal.dev/qos=online",
-                "--annotation",
-                PROBE,
-            ]);
-            args.extend([IMAGE, &id, "httpd", "-f", "-p", "8080", "-h", "/"]);
+            ctx.run_in_pod(
+                &sandbox,
+                &id,
+                &[
+                    "--annotation",
+                    "tidal.dev/qos=online",
+                    "--annotation",
+                    PROBE,
+                ],
+                &["httpd", "-f", "-p", "8080", "-h", "/"],
+            );
         } else {
-            args.extend([
-                "--annotation",
-                "tidal.dev/qos=offline",
-                "--cpu-quota",
-                "50000",
-                "--cpu-period",
-                "100000",
-            ]);
-            args.extend([IMAGE, &id, "sleep", "100000"]);
+            ctx.run_in_pod(
+                &sandbox,
+                &id,
+                &[
+                    "--annotation",
+                    "tidal.dev/qos=offline",
+                    "--cpu-quota",
+                    "50000",
+                    "--cpu-period",
+                    "100000",
+                ],
+                &["sleep", "100000"],
+            );
         }
-        ctx.ctr(&args);
         ids.push(id);
     }
     ids

@@ -252,19 +252,7 @@ fn tidal_pod(ctx: &Ctx, prefix: &str, n: usize) -> Vec<(String, std::path::PathB
     (0..n)
         .map(|c| {
             let id = format!("{prefix}-{c}");
-            ctx.ctr(&[
-                "run",
-                "-d",
-                "--null-io",
-                "--runtime",
-                "io.containerd.tidal.v2",
-                "--annotation",
-                &format!("io.kubernetes.cri.sandbox-id={prefix}-pod"),
-                IMAGE,
-                &id,
-                "sleep",
-                "100000",
-            ]);
+            ctx.run_in_pod(&format!("{prefix}-pod"), &id, &[], &["sleep", "100000"]);
             let file = quota_file(task_pid(ctx, &id));
             (id, file)
         })

@@ -46,6 +46,25 @@ impl Ctx {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs tidal container `id` (no stdio) in pod `sandbox` (one shim per
+    /// pod, as under CRI), with ctr `flags`, running `command`.
+    pub fn run_in_pod(&self, sandbox: &str, id: &str, flags: &[&str], command: &[&str]) {
+        let pod = format!("io.kubernetes.cri.sandbox-id={sandbox}");
+        let mut args = vec![
+            "run",
+            "-d",
+            "--null-io",
+            "--runtime",
+            "io.containerd.tidal.v2",
+            "--annotation",
+            &pod,
+        ];
+        args.extend(flags);
+        args.extend([IMAGE, id]);
+        args.extend(command);
+        self.ctr(&args);
+    }
+
     /// ctr, ignoring failure (for cleanup of what may already be gone).
     pub fn ctr_quiet(&self, args: &[&str]) {
         let _ = Command::new("ctr")
