@@ -393,14 +393,128 @@ pub fn alive(pid: i32) -> bool {
     if pid <= 0 || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
         return false;
     }
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| runs(&stat))
+}
+
+/// Whether a `/proc/PID/stat` line says its process has not exited.
+fn runs(stat: &str) -> bool {
     // The state follows the command name, which is in parentheses.
     let state = stat
         .rsplit_once(") ")
         .and_then(|(_, rest)| rest.chars().next());
     !matches!(state, Some('Z' | 'X' | 'x') | None)
+}
+
+/// A process watched through a descriptor opened at the first check and
+/// kept: a pidfd (Linux 5.3+), which polls readable once the process has
+/// exited, so each later check is one `poll` with no wait; else its
+/// `/proc/PID/stat`, one read per check. Either stays bound to the process
+/// it was opened for, so once that one is gone a new process under the
+/// same pid never passes for it.
+#[derive(Debug)]
+pub struct Watched {
+    pid: i32,
+    handle: Option<Handle>,
+    /// Whether the process was found gone (for good).
+    gone: bool,
+}
+
+#[derive(Debug)]
+enum Handle {
+    Pidfd(std::os::fd::OwnedFd),
+    Stat(std::fs::File),
+}
+
+impl Watched {
+    pub fn new(pid: i32) -> Watched {
+        Watched {
+            pid,
+            handle: None,
+            gone: pid <= 0,
+        }
+    }
+
+    /// Whether the process exists and has not exited (is no zombie).
+    pub fn alive(&mut self) -> bool {
+        if self.gone {
+            return false;
+        }
+        if self.handle.is_none() {
+            self.handle = self.open();
+        }
+        let alive = match &self.handle {
+            Some(Handle::Pidfd(fd)) => {
+                use std::os::fd::AsFd;
+                let mut fds = [nix::poll::PollFd::new(
+                    fd.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                // Readable: it has exited (a zombie included).
+                nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).is_ok_and(|n| n == 0)
+            }
+            Some(Handle::Stat(f)) => {
+                use std::os::unix::fs::FileExt;
+                // A stat line is a few hundred bytes; the state is near its start.
+                let mut buf = [0u8; 1024];
+                f.read_at(&mut buf, 0)
+                    .ok()
+                    .and_then(|n| std::str::from_utf8(&buf[..n]).ok())
+                    .is_some_and(runs)
+            }
+            None => false,
+        };
+        if !alive {
+            self.gone = true;
+            self.handle = None;
+        }
+        alive
+    }
+
+    fn open(&self) -> Option<Handle> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new
+        // descriptor (owned from here) or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid, 0) };
+        if fd >= 0 {
+            // SAFETY: a descriptor just opened, owned by nobody else.
+            return Some(Handle::Pidfd(unsafe {
+                std::os::fd::OwnedFd::from_raw_fd(fd as i32)
+            }));
+        }
+        if io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+            return None;
+        }
+        // An older kernel: its state in /proc.
+        std::fs::File::open(format!("/proc/{}/stat", self.pid))
+            .ok()
+            .map(Handle::Stat)
+    }
+}
+
+/// Raises this process's soft limit of open files to its hard limit (a
+/// daemon that keeps files open per container needs more than the usual
+/// 1024); returns the soft limit now in force.
+pub fn raise_open_files() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `lim`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Ok(lim.rlim_cur as u64);
+        }
+        lim = raised;
+    }
+    Ok(lim.rlim_cur as u64)
 }
 
 /// Keeps the descriptor `fd` this process inherited open for the rest of
@@ -459,4 +573,49 @@ pub fn loopback_up(netns: BorrowedFd<'_>) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watched_process_is_alive_until_it_exits_and_stays_gone() {
+        // Through a pidfd (this kernel has them), and through /proc as on
+        // a kernel without.
+        for pidfd in [true, false] {
+            watched_until_gone(pidfd);
+        }
+    }
+
+    fn watched_until_gone(pidfd: bool) {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let mut watched = Watched::new(pid);
+        if !pidfd {
+            let stat = std::fs::File::open(format!("/proc/{pid}/stat")).unwrap();
+            watched.handle = Some(Handle::Stat(stat));
+        }
+        assert!(watched.alive() && watched.alive(), "a running child");
+        assert_eq!(
+            matches!(watched.handle, Some(Handle::Pidfd(_))),
+            pidfd,
+            "{watched:?}"
+        );
+        child.kill().unwrap();
+        // Killed, not yet reaped: a zombie is not alive.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while watched.alive() {
+            assert!(std::time::Instant::now() < deadline, "still alive");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!alive(pid));
+        child.wait().unwrap();
+        assert!(!watched.alive(), "gone for good");
+        assert!(!Watched::new(0).alive() && !Watched::new(-1).alive());
+        assert!(runs("1 (a) b) S 0") && !runs("1 (x) Z 0") && !runs("garbage"));
+    }
 }

@@ -151,6 +151,7 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| AgentError::Usage(e.to_string()))?;
 
+    let open_files = crate::sys::raise_open_files().unwrap_or(1024);
     let inventory = Arc::new(Inventory::new(cfg.state_dir.clone()));
     let metrics = Arc::new(Metrics::new());
     let resizer = Arc::new(Resizer::new(inventory.clone(), metrics.clone()));
@@ -200,6 +201,8 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
         );
         let mut opts = policy::observe::Options::new(&cfg.state_dir);
         opts.interval = p.interval.0;
+        // At most half of tidald's descriptors kept open by the collector.
+        opts.keep_open_files = opts.keep_open_files.min(open_files as usize / 2);
         opts.windows
             .extend([p.windows.trigger.0, p.windows.usage.0]);
         opts.windows.sort();

@@ -45,12 +45,14 @@ pub fn dirs(state_dir: &Path) -> io::Result<Vec<(String, String, PathBuf)>> {
     };
     for ns in namespaces.flatten() {
         let name = ns.file_name().to_string_lossy().into_owned();
-        if name == "s" || name.starts_with('.') || !ns.path().is_dir() {
+        // The entry's type from the directory itself (no stat); a link is
+        // no namespace or container of tidal's.
+        if name == "s" || name.starts_with('.') || !ns.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
         for c in std::fs::read_dir(ns.path())?.flatten() {
             let id = c.file_name().to_string_lossy().into_owned();
-            if !id.starts_with('.') && c.path().is_dir() {
+            if !id.starts_with('.') && c.file_type().is_ok_and(|t| t.is_dir()) {
                 out.push((name.clone(), id, c.path()));
             }
         }

@@ -89,6 +89,9 @@ pub struct Files {
     open: HashMap<OsString, File>,
     /// Files opened for reading only (see `read_from`), by path.
     readonly: HashMap<OsString, File>,
+    /// Where watched reads land before their text is taken (kept, so that
+    /// a tick's reads do not each allocate and clear a page).
+    scratch: Vec<u8>,
 }
 
 /// The bytes of `f` from `offset` to its end, by preads (no size lookup,
@@ -233,7 +236,14 @@ impl Files {
         }
         // Statistics files are longer than a value (v1 memory.stat: about
         // 1.5 KiB): one read of a page takes them whole.
-        let read = read_whole_from(&self.readonly[key], 4096);
+        if self.scratch.len() < 4096 {
+            self.scratch.resize(4096, 0);
+        }
+        let read = read_whole_into(&self.readonly[key], &mut self.scratch).and_then(|len| {
+            std::str::from_utf8(&self.scratch[..len])
+                .map(str::to_owned)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        });
         if read.is_err() {
             self.readonly.remove(key);
         }
@@ -312,20 +322,26 @@ fn read_whole(f: &File) -> io::Result<String> {
 
 /// `read_whole` starting with a buffer of `size` bytes.
 fn read_whole_from(f: &File, size: usize) -> io::Result<String> {
+    let mut buf = vec![0u8; size];
+    let len = read_whole_into(f, &mut buf)?;
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// The whole value of `f` into `buf` (grown as needed, never shrunk); its
+/// length.
+fn read_whole_into(f: &File, buf: &mut Vec<u8>) -> io::Result<usize> {
     // A cgroup file's value comes whole from one read at offset 0 when the
     // buffer has room for it; read on while it fills the buffer.
-    let mut buf = vec![0u8; size];
     let mut len = 0;
     loop {
         let n = f.read_at(&mut buf[len..], len as u64)?;
         len += n;
         if n == 0 || len < buf.len() {
-            break;
+            return Ok(len);
         }
         buf.resize(buf.len() * 2, 0);
     }
-    buf.truncate(len);
-    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 #[cfg(test)]

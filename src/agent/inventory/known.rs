@@ -72,6 +72,20 @@ pub(super) struct Known {
     pub(super) files: Files,
     /// When it was last changed through tidald (a count of changes).
     pub(super) used: u64,
+    /// Its init process, watched through a file kept open.
+    pub(super) process: crate::sys::Watched,
+}
+
+/// Which of its cgroup's live values a view reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Live {
+    /// None (the caller reads the cgroup itself: the engine's collector).
+    Skip,
+    /// Limits and usage, through files opened for this read only.
+    Once,
+    /// Limits and usage, through its kept-open files (a container being
+    /// changed).
+    Kept,
 }
 
 /// How many containers' cgroup files tidald keeps open (six each at most:
@@ -83,17 +97,20 @@ impl Known {
         state_dir.join(&self.info.namespace).join(&self.info.id)
     }
 
-    /// The container as it is now, its history caught up; live values are
-    /// read through its kept-open files when `kept` (a container being
-    /// changed), else through files opened for this read only.
-    pub(super) fn view(&mut self, state_dir: &Path, kept: bool) -> View {
+    /// The container as it is now, its history caught up, with the live
+    /// values `live` says.
+    pub(super) fn view(&mut self, state_dir: &Path, live: Live) -> View {
         self.catch_up(state_dir);
         let mut info = self.info.clone();
-        if !crate::sys::alive(info.pid) {
+        if !self.process.alive() {
             info.status = "stopped".into();
-        } else if let Some(cg) = &self.cgroup {
+        } else if let (Some(cg), false) = (&self.cgroup, live == Live::Skip) {
             let mut once = Files::default();
-            let files = if kept { &mut self.files } else { &mut once };
+            let files = if live == Live::Kept {
+                &mut self.files
+            } else {
+                &mut once
+            };
             info.limits = crate::cgroups::read_limits_with(cg, files);
             info.usage = crate::cgroups::read_usage_with(cg, files);
         }
@@ -184,6 +201,7 @@ impl Known {
             tail: Tail::default(),
             files: Files::kept(),
             used: 0,
+            process: crate::sys::Watched::new(info.pid),
             info,
         }
     }

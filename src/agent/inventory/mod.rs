@@ -22,7 +22,7 @@ mod known;
 #[cfg(test)]
 mod tests;
 
-use known::{Known, Stamp, KEEP_OPEN};
+use known::{Known, Live, Stamp, KEEP_OPEN};
 
 use super::declared::Declared;
 use super::error::{Error, Result};
@@ -281,7 +281,7 @@ impl Inventory {
             namespace: k.info.namespace.clone(),
             id: k.info.id.clone(),
             address: k.address.clone(),
-            stopped: k.info.status == "stopped" || !crate::sys::alive(k.info.pid),
+            stopped: k.info.status == "stopped" || !k.process.alive(),
         })
     }
 
@@ -294,29 +294,38 @@ impl Inventory {
         let state_dir = self.state_dir.clone();
         self.with_found(key, |k| {
             k.used = tick;
-            k.view(&state_dir, true)
+            k.view(&state_dir, Live::Kept)
         })
     }
 
     /// Container `name` as it is now.
     pub fn get(&self, name: &Name) -> Result<View> {
         let state_dir = self.state_dir.clone();
-        self.with(name, |k| k.view(&state_dir, false))
+        self.with(name, |k| k.view(&state_dir, Live::Once))
     }
 
     /// Every container under the state directory, as it is now. Reads each
     /// container's state, cgroup and history additions: run it off the
     /// request path (a blocking thread).
     pub fn list(&self) -> Result<Vec<View>> {
+        self.list_with(Live::Once)
+    }
+
+    /// `list` without the live limits and usage (left at their defaults),
+    /// for a caller that reads every cgroup itself (the policy engine's
+    /// collector, through files it keeps open): per container, a stat of
+    /// its state and of its history and a read of its process's state.
+    pub fn list_declared(&self) -> Result<Vec<View>> {
+        self.list_with(Live::Skip)
+    }
+
+    fn list_with(&self, live: Live) -> Result<Vec<View>> {
         let dirs = node::dirs(&self.state_dir).map_err(|e| self.unreadable(e))?;
         let state_dir = self.state_dir.clone();
         Ok(dirs
             .into_iter()
             .filter(|(ns, id, _)| usable(ns) && crate::ids::validate("container id", id).is_ok())
-            .filter_map(|(ns, id, _)| {
-                self.with_state((ns, id), |k| k.view(&state_dir, false))
-                    .ok()
-            })
+            .filter_map(|(ns, id, _)| self.with_state((ns, id), |k| k.view(&state_dir, live)).ok())
             .collect())
     }
 

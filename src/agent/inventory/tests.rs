@@ -102,6 +102,7 @@ fn declared_follows_the_history_through_compactions() {
         tail: Tail::default(),
         files: Files::default(),
         used: 0,
+        process: crate::sys::Watched::new(info.pid),
     };
     let file = history::path(&dir);
     let mut log = history::Log::open(&file).unwrap();

@@ -1,5 +1,6 @@
 //! The data collector: at each tick, every running container's counters and
-//! gauges (`cgroups::Stats`, through `Hierarchy::stats`) and the node's
+//! gauges (`cgroups::Stats`, through `Hierarchy::stats`) and its live limits
+//! (`cgroups::Limits`: what the engine steers from), and the node's
 //! (`NodeSample`: CPU from `/proc/stat`, memory from `/proc/meminfo`,
 //! `/proc/pressure/*`, the state directory's free space, the CPU count).
 //!
@@ -12,7 +13,7 @@
 //! whose reads fail and whose process is gone is left out; one whose reads
 //! fail while its process runs is an error of the tick.
 
-use crate::cgroups::{Cgroup, Files, Psi, Stats};
+use crate::cgroups::{Cgroup, Files, Limits, Psi, Stats};
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -185,13 +186,22 @@ struct Watched {
     pid: i32,
     cgroup: Cgroup,
     files: Files,
+    /// Its live limits as last read, at which revision of its history,
+    /// and how many ticks ago.
+    limits: Option<(Limits, u64, u32)>,
 }
+
+/// Ticks after which a container's limits are read again though its
+/// history did not grow (someone wrote its cgroup directly).
+pub const LIMITS_REREAD_TICKS: u32 = 10;
 
 /// What the collector found at one tick.
 #[derive(Debug, Default)]
 pub struct Collected {
     /// Each running container's values.
     pub containers: BTreeMap<Key, Stats>,
+    /// And its live limits (read with them, for the same containers).
+    pub limits: BTreeMap<Key, Limits>,
     pub node: NodeSample,
     /// Containers whose process runs but whose cgroup could not be read.
     pub errors: Vec<String>,
@@ -208,13 +218,14 @@ impl Collected {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub node: NodePaths,
-    /// Most files the collector keeps open (about five to seven per
-    /// container); the rest are opened per read.
+    /// Most files the collector keeps open (about ten to twelve per
+    /// container: statistics and limits); the rest are opened per read.
     pub keep_open_files: usize,
 }
 
-/// Most files kept open by default: 100 containers' worth.
-pub const DEFAULT_KEEP_OPEN_FILES: usize = 700;
+/// Most files kept open by default: 200 containers' worth (tidald keeps
+/// it under half of its descriptors).
+pub const DEFAULT_KEEP_OPEN_FILES: usize = 2400;
 
 /// The collector: the containers' cgroups and files and the node's, kept
 /// between ticks.
@@ -259,17 +270,21 @@ impl Collector {
         self.node.files.len() + self.watched.values().map(|w| w.files.len()).sum::<usize>()
     }
 
-    /// Reads the node and `running` containers (key, init pid); forgets the
-    /// containers not among them.
-    pub fn collect(&mut self, running: &[(Key, i32)]) -> Collected {
+    /// Reads the node and `running` containers (key, init pid, last
+    /// revision of its history); forgets the containers not among them.
+    /// Statistics are read at every tick; a container's limits only change
+    /// through revisions (the resize path records every change it makes),
+    /// so they are read again when its last revision is another, and every
+    /// `LIMITS_REREAD_TICKS` ticks in case its cgroup was written directly.
+    pub fn collect(&mut self, running: &[(Key, i32, u64)]) -> Collected {
         let mut out = Collected {
             node: self.node.read(),
             ..Default::default()
         };
-        let keep: std::collections::HashSet<&Key> = running.iter().map(|(k, _)| k).collect();
+        let keep: std::collections::HashSet<&Key> = running.iter().map(|(k, ..)| k).collect();
         self.watched.retain(|k, _| keep.contains(k));
         let mut open = self.open_files();
-        for (key, pid) in running {
+        for (key, pid, revision) in running {
             // A new process under the same name: resolved again.
             if self.watched.get(key).is_some_and(|w| w.pid != *pid) {
                 self.watched.remove(key);
@@ -283,6 +298,7 @@ impl Collector {
                                 pid: *pid,
                                 cgroup,
                                 files: Files::watched(),
+                                limits: None,
                             },
                         );
                     }
@@ -299,10 +315,23 @@ impl Collector {
             }
             let w = self.watched.get_mut(key).expect("inserted above");
             let before = w.files.len();
-            let stats = if before > 0 || open < self.keep_open_files {
-                w.cgroup.stats(&mut w.files)
+            let mut once = Files::default();
+            let files = if before > 0 || open < self.keep_open_files {
+                &mut w.files
             } else {
-                w.cgroup.stats(&mut Files::default())
+                &mut once
+            };
+            let stats = w.cgroup.stats(files);
+            let limits = match &mut w.limits {
+                Some((limits, at, age)) if at == revision && *age + 1 < LIMITS_REREAD_TICKS => {
+                    *age += 1;
+                    limits.clone()
+                }
+                cached => {
+                    let limits = crate::cgroups::read_limits_with(&w.cgroup, files);
+                    *cached = Some((limits.clone(), *revision, 0));
+                    limits
+                }
             };
             open = open + w.files.len() - before;
             if stats.cpu_ns.is_none() && stats.memory_bytes.is_none() {
@@ -317,6 +346,7 @@ impl Collector {
                 }
                 continue;
             }
+            out.limits.insert(key.clone(), limits);
             out.containers.insert(key.clone(), stats);
         }
         out
@@ -465,7 +495,7 @@ pub(crate) mod tests {
             }),
         )
         .with_alive(|pid| pid != 3);
-        let got = c.collect(&[(key("a"), 1), (key("b"), 2)]);
+        let got = c.collect(&[(key("a"), 1, 0), (key("b"), 2, 0)]);
         assert!(got.complete(), "{:?}", got.errors);
         assert_eq!(got.containers[&key("a")].working_set(), Some(600));
         assert_eq!(got.containers[&key("b")].cpu_ns, Some(5000));
@@ -473,7 +503,7 @@ pub(crate) mod tests {
         // Kept: a's 5 files, b's 4 (no pressure files), the node's 5.
         assert_eq!(c.open_files(), 14);
         a.set("cpuacct/cpuacct.usage", "2000\n");
-        let got = c.collect(&[(key("a"), 1), (key("b"), 2)]);
+        let got = c.collect(&[(key("a"), 1, 0), (key("b"), 2, 0)]);
         assert_eq!(got.containers[&key("a")].cpu_ns, Some(2000));
         assert_eq!(
             resolved.load(std::sync::atomic::Ordering::Relaxed),
@@ -481,7 +511,7 @@ pub(crate) mod tests {
             "resolved once each"
         );
         // b went away: forgotten, its files closed.
-        let got = c.collect(&[(key("a"), 1)]);
+        let got = c.collect(&[(key("a"), 1, 0)]);
         assert!(got.complete());
         assert_eq!(got.containers.len(), 1);
         assert_eq!(c.open_files(), 10);
@@ -496,11 +526,11 @@ pub(crate) mod tests {
             .to_path_buf();
         drop(a);
         assert!(!a_dir.exists());
-        let got = c.collect(&[(key("a"), 3), (key("c"), 3)]);
+        let got = c.collect(&[(key("a"), 3, 0), (key("c"), 3, 0)]);
         assert!(got.complete(), "{:?}", got.errors);
         assert!(got.containers.is_empty());
         // A running process whose cgroup cannot be found is an error.
-        let got = c.collect(&[(key("d"), 4)]);
+        let got = c.collect(&[(key("d"), 4, 0)]);
         assert!(!got.complete());
         assert!(
             got.errors[0].starts_with("k8s.io/d: cgroup of pid 4: "),
@@ -521,12 +551,50 @@ pub(crate) mod tests {
             },
             Box::new(move |pid| Ok(cgroups[pid as usize].clone())),
         );
-        let running: Vec<(Key, i32)> = (0..10).map(|i| (key(&format!("c{i}")), i)).collect();
+        let running: Vec<(Key, i32, u64)> =
+            (0..10).map(|i| (key(&format!("c{i}")), i, 0)).collect();
         for _ in 0..3 {
             let got = c.collect(&running);
             assert_eq!(got.containers.len(), 10);
             assert!(c.open_files() <= 20 + 5, "{}", c.open_files());
         }
+    }
+
+    #[test]
+    fn limits_are_read_again_when_a_revision_is_added_or_ten_ticks_passed() {
+        let dir = FakeDir::new("node", &[]);
+        let a = FakeCgroup::v1(
+            "limits",
+            &[
+                ("cpuacct/cpuacct.usage", "1\n"),
+                ("memory/memory.usage_in_bytes", "1000\n"),
+                ("cpu/cpu.cfs_quota_us", "50000\n"),
+                ("cpu/cpu.cfs_period_us", "100000\n"),
+            ],
+        );
+        let cg = a.cgroup().clone();
+        let mut c = Collector::with_resolver(
+            Options {
+                node: fake_node(&dir),
+                keep_open_files: 100,
+            },
+            Box::new(move |_| Ok(cg.clone())),
+        );
+        let mut quota =
+            |revision: u64| c.collect(&[(key("a"), 1, revision)]).limits[&key("a")].cpu_quota_us;
+        assert_eq!(quota(3), Some(50_000));
+        a.set("cpu/cpu.cfs_quota_us", "20000\n");
+        assert_eq!(quota(3), Some(50_000), "no new revision: as read");
+        assert_eq!(quota(4), Some(20_000), "a new revision: read again");
+        // Written behind tidal's back: seen within LIMITS_REREAD_TICKS.
+        a.set("cpu/cpu.cfs_quota_us", "30000\n");
+        let seen = (1..=LIMITS_REREAD_TICKS)
+            .find(|_| quota(4) == Some(30_000))
+            .expect("read again");
+        assert_eq!(
+            seen, LIMITS_REREAD_TICKS,
+            "the tenth tick after the last read"
+        );
     }
 
     /// On this host (cgroup v1, run as root): the test's own cgroup, read

@@ -120,23 +120,26 @@ impl Observer {
         now: Duration,
         inventory: &Inventory,
     ) -> Result<View, crate::agent::error::Error> {
-        let found = inventory.list()?;
+        // The collector reads the live limits with the statistics.
+        let found = inventory.list_declared()?;
         Ok(self.tick(now, &found))
     }
 
     /// One tick at `now` (the engine's clock, later than the last tick's)
     /// over the containers tidal runs, as the inventory found them: reads
-    /// the running ones and the node, records probe results, feeds the
-    /// profiles, forgets containers that are gone, and returns the view.
+    /// the running ones and the node (a container's live limits are the
+    /// collector's, read with its statistics, over the listing's), records
+    /// probe results, feeds the profiles, forgets containers that are gone,
+    /// and returns the view.
     pub fn tick(&mut self, now: Duration, found: &[Found]) -> View {
         let started = Instant::now();
         let running: Vec<&Found> = found
             .iter()
             .filter(|f| f.info.pid > 0 && matches!(f.info.status.as_str(), "running" | "paused"))
             .collect();
-        let pids: Vec<(Key, i32)> = running
+        let pids: Vec<(Key, i32, u64)> = running
             .iter()
-            .map(|f| (facts::key(f), f.info.pid))
+            .map(|f| (facts::key(f), f.info.pid, f.last_revision))
             .collect();
         let collected = self.collector.collect(&pids);
 
@@ -166,7 +169,11 @@ impl Observer {
                     },
                 );
             }
-            containers.insert(key.clone(), facts::container(f, &self.known[&key].facts));
+            let mut c = facts::container(f, &self.known[&key].facts);
+            if let Some(live) = collected.limits.get(&key) {
+                c.live = live.clone();
+            }
+            containers.insert(key.clone(), c);
         }
         self.known.retain(|k, _| containers.contains_key(k));
 
@@ -207,13 +214,17 @@ impl Observer {
             }
         }
         if self.probes {
+            let mut probed = std::collections::HashSet::new();
             for c in containers.values() {
                 if let (Qos::Online, Some(o)) = (c.qos, &c.objective) {
                     let pid = self.known[&c.key].pid;
                     let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
                     self.prober.start(target(c), netns, o.probe.clone());
+                    probed.insert(target(c));
                 }
             }
+            // The threads of pods no longer probed leave their namespaces.
+            self.prober.retain(|t| probed.contains(t));
         }
         self.profiles.tick(now, &readings);
 

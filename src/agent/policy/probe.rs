@@ -1,11 +1,13 @@
 //! The application signal: a pod's declared probe (the `qos` trait's
 //! `probe`), run by tidald inside the pod's network namespace, where the
-//! pod's `localhost` is. Each probe runs on a short-lived thread of its own
-//! that enters the namespace (`setns(2)`, which moves only the calling
-//! thread), connects to 127.0.0.1 with a deadline, and exits: no thread that
-//! left tidald's namespace ever runs anything else (tokio's pool least of
-//! all). `Prober` runs them in the background for the collector, at most one
-//! at a time per pod, and hands their results over at the next tick.
+//! pod's `localhost` is, by a thread that entered the namespace
+//! (`setns(2)`, which moves only the calling thread) and connects to
+//! 127.0.0.1 with a deadline: no thread that left tidald's namespace ever
+//! runs anything but probes (tokio's pool least of all). `run` does one on
+//! a thread that exits after it; `Prober` runs them in the background for
+//! the collector, at most one at a time per pod, on one thread per pod that
+//! stays in its namespace while the pod is probed, and hands their results
+//! over at the next tick.
 //!
 //! The latency is from the start of the connect to the end of the answer:
 //! for TCP the accepted connection, for HTTP the whole response (the request
@@ -72,14 +74,19 @@ pub fn run(netns: &Path, probe: &Probe) -> Result<Duration, ProbeError> {
 /// Moves the calling thread into the network namespace `netns` for good,
 /// then runs `probe` there: only for a thread of its own that exits next.
 fn enter_and_run(netns: &Path, probe: &Probe) -> Result<Duration, ProbeError> {
+    enter(netns)?;
+    run_here(probe)
+}
+
+/// Moves the calling thread into the network namespace `netns` for good:
+/// only for a thread that runs nothing but probes.
+fn enter(netns: &Path) -> Result<(), ProbeError> {
     let failed = |source: io::Error| ProbeError::Netns {
         path: netns.to_path_buf(),
         source,
     };
     let ns = File::open(netns).map_err(failed)?;
-    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| failed(e.into()))?;
-    drop(ns);
-    run_here(probe)
+    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| failed(e.into()))
 }
 
 /// Runs `probe` in the calling thread's network namespace.
@@ -210,11 +217,25 @@ pub fn response_complete(buf: &[u8], closed: bool) -> Result<Option<u16>, ProbeE
     Ok(whole.then_some(status))
 }
 
+/// A thread that lives in one target's network namespace and runs its
+/// probes, one at a time, as they are sent: the namespace is entered once,
+/// not per probe. It runs nothing but probes, and exits when its sender is
+/// dropped (the target gone, or in another namespace now).
+struct Resident {
+    netns: PathBuf,
+    probes: mpsc::Sender<Probe>,
+}
+
+/// Stack of a probe thread: a probe needs a few KiB.
+const PROBE_STACK: usize = 128 * 1024;
+
 /// Probes run in the background, at most one at a time per target (a pod,
-/// or a container outside CRI); results wait for `take`.
+/// or a container outside CRI), each target's on a thread of its own that
+/// stays in its namespace (see `Resident`); results wait for `take`.
 pub struct Prober<T> {
     /// The targets with a probe running, and when it started.
     running: HashMap<T, Instant>,
+    residents: HashMap<T, Resident>,
     done_tx: mpsc::Sender<(T, Result<Duration, ProbeError>)>,
     done_rx: mpsc::Receiver<(T, Result<Duration, ProbeError>)>,
 }
@@ -224,6 +245,7 @@ impl<T: Clone + Eq + std::hash::Hash + Send + 'static> Default for Prober<T> {
         let (done_tx, done_rx) = mpsc::channel();
         Prober {
             running: HashMap::new(),
+            residents: HashMap::new(),
             done_tx,
             done_rx,
         }
@@ -238,27 +260,81 @@ impl<T: Clone + Eq + std::hash::Hash + Send + 'static> Prober<T> {
             return false;
         }
         self.running.insert(target.clone(), Instant::now());
-        let tx = self.done_tx.clone();
-        let failed = tx.clone();
-        let t = target.clone();
-        // The thread enters the pod's namespace and exits when done.
-        let spawned = std::thread::Builder::new()
-            .name("tidal-probe".into())
-            .spawn(move || {
-                let result = enter_and_run(&netns, &probe);
-                let _ = tx.send((target, result));
-            });
-        if let Err(e) = spawned {
-            let _ = failed.send((t, Err(ProbeError::Thread(e))));
+        if self
+            .residents
+            .get(&target)
+            .is_some_and(|r| r.netns != netns)
+        {
+            self.residents.remove(&target);
+        }
+        // Sent to the target's thread; if that one has exited (it could not
+        // enter its namespace), a new one tries again.
+        let probe = match self.residents.get(&target) {
+            Some(r) => match r.probes.send(probe) {
+                Ok(()) => return true,
+                Err(mpsc::SendError(probe)) => probe,
+            },
+            None => probe,
+        };
+        match self.spawn(target.clone(), netns) {
+            Ok(r) => {
+                // A thread just started takes its first probe.
+                let _ = r.probes.send(probe);
+                self.residents.insert(target, r);
+            }
+            Err(e) => {
+                let _ = self.done_tx.send((target, Err(ProbeError::Thread(e))));
+            }
         }
         true
+    }
+
+    /// A thread for `target` in `netns`. If it cannot enter the namespace,
+    /// its first probe fails with why, and it exits.
+    fn spawn(&self, target: T, netns: PathBuf) -> io::Result<Resident> {
+        let (tx, rx) = mpsc::channel::<Probe>();
+        let done = self.done_tx.clone();
+        let path = netns.clone();
+        std::thread::Builder::new()
+            .name("tidal-probe".into())
+            .stack_size(PROBE_STACK)
+            .spawn(move || {
+                if let Err(e) = enter(&path) {
+                    if rx.recv().is_ok() {
+                        let _ = done.send((target, Err(e)));
+                    }
+                    return;
+                }
+                for probe in rx {
+                    if done.send((target.clone(), run_here(&probe))).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Resident { netns, probes: tx })
+    }
+
+    /// Keeps the threads of the targets for which `keep` holds; the others
+    /// leave their namespaces (and let them go) once their probe is done.
+    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        self.residents.retain(|t, _| keep(t));
+    }
+
+    /// How many targets have a thread.
+    pub fn threads(&self) -> usize {
+        self.residents.len()
     }
 
     /// The results of the probes finished since the last call.
     pub fn take(&mut self) -> Vec<(T, Result<Duration, ProbeError>)> {
         let done: Vec<_> = self.done_rx.try_iter().collect();
-        for (t, _) in &done {
+        for (t, result) in &done {
             self.running.remove(t);
+            // A thread outside its namespace is of no use: the next probe
+            // starts another.
+            if matches!(result, Err(ProbeError::Netns { .. })) {
+                self.residents.remove(t);
+            }
         }
         done
     }
@@ -502,6 +578,34 @@ mod tests {
         assert!(matches!(done.as_slice(), [("pod", Ok(_))]), "{done:?}");
         assert!(!prober.running(&"pod"));
         assert_eq!(prober.elapsed(&"pod"), None);
+        // The next probe goes to the same thread, still in the namespace.
+        let next = |prober: &mut Prober<&'static str>, netns: &Path| {
+            assert!(prober.start("pod", netns.to_path_buf(), http("/healthz")));
+            let t0 = Instant::now();
+            loop {
+                let done = prober.take();
+                if !done.is_empty() {
+                    return done;
+                }
+                assert!(t0.elapsed() < Duration::from_secs(5), "no answer");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        let again = next(&mut prober, &netns);
+        assert!(matches!(again.as_slice(), [("pod", Ok(_))]), "{again:?}");
+        assert_eq!(prober.threads(), 1);
+        // A target in a namespace that cannot be entered: why, and no
+        // thread kept for it.
+        let gone = next(&mut prober, Path::new("/proc/0/ns/net"));
+        assert!(
+            matches!(gone.as_slice(), [("pod", Err(ProbeError::Netns { .. }))]),
+            "{gone:?}"
+        );
+        assert_eq!(prober.threads(), 0);
+        let back = next(&mut prober, &netns);
+        assert!(matches!(back.as_slice(), [("pod", Ok(_))]), "{back:?}");
+        prober.retain(|_| false);
+        assert_eq!(prober.threads(), 0, "a target no longer probed");
         // A namespace that is gone: a clear error.
         let e = run(Path::new("/proc/0/ns/net"), &http("/")).unwrap_err();
         assert!(
