@@ -510,11 +510,11 @@ pub fn raise_open_files() -> io::Result<u64> {
         };
         // SAFETY: as above.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-            return Ok(lim.rlim_cur as u64);
+            return Ok(lim.rlim_cur);
         }
         lim = raised;
     }
-    Ok(lim.rlim_cur as u64)
+    Ok(lim.rlim_cur)
 }
 
 /// Keeps the descriptor `fd` this process inherited open for the rest of
