@@ -244,6 +244,32 @@ fn policy_commands_and_top_show_the_engine_and_its_containers() {
         .trim_start()
         .starts_with("AT"));
 
+    // Reload on request: a bad file is refused with its line and the
+    // running rules stay; a good one runs at once.
+    std::fs::write(&policy, "interval: 250ms\nmode: dry-run\nwindows:\n  trigger: soon\n").unwrap();
+    let out = env.tidalctl(&["policy", "reload"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("policy.yaml:4:") && err.ends_with("; the running rules stay\n"),
+        "{err}"
+    );
+    let status = json(&env, &["policy", "status", "-o", "json"]);
+    assert_eq!(status["interval_ms"], 250, "{status}");
+    assert!(status["reload_error"].as_str().unwrap().contains("policy.yaml:4:"));
+    std::fs::write(&policy, "interval: 500ms\nmode: dry-run\nwindows:\n  trigger: 1s\n").unwrap();
+    let reloaded = ok(&env, &["policy", "reload"]);
+    assert!(
+        reloaded.starts_with(&format!(
+            "policy engine: rules reloaded from {} (",
+            policy.display()
+        )) && reloaded.ends_with("every 500ms); dry-run mode, deciding\n"),
+        "{reloaded}"
+    );
+    let status = json(&env, &["policy", "status", "-o", "json"]);
+    assert_eq!(status["interval_ms"], 500, "{status}");
+    assert_eq!(status["reload_error"], "", "{status}");
+
     let metrics = agent.scrape();
     for want in [
         "tidal_policy_tick_seconds_count ",
@@ -259,6 +285,7 @@ fn policy_commands_and_top_show_the_engine_and_its_containers() {
     for args in [
         &["policy", "status"][..],
         &["policy", "pause"],
+        &["policy", "reload"],
         &["policy", "decisions"],
         &["top", "--once"],
     ] {

@@ -201,6 +201,9 @@ pub enum PolicyCommand {
     Pause,
     /// Decide again
     Resume,
+    /// Read the policy file again now, as SIGHUP does (a file that is
+    /// refused keeps the running rules and says why)
+    Reload,
     /// Apply decisions (enforce) or only record them (dry-run), over the
     /// policy file's mode and tidald's --policy-mode, until tidald restarts
     Mode { mode: PolicyMode },
@@ -458,6 +461,7 @@ mod tests {
         );
         assert_eq!(cmd("policy pause"), policy(PolicyCommand::Pause));
         assert_eq!(cmd("policy resume"), policy(PolicyCommand::Resume));
+        assert_eq!(cmd("policy reload"), policy(PolicyCommand::Reload));
         assert_eq!(
             cmd("policy mode dry-run"),
             policy(PolicyCommand::Mode {

@@ -46,6 +46,10 @@ pub(super) async fn run(socket: &Path, cmd: PolicyCommand) -> Result<(), CtlErro
             let s = api.resume(pb::ResumeRequest {}).await.map_err(status_err)?;
             println!("{}", state_line(&s.into_inner()));
         }
+        PolicyCommand::Reload => {
+            let s = api.reload(pb::ReloadRequest {}).await.map_err(status_err)?;
+            println!("{}", reloaded_line(&s.into_inner()));
+        }
         PolicyCommand::Mode { mode } => {
             let mode = match mode {
                 PolicyMode::Enforce => pb::Mode::Enforce,

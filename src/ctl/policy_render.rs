@@ -41,6 +41,23 @@ pub fn state_line(s: &pb::StatusResponse) -> String {
     )
 }
 
+/// What `reload` prints: where the rules now running came from, which
+/// they are, and the engine's state.
+pub fn reloaded_line(s: &pb::StatusResponse) -> String {
+    let rules = if s.rules.is_empty() {
+        "no rules enabled".to_string()
+    } else {
+        s.rules.join(", ")
+    };
+    format!(
+        "policy engine: rules reloaded from {} ({rules}; every {}); {} mode, {}",
+        s.rules_from,
+        span(s.interval_ms),
+        mode_name(s.mode),
+        if s.paused { "paused" } else { "deciding" }
+    )
+}
+
 /// `policy status` as text.
 pub fn status_text(s: &pb::StatusResponse) -> String {
     let none = |v: &[String]| {
@@ -381,6 +398,11 @@ mod tests {
         assert_eq!(j["overlays"][0]["container"], "k8s.io/batch");
         assert_eq!(j["last"][0]["revision"], 1);
         assert_eq!(state_line(&status()), "policy engine: dry-run mode, paused");
+        assert_eq!(
+            reloaded_line(&status()),
+            "policy engine: rules reloaded from /etc/tidal/policy.yaml \
+             (throttle-offline, give-back; every 250ms); dry-run mode, paused"
+        );
     }
 
     #[test]

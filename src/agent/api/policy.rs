@@ -344,6 +344,18 @@ impl pb::policy_server::Policy for PolicyService {
         e.handle.set_mode(mode);
         Ok(Response::new(self.status_now()?))
     }
+
+    async fn reload(
+        &self,
+        _: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.engine()?
+            .handle
+            .reload_now()
+            .await
+            .map_err(|e| Error::Unavailable(format!("{e}; the running rules stay")))?;
+        Ok(Response::new(self.status_now()?))
+    }
 }
 
 #[cfg(test)]

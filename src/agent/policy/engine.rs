@@ -76,9 +76,14 @@ struct Shared {
     paused: AtomicBool,
     /// A mode set at run time, over the flag's and the file's.
     mode: Mutex<Option<Mode>>,
-    reload: tokio::sync::Notify,
+    /// Requests to read the policy file again, each with where to answer
+    /// (None: nobody waits).
+    reload: tokio::sync::mpsc::UnboundedSender<Option<Answer>>,
     records: tokio::sync::broadcast::Sender<Record>,
 }
+
+/// Where a reload's outcome goes: Ok, or why the running rules stayed.
+type Answer = tokio::sync::oneshot::Sender<Result<(), String>>;
 
 /// The API's hold on a running engine.
 #[derive(Clone)]
@@ -119,7 +124,17 @@ impl Handle {
 
     /// Reads the policy file again now (as SIGHUP does).
     pub fn reload(&self) {
-        self.shared.reload.notify_one();
+        let _ = self.shared.reload.send(None);
+    }
+
+    /// Reads the policy file again now and answers how that went: Ok (the
+    /// new rules run), or why the file was refused (the running rules
+    /// stay), or that the engine is not running.
+    pub async fn reload_now(&self) -> Result<(), String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let stopped = || "the policy engine is not running".to_string();
+        self.shared.reload.send(Some(tx)).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 }
 
@@ -142,6 +157,8 @@ pub struct Engine<A> {
     executor: Executor<A>,
     adopted: bool,
     shared: Arc<Shared>,
+    /// The other end of `Shared::reload` (taken by `run`).
+    reloads: Option<tokio::sync::mpsc::UnboundedReceiver<Option<Answer>>>,
     meter: Option<Arc<dyn Meter>>,
 }
 
@@ -164,7 +181,9 @@ impl<A: Apply> Engine<A> {
             ticks: 0,
             last: Vec::new(),
         };
+        let (reload, reloads) = tokio::sync::mpsc::unbounded_channel();
         Engine {
+            reloads: Some(reloads),
             stamp: stamp(&from),
             policy,
             from,
@@ -178,7 +197,7 @@ impl<A: Apply> Engine<A> {
                 log: Mutex::new(VecDeque::new()),
                 paused: AtomicBool::new(false),
                 mode: Mutex::new(None),
-                reload: tokio::sync::Notify::new(),
+                reload,
                 records: tokio::sync::broadcast::channel(256).0,
             }),
         }
@@ -357,7 +376,10 @@ impl<A: Apply> Engine<A> {
         };
         let mut interval = every(&self.policy);
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let shared = self.shared.clone();
+        let mut reloads = self
+            .reloads
+            .take()
+            .expect("an engine runs once: its reload requests are its own");
         loop {
             let before = self.policy.interval;
             tokio::select! {
@@ -368,8 +390,11 @@ impl<A: Apply> Engine<A> {
                 Some(()) = async { match &mut hup { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                     let _ = self.reload();
                 }
-                _ = shared.reload.notified() => {
-                    let _ = self.reload();
+                Some(answer) = reloads.recv() => {
+                    let result = self.reload().map_err(|e| e.to_string());
+                    if let Some(answer) = answer {
+                        let _ = answer.send(result);
+                    }
                 }
             }
             if self.policy.interval != before {

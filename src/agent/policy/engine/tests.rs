@@ -313,9 +313,21 @@ async fn the_loop_ticks_at_the_policy_interval_and_reloads_on_request() {
         .reload_error
         .expect("the bad file is reported");
     assert!(err.contains("policy.yaml:1:"), "{err}");
+    // A reload that answers: refused, with why; then taken.
+    let err = handle.reload_now().await.unwrap_err();
+    assert!(err.contains("policy.yaml:1:"), "{err}");
+    std::fs::write(&path, "interval: 200ms\nwindows:\n  trigger: 1s\n").unwrap();
+    handle.reload_now().await.unwrap();
+    assert_eq!(handle.status().interval, Duration::from_millis(200));
+    assert_eq!(handle.status().reload_error, None);
     assert!(
         handle.status().ticks > ticks,
         "still running on the old rules"
     );
     task.abort();
+    let _ = task.await;
+    assert_eq!(
+        handle.reload_now().await.unwrap_err(),
+        "the policy engine is not running"
+    );
 }
