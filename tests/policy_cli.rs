@@ -246,7 +246,11 @@ fn policy_commands_and_top_show_the_engine_and_its_containers() {
 
     // Reload on request: a bad file is refused with its line and the
     // running rules stay; a good one runs at once.
-    std::fs::write(&policy, "interval: 250ms\nmode: dry-run\nwindows:\n  trigger: soon\n").unwrap();
+    std::fs::write(
+        &policy,
+        "interval: 250ms\nmode: dry-run\nwindows:\n  trigger: soon\n",
+    )
+    .unwrap();
     let out = env.tidalctl(&["policy", "reload"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -256,8 +260,15 @@ fn policy_commands_and_top_show_the_engine_and_its_containers() {
     );
     let status = json(&env, &["policy", "status", "-o", "json"]);
     assert_eq!(status["interval_ms"], 250, "{status}");
-    assert!(status["reload_error"].as_str().unwrap().contains("policy.yaml:4:"));
-    std::fs::write(&policy, "interval: 500ms\nmode: dry-run\nwindows:\n  trigger: 1s\n").unwrap();
+    assert!(status["reload_error"]
+        .as_str()
+        .unwrap()
+        .contains("policy.yaml:4:"));
+    std::fs::write(
+        &policy,
+        "interval: 500ms\nmode: dry-run\nwindows:\n  trigger: 1s\n",
+    )
+    .unwrap();
     let reloaded = ok(&env, &["policy", "reload"]);
     assert!(
         reloaded.starts_with(&format!(
