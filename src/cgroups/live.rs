@@ -180,10 +180,13 @@ pub fn read_usage_with(cg: &Cgroup, files: &mut Files) -> Usage {
     cg.usage(files)
 }
 
-/// The counters and gauges of `cg` through `files` (the collector's are
-/// `Files::watched`).
+/// The counters and gauges of `cg` through `files`, the inactive file
+/// cache included.
 pub fn read_stats_with(cg: &Cgroup, files: &mut Files) -> Stats {
-    cg.stats(files)
+    Stats {
+        inactive_file_bytes: cg.inactive_file(files),
+        ..cg.stats(files)
+    }
 }
 
 #[cfg(test)]

@@ -231,10 +231,15 @@ impl Hierarchy for V1 {
             cpu_ns: self.num(files, "cpuacct", "cpuacct.usage"),
             throttling,
             memory_bytes: self.memory_usage(files),
-            inactive_file_bytes: keyed(files, "memory.stat", "total_inactive_file"),
+            inactive_file_bytes: None,
             oom_kills: keyed(files, "memory.oom_control", "oom_kill"),
             pressure: self.pressure(files, false),
         }
+    }
+
+    fn inactive_file(&self, files: &mut Files) -> Option<u64> {
+        let text = files.read(&self.file("memory", "memory.stat")?).ok()?;
+        keyed_values(&text, ["total_inactive_file"])[0]
     }
 
     fn memory_usage(&self, files: &mut Files) -> Option<u64> {

@@ -166,10 +166,14 @@ impl Hierarchy for V2 {
             cpu_ns: usage.map(|u| u.saturating_mul(1000)),
             throttling,
             memory_bytes: self.memory_usage(files),
-            inactive_file_bytes: keyed(files, "memory.stat", "inactive_file"),
+            inactive_file_bytes: None,
             oom_kills: keyed(files, "memory.events", "oom_kill"),
             pressure: (pressure.cpu.is_some() || pressure.memory.is_some()).then_some(pressure),
         }
+    }
+
+    fn inactive_file(&self, files: &mut Files) -> Option<u64> {
+        keyed_values(&self.text(files, "memory.stat")?, ["inactive_file"])[0]
     }
 
     fn metrics(&self, files: &mut Files) -> io::Result<Any> {

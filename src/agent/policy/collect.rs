@@ -189,6 +189,22 @@ struct Watched {
     /// Its live limits as last read, at which revision of its history,
     /// and how many ticks ago.
     limits: Option<(Limits, u64, u32)>,
+    /// Its inactive file cache as last read (`memory.stat`), the memory
+    /// usage then, and how many ticks ago.
+    inactive: Option<(Option<u64>, u64, u32)>,
+}
+
+/// Whether a container's inactive file cache (in the costliest of its files
+/// to read) is read again at this tick: when its memory usage moved by more
+/// than 1/32 of itself (or 1 MiB) since the last read, or on the
+/// `LIMITS_REREAD_TICKS`th tick after it. Most of a node's containers hold
+/// their memory steady most of the time; the working set of one that does
+/// not is then read fresh, and any other's is at most that much off.
+fn inactive_is_stale(then: u64, age: u32, usage: Option<u64>) -> bool {
+    let Some(now) = usage else {
+        return true;
+    };
+    age + 1 >= LIMITS_REREAD_TICKS || now.abs_diff(then) > (then / 32).max(1 << 20)
 }
 
 /// Ticks after which a container's limits are read again though its
@@ -299,6 +315,7 @@ impl Collector {
                                 cgroup,
                                 files: Files::watched(),
                                 limits: None,
+                                inactive: None,
                             },
                         );
                     }
@@ -321,7 +338,18 @@ impl Collector {
             } else {
                 &mut once
             };
-            let stats = w.cgroup.stats(files);
+            let mut stats = w.cgroup.stats(files);
+            stats.inactive_file_bytes = match &mut w.inactive {
+                Some((bytes, then, age)) if !inactive_is_stale(*then, *age, stats.memory_bytes) => {
+                    *age += 1;
+                    *bytes
+                }
+                cached => {
+                    let bytes = w.cgroup.inactive_file(files);
+                    *cached = Some((bytes, stats.memory_bytes.unwrap_or(0), 0));
+                    bytes
+                }
+            };
             let limits = match &mut w.limits {
                 Some((limits, at, age)) if at == revision && *age + 1 < LIMITS_REREAD_TICKS => {
                     *age += 1;
@@ -597,6 +625,57 @@ pub(crate) mod tests {
         );
     }
 
+    #[test]
+    fn inactive_file_is_read_again_when_usage_moves_or_ten_ticks_passed() {
+        let dir = FakeDir::new("node", &[]);
+        let mib = 1u64 << 20;
+        let a = FakeCgroup::v1(
+            "inactive",
+            &[
+                ("cpuacct/cpuacct.usage", "1\n"),
+                ("memory/memory.usage_in_bytes", &format!("{}\n", 100 * mib)),
+                (
+                    "memory/memory.stat",
+                    &format!("total_inactive_file {}\n", 40 * mib),
+                ),
+            ],
+        );
+        let cg = a.cgroup().clone();
+        let mut c = Collector::with_resolver(
+            Options {
+                node: fake_node(&dir),
+                keep_open_files: 100,
+            },
+            Box::new(move |_| Ok(cg.clone())),
+        );
+        let mut working_set = || {
+            c.collect(&[(key("a"), 1, 0)]).containers[&key("a")]
+                .working_set()
+                .unwrap()
+        };
+        assert_eq!(working_set(), 60 * mib);
+        a.set(
+            "memory/memory.stat",
+            &format!("total_inactive_file {}\n", 10 * mib),
+        );
+        assert_eq!(working_set(), 60 * mib, "usage steady: as read");
+        // Usage moves by 2 MiB of 100 (under 1/32): still as read.
+        a.set("memory/memory.usage_in_bytes", &format!("{}\n", 102 * mib));
+        assert_eq!(working_set(), 62 * mib);
+        // By 8 MiB: read again.
+        a.set("memory/memory.usage_in_bytes", &format!("{}\n", 110 * mib));
+        assert_eq!(working_set(), 100 * mib, "usage moved: read again");
+        // Changed with usage steady: seen on the tenth tick after that read.
+        a.set(
+            "memory/memory.stat",
+            &format!("total_inactive_file {}\n", 30 * mib),
+        );
+        let seen = (1..=LIMITS_REREAD_TICKS)
+            .find(|_| working_set() == 80 * mib)
+            .expect("read again");
+        assert_eq!(seen, LIMITS_REREAD_TICKS);
+    }
+
     /// On this host (cgroup v1, run as root): the test's own cgroup, read
     /// twice through kept files, gives growing CPU time and a working set.
     #[test]
@@ -606,12 +685,12 @@ pub(crate) mod tests {
             return;
         };
         let mut files = Files::watched();
-        let s1 = cg.stats(&mut files);
+        let s1 = crate::cgroups::read_stats_with(&cg, &mut files);
         let spin = std::time::Instant::now();
         while spin.elapsed() < Duration::from_millis(30) {
             std::hint::black_box(0u64);
         }
-        let s2 = cg.stats(&mut files);
+        let s2 = crate::cgroups::read_stats_with(&cg, &mut files);
         if let (Some(a), Some(b)) = (s1.cpu_ns, s2.cpu_ns) {
             assert!(b > a, "{a} then {b}");
         }
