@@ -36,7 +36,19 @@ struct Plan {
     low: Duration,
     high: Duration,
     low_rps: f64,
+    /// The step's request rate: EXPERIMENT_HIGH_RPS, or worked out by the
+    /// first run from `load` and the service time it measures.
     high_rps: f64,
+    /// Without EXPERIMENT_HIGH_RPS: the share of one CPU the step's
+    /// requests need (EXPERIMENT_LOAD, default 0.55). The online pod gets a
+    /// third of its CPU while the offline pod runs at its declared weight
+    /// (cpu.shares 512 against 1024), half with the offline limit at 500m,
+    /// three quarters at 250m: above a third and under three quarters, the
+    /// step overloads the service unless the offline pod is throttled,
+    /// whatever this machine's speed. Set to None once measured.
+    load: Option<f64>,
+    /// The service time measured (one request alone on the idle CPU).
+    service: Option<Duration>,
     /// Shell loop iterations per request (about 1.8 µs each here).
     cgi_loops: u64,
     slo: Duration,
@@ -60,7 +72,11 @@ impl Plan {
             low: Duration::from_secs(knob("EXPERIMENT_LOW_SECS", 20)),
             high: Duration::from_secs(knob("EXPERIMENT_HIGH_SECS", 40)),
             low_rps: knob("EXPERIMENT_LOW_RPS", 5.0),
-            high_rps: knob("EXPERIMENT_HIGH_RPS", 30.0),
+            high_rps: knob("EXPERIMENT_HIGH_RPS", 0.0),
+            load: std::env::var_os("EXPERIMENT_HIGH_RPS")
+                .is_none()
+                .then(|| knob("EXPERIMENT_LOAD", 0.55)),
+            service: None,
             cgi_loops: knob("EXPERIMENT_CGI_LOOPS", 15_000),
             slo: Duration::from_millis(knob("EXPERIMENT_SLO_MS", 250)),
             cpu: knob("EXPERIMENT_CPU", "1".to_string()),
@@ -179,7 +195,7 @@ fn main() {
         euid == 0,
         "the experiment starts containerd and real pods: run it as root (hack/experiment)"
     );
-    let plan = Plan::from_env();
+    let mut plan = Plan::from_env();
     println!("== plan: {plan:?}");
     println!("== a private containerd with its CRI plugin, tidal as runtime handler `tidal`");
     let env = Arc::new(CriEnv::start("experiment"));
@@ -197,7 +213,8 @@ fn main() {
     let shared = Arc::new(Shared::new(&env, &cgroup_root));
     let mut runs = Vec::new();
     let mut failure = None;
-    for (name, policy) in [("off", None), ("on", Some(plan.policy.as_path()))] {
+    let policy_file = plan.policy.clone();
+    for (name, policy) in [("off", None), ("on", Some(policy_file.as_path()))] {
         let ctx = Ctx {
             handler: "tidal",
             case: if policy.is_some() { "on" } else { "off" },
@@ -212,7 +229,7 @@ fn main() {
                 .unwrap_or_default()
         );
         let agent = Tidald::start(&env.tidal_state(), policy);
-        let result = rt.block_on(run(&ctx, &plan, name, &agent));
+        let result = rt.block_on(run(&ctx, &mut plan, name, &agent));
         let cleaned = rt.block_on(ctx.cleanup());
         drop(agent);
         match result.and_then(|r| cleaned.map(|_| r)) {
@@ -373,7 +390,29 @@ async fn get(addr: &str) -> std::io::Result<bool> {
     Ok(body.starts_with(b"HTTP/1.0 200") || body.starts_with(b"HTTP/1.1 200"))
 }
 
-async fn run(ctx: &Ctx, plan: &Plan, name: &'static str, agent: &Tidald) -> Result<Run, String> {
+/// The CGI's service time: the median of 15 requests one after another
+/// (after 3 to warm up), with nothing else on the CPU.
+async fn service_time(addr: &str) -> Result<Duration, String> {
+    let mut times = Vec::new();
+    for i in 0..18 {
+        let t = Instant::now();
+        if !get(addr).await.unwrap_or(false) {
+            return Err(format!("the online service at {addr} failed a request"));
+        }
+        if i >= 3 {
+            times.push(t.elapsed());
+        }
+    }
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
+async fn run(
+    ctx: &Ctx,
+    plan: &mut Plan,
+    name: &'static str,
+    agent: &Tidald,
+) -> Result<Run, String> {
     let slo_ms = plan.slo.as_millis();
     let mut web_pod = ctx.pod_config("web");
     annotate(
@@ -400,6 +439,20 @@ async fn run(ctx: &Ctx, plan: &Plan, name: &'static str, agent: &Tidald) -> Resu
             return Err(format!("the online service at {addr} never answered"));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if let Some(load) = plan.load.take() {
+        let service = service_time(&addr).await?;
+        plan.service = Some(service);
+        plan.high_rps = (load / service.as_secs_f64())
+            .round()
+            .max(plan.low_rps + 1.0);
+        println!(
+            "service time {:.1} ms alone on CPU {}: the step is {} requests/s ({:.0}% of that CPU)",
+            service.as_secs_f64() * 1000.0,
+            plan.cpu,
+            plan.high_rps,
+            plan.high_rps * service.as_secs_f64() * 100.0
+        );
     }
     let mut batch_pod = ctx.pod_config("batch");
     annotate(
@@ -606,7 +659,20 @@ fn report(plan: &Plan, runs: &[Run]) -> std::io::Result<()> {
     std::fs::create_dir_all(&plan.out)?;
     let slo = plan.slo.as_secs_f64();
     let step = plan.low.as_secs_f64();
-    let mut figures = String::new();
+    let mut figures = format!(
+        "load: {} requests/s, then {} requests/s from {:.0}s{}\n",
+        plan.low_rps,
+        plan.high_rps,
+        step,
+        plan.service
+            .map(|s| format!(
+                " (service time {:.1} ms alone on CPU {}: the step needs {:.0}% of it)",
+                s.as_secs_f64() * 1000.0,
+                plan.cpu,
+                plan.high_rps * s.as_secs_f64() * 100.0
+            ))
+            .unwrap_or_default()
+    );
     let mut work_during_step = Vec::new();
     for r in runs {
         let secs = seconds(plan, r);

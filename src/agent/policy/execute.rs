@@ -312,14 +312,41 @@ impl<A: Apply> Executor<A> {
                 Signal::Calm(_) => x.broken(memory),
                 _ => value >= x.trigger.value,
             };
-            let what = format!(
-                "{} at revision {}: {} was {:.3}, now {:.3}",
-                x.rule.name(),
-                x.revision,
-                signal_name(&x.trigger.signal),
-                x.trigger.value,
-                value
-            );
+            let what = match x.trigger.signal {
+                // What broke is the calm it waited for, not a value.
+                Signal::Calm(resource) => {
+                    let (broke, since) = match resource {
+                        Resource::Cpu => ("an online container was not calm", memory.last_strained),
+                        Resource::Memory => (
+                            "the node's memory was under pressure",
+                            memory.last_memory_pressure,
+                        ),
+                    };
+                    if harmful {
+                        format!(
+                            "{} at revision {}: {broke} {:.2}s after it",
+                            x.rule.name(),
+                            x.revision,
+                            since.saturating_sub(x.at).as_secs_f64()
+                        )
+                    } else {
+                        format!(
+                            "{} at revision {}: {} stayed calm",
+                            x.rule.name(),
+                            x.revision,
+                            signal_name(&x.trigger.signal)
+                        )
+                    }
+                }
+                _ => format!(
+                    "{} at revision {}: {} was {:.3}, now {:.3}",
+                    x.rule.name(),
+                    x.revision,
+                    signal_name(&x.trigger.signal),
+                    x.trigger.value,
+                    value
+                ),
+            };
             if !harmful {
                 out.push(Record {
                     at: now,
@@ -402,8 +429,8 @@ fn signal_name(s: &Signal) -> String {
     match s {
         Signal::Container { key, metric } => format!("{}/{} {metric:?}", key.namespace, key.id),
         Signal::NodeMemoryPressure => "node memory pressure".into(),
-        Signal::Calm(Resource::Cpu) => "online containers suffering".into(),
-        Signal::Calm(Resource::Memory) => "node memory pressure over threshold".into(),
+        Signal::Calm(Resource::Cpu) => "online containers".into(),
+        Signal::Calm(Resource::Memory) => "node memory".into(),
     }
 }
 
@@ -588,7 +615,8 @@ mod tests {
         );
         assert!(
             matches!(&calls[1], Call::Rollback { to, reason, .. }
-            if *to == rev && reason.starts_with("self-heal: made things worse")),
+            if *to == rev && reason.starts_with("self-heal: made things worse: give-back-cpu at revision")
+                && reason.contains("an online container was not calm")),
             "{calls:?}"
         );
         assert_eq!(cpu_of(&world, "batch"), Some(1000));
