@@ -40,13 +40,20 @@ struct Plan {
     /// first run from `load` and the service time it measures.
     high_rps: f64,
     /// Without EXPERIMENT_HIGH_RPS: the share of one CPU the step's
-    /// requests need (EXPERIMENT_LOAD, default 0.65). The pods' cgroups get
+    /// requests need (EXPERIMENT_LOAD, default 0.5; EXPERIMENT_LOW_LOAD,
+    /// default 0.1, before the step). The probe's requests come on top, in
+    /// both runs (`probe`). The pods' cgroups get
     /// kubelet's CPU weights (`pod_weight`), so the online pod has a third
     /// of the CPU while the offline pod runs unthrottled and at most half
     /// while it is at 500m, three quarters at 250m: between those, the step
     /// overloads the service unless the offline pod is throttled, whatever
     /// this machine's speed. Set to None once measured.
-    load: Option<f64>,
+    load: Option<(f64, f64)>,
+    /// How often the online pod is probed: tidald probes it at its policy's
+    /// interval (250 ms in the shipped one) with the same CGI request, so
+    /// in the engine-off run the experiment sends the same requests itself
+    /// (not counted in the latencies): both runs serve the same load.
+    probe: Duration,
     /// The service time measured (one request alone on the idle CPU).
     service: Option<Duration>,
     /// Shell loop iterations per request (about 1.8 µs each here).
@@ -73,10 +80,14 @@ impl Plan {
             high: Duration::from_secs(knob("EXPERIMENT_HIGH_SECS", 40)),
             low_rps: knob("EXPERIMENT_LOW_RPS", 5.0),
             high_rps: knob("EXPERIMENT_HIGH_RPS", 0.0),
-            load: std::env::var_os("EXPERIMENT_HIGH_RPS")
-                .is_none()
-                .then(|| knob("EXPERIMENT_LOAD", 0.65)),
+            load: std::env::var_os("EXPERIMENT_HIGH_RPS").is_none().then(|| {
+                (
+                    knob("EXPERIMENT_LOW_LOAD", 0.1),
+                    knob("EXPERIMENT_LOAD", 0.5),
+                )
+            }),
             service: None,
+            probe: Duration::from_millis(knob("EXPERIMENT_PROBE_MS", 250)),
             cgi_loops: knob("EXPERIMENT_CGI_LOOPS", 15_000),
             slo: Duration::from_millis(knob("EXPERIMENT_SLO_MS", 250)),
             cpu: knob("EXPERIMENT_CPU", "1".to_string()),
@@ -459,18 +470,21 @@ async fn run(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    if let Some(load) = plan.load.take() {
+    if let Some((low, high)) = plan.load.take() {
         let service = service_time(&addr).await?;
+        let s = service.as_secs_f64();
         plan.service = Some(service);
-        plan.high_rps = (load / service.as_secs_f64())
-            .round()
-            .max(plan.low_rps + 1.0);
+        plan.low_rps = (low / s).round().max(1.0);
+        plan.high_rps = (high / s).round().max(plan.low_rps + 1.0);
         println!(
-            "service time {:.1} ms alone on CPU {}: the step is {} requests/s ({:.0}% of that CPU)",
-            service.as_secs_f64() * 1000.0,
+            "service time {:.1} ms alone on CPU {}: {} then {} requests/s ({:.0}% then {:.0}% of that CPU), and the probe's {:.0}%",
+            s * 1000.0,
             plan.cpu,
+            plan.low_rps,
             plan.high_rps,
-            plan.high_rps * service.as_secs_f64() * 100.0
+            plan.low_rps * s * 100.0,
+            plan.high_rps * s * 100.0,
+            s / plan.probe.as_secs_f64() * 100.0
         );
     }
     let mut batch_pod = ctx.pod_config("batch");
@@ -522,6 +536,21 @@ async fn run(
             }
         })
     };
+    // Without the engine, nobody probes: the same requests, sent here.
+    let probes = (name == "off").then(|| {
+        let addr = addr.clone();
+        let every = plan.probe;
+        let end = start + plan.total();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while Instant::now() < end {
+                tick.tick().await;
+                // One at a time, as tidald's prober.
+                let _ = tokio::time::timeout(Duration::from_secs(1), get(&addr)).await;
+            }
+        })
+    });
     // The open-loop load generator: requests at fixed times, each timed
     // from when it was due, none waiting for another.
     let requests = Arc::new(Mutex::new(Vec::new()));
@@ -565,6 +594,9 @@ async fn run(
         let _ = t.await;
     }
     let _ = sampler.await;
+    if let Some(p) = probes {
+        p.abort();
+    }
     let decisions = agent.log.lock().unwrap()[decisions_before..]
         .iter()
         .map(|(t, l)| (since(*t), l.clone()))
@@ -680,17 +712,23 @@ fn report(plan: &Plan, runs: &[Run]) -> std::io::Result<()> {
     let slo = plan.slo.as_secs_f64();
     let step = plan.low.as_secs_f64();
     let mut figures = format!(
-        "load: {} requests/s, then {} requests/s from {:.0}s{}\n",
+        "load: {} requests/s, then {} requests/s from {:.0}s, and a probe every {:?}{}\n",
         plan.low_rps,
         plan.high_rps,
         step,
+        plan.probe,
         plan.service
-            .map(|s| format!(
-                " (service time {:.1} ms alone on CPU {}: the step needs {:.0}% of it)",
-                s.as_secs_f64() * 1000.0,
-                plan.cpu,
-                plan.high_rps * s.as_secs_f64() * 100.0
-            ))
+            .map(|s| {
+                let s = s.as_secs_f64();
+                format!(
+                    " (service time {:.1} ms alone on CPU {}: {:.0}% then {:.0}% of it, the probe {:.0}%)",
+                    s * 1000.0,
+                    plan.cpu,
+                    plan.low_rps * s * 100.0,
+                    plan.high_rps * s * 100.0,
+                    s / plan.probe.as_secs_f64() * 100.0
+                )
+            })
             .unwrap_or_default()
     );
     let mut work_during_step = Vec::new();
@@ -772,6 +810,14 @@ fn report(plan: &Plan, runs: &[Run]) -> std::io::Result<()> {
                 "  first second over the objective: {}s after the step",
                 f.t as f64 - step
             );
+        }
+        let before = r
+            .decisions
+            .iter()
+            .filter(|(t, l)| *t < step && is_action(l))
+            .count();
+        if before > 0 {
+            let _ = writeln!(figures, "  {before} actions before the step");
         }
         let first_action = r.decisions.iter().find(|(t, l)| *t >= step && is_action(l));
         match first_action {

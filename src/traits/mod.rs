@@ -10,6 +10,7 @@
 //! `tidalctl check` ([`oam`]). [`enforce`] tightens an OCI spec by them.
 
 pub(crate) mod catalogue;
+pub mod cron;
 pub mod enforce;
 pub mod oam;
 pub(crate) mod schema;

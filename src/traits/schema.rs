@@ -34,7 +34,8 @@ pub enum Format {
     Cpu,
     /// A Kubernetes memory quantity: `256Mi`, `1G`.
     Memory,
-    /// A five-field cron schedule: `0 8 * * 1-5`.
+    /// A cron schedule: `0 8 * * 1-5`, six fields with seconds first, or
+    /// a descriptor (`@daily`).
     Cron,
     /// A Linux capability name, with or without `CAP_`, or `ALL`.
     Capability,
@@ -358,64 +359,10 @@ pub fn capability(s: &str) -> Option<String> {
     CAPABILITIES.contains(&name.as_str()).then_some(name)
 }
 
-/// Checks a five-field cron schedule: each field is `*`, or a list of
-/// numbers and ranges in the field's bounds, each optionally `/step`.
+/// Checks a cron schedule (`super::cron::Schedule`: five fields, or six
+/// with seconds first, or a descriptor).
 pub fn check_cron(s: &str) -> Result<(), String> {
-    const FIELDS: [(&str, u32, u32); 5] = [
-        ("minute", 0, 59),
-        ("hour", 0, 23),
-        ("day of month", 1, 31),
-        ("month", 1, 12),
-        ("day of week", 0, 7),
-    ];
-    let fields: Vec<&str> = s.split_whitespace().collect();
-    if fields.len() != 5 {
-        return Err(format!(
-            "{:?} is not a cron schedule: it needs 5 fields (minute hour day-of-month month day-of-week), it has {}",
-            shorten(s),
-            fields.len()
-        ));
-    }
-    for (field, (what, lo, hi)) in fields.iter().zip(FIELDS) {
-        for part in field.split(',') {
-            let (range, step) = match part.split_once('/') {
-                Some((r, st)) => (r, Some(st)),
-                None => (part, None),
-            };
-            let num = |t: &str| -> Result<u32, String> {
-                let n: u32 = t
-                    .parse()
-                    .map_err(|_| format!("cron {what} field {:?} is not a number", shorten(t)))?;
-                if n < lo || n > hi {
-                    return Err(format!("cron {what} {n} is outside {lo}-{hi}"));
-                }
-                Ok(n)
-            };
-            if let Some(st) = step {
-                let n: u32 = st
-                    .parse()
-                    .map_err(|_| format!("cron {what} step {:?} is not a number", shorten(st)))?;
-                if n == 0 {
-                    return Err(format!("cron {what} step must not be 0"));
-                }
-            }
-            if range == "*" {
-                continue;
-            }
-            match range.split_once('-') {
-                Some((a, b)) => {
-                    let (a, b) = (num(a)?, num(b)?);
-                    if a > b {
-                        return Err(format!("cron {what} range {a}-{b} runs backwards"));
-                    }
-                }
-                None => {
-                    num(range)?;
-                }
-            }
-        }
-    }
-    Ok(())
+    super::cron::Schedule::parse(s).map(|_| ())
 }
 
 #[cfg(test)]
