@@ -389,7 +389,7 @@ fn watch_streams_revisions_whoever_makes_them() {
         .unwrap();
     let _ = watch.wait();
     assert!(
-        text.contains("tidal/watched revision 1 by operator: cpu.quota max->40000 scale up"),
+        text.contains("tidal/watched revision 1 by operator: cpu max->400m scale up"),
         "{text}"
     );
     assert!(

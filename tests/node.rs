@@ -191,7 +191,7 @@ fn every_resize_is_a_revision_and_rollback_restores_it() {
     assert_eq!(revs[1]["before"]["cpu_quota"]["value"], 50_000);
     assert_eq!(revs[1]["after"]["cpu_quota"]["value"], 25_000);
     let table = ok(&["history", "web"]);
-    assert!(table.contains("cpu.quota 50000->25000"), "{table}");
+    assert!(table.contains("cpu 500m->250m"), "{table}");
 
     // Back to right after revision 1: 500m and 128Mi.
     ok(&["rollback", "web", "1"]);

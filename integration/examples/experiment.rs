@@ -56,7 +56,7 @@ struct Plan {
     probe: Duration,
     /// The service time measured (one request alone on the idle CPU).
     service: Option<Duration>,
-    /// Shell loop iterations per request (about 1.8 µs each here).
+    /// Shell loop iterations per request (the service time is measured).
     cgi_loops: u64,
     slo: Duration,
     cpu: String,
@@ -88,7 +88,7 @@ impl Plan {
             }),
             service: None,
             probe: Duration::from_millis(knob("EXPERIMENT_PROBE_MS", 250)),
-            cgi_loops: knob("EXPERIMENT_CGI_LOOPS", 15_000),
+            cgi_loops: knob("EXPERIMENT_CGI_LOOPS", 5_000),
             slo: Duration::from_millis(knob("EXPERIMENT_SLO_MS", 250)),
             cpu: knob("EXPERIMENT_CPU", "1".to_string()),
             policy: PathBuf::from(knob(

@@ -209,17 +209,23 @@ pub fn utc(secs: u64) -> String {
 
 /// One line per revision: what changed, from what to what.
 pub fn history_table(revs: &[history::Revision]) -> String {
+    let changes: Vec<String> = revs
+        .iter()
+        .map(|r| describe_change(&r.before, &r.after))
+        .collect();
+    // As wide as the longest change, so REASON lines up.
+    let width = changes.iter().map(String::len).max().unwrap_or(0).max(6);
     let mut out = format!(
-        "{:>4}  {:<20}  {:<12}  {:<44}  {}\n",
+        "{:>4}  {:<20}  {:<12}  {:<width$}  {}\n",
         "REV", "TIME (UTC)", "SOURCE", "CHANGE", "REASON"
     );
-    for r in revs {
+    for (r, change) in revs.iter().zip(changes) {
         out.push_str(&format!(
-            "{:>4}  {:<20}  {:<12}  {:<44}  {}\n",
+            "{:>4}  {:<20}  {:<12}  {:<width$}  {}\n",
             r.revision,
             utc(r.time),
             r.source,
-            describe_change(&r.before, &r.after),
+            change,
             r.reason
         ));
     }
@@ -235,10 +241,20 @@ pub(super) fn describe_change(before: &Update, after: &Update) -> String {
     };
     let mut parts = Vec::new();
     if before.cpu_quota.is_some() || after.cpu_quota.is_some() {
+        // In millicores, as everywhere else: quota per period.
+        let period = after
+            .cpu_period
+            .or(before.cpu_period)
+            .unwrap_or(100_000)
+            .max(1);
+        let cpu = |l: Option<Limit>| match l {
+            Some(Limit::Value(q)) => format!("{}m", q * 1000 / period),
+            other => show(other, false),
+        };
         parts.push(format!(
-            "cpu.quota {}->{}",
-            show(before.cpu_quota, false),
-            show(after.cpu_quota, false)
+            "cpu {}->{}",
+            cpu(before.cpu_quota),
+            cpu(after.cpu_quota)
         ));
     }
     if before.memory_limit.is_some() || after.memory_limit.is_some() {
@@ -271,6 +287,47 @@ pub(super) fn describe_change(before: &Update, after: &Update) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn history_shows_cpu_in_millicores_and_reasons_line_up() {
+        let rev = |n: u64, before: Update, after: Update, reason: &str| history::Revision {
+            revision: n,
+            time: 0,
+            source: "policy".into(),
+            reason: reason.into(),
+            before,
+            after,
+        };
+        let cpu = |q: u64| Update {
+            cpu_quota: Some(Limit::Value(q)),
+            cpu_period: Some(100_000),
+            ..Default::default()
+        };
+        let wide = Update {
+            memory_limit: Some(Limit::Value(256 << 20)),
+            memory_swap: Some(Limit::Value(256 << 20)),
+            cpu_quota: Some(Limit::Max),
+            ..Default::default()
+        };
+        let table = history_table(&[
+            rev(1, cpu(100_000), cpu(50_000), "first"),
+            rev(2, cpu(50_000), wide, "second"),
+        ]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[1].contains("cpu 1000m->500m"), "{table}");
+        assert!(lines[2].contains("cpu 500m->max"), "{table}");
+        let column = |l: &str, word: &str| l.find(word).unwrap();
+        assert_eq!(
+            column(lines[0], "REASON"),
+            column(lines[1], "first"),
+            "{table}"
+        );
+        assert_eq!(
+            column(lines[1], "first"),
+            column(lines[2], "second"),
+            "{table}"
+        );
+    }
 
     #[test]
     fn revision_times_print_as_utc_dates() {
