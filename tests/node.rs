@@ -148,6 +148,12 @@ fn memory_below_usage_is_refused_and_the_container_keeps_running() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("below current usage"), "{err}");
+    // What the operator reads: one "refused", sizes not byte counts, and
+    // the way to shrink it anyway.
+    assert_eq!(err.matches("refused").count(), 1, "{err}");
+    assert!(err.contains("memory limit 8Mi"), "{err}");
+    assert!(!err.contains("8388608"), "{err}");
+    assert!(err.contains("tidalctl resize --reclaim"), "{err}");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         env.task("holder"),
