@@ -44,6 +44,9 @@ pub enum Format {
     /// A duration: a number (at most 3 decimals) and a unit, `ms`, `s` or
     /// `m`: `250ms`, `1.5s`, `2m`; from 1ms to 1h (see `parse_duration`).
     Duration,
+    /// A time zone of the system's zoneinfo: `UTC`, `Europe/Berlin`.
+    #[serde(rename = "timezone")]
+    TimeZone,
 }
 
 /// Longest duration a `duration` property may hold.
@@ -280,6 +283,7 @@ fn check_format(s: &str, f: Format) -> Result<(), String> {
             .map_err(|e| format!("{:?} is not a memory quantity: {e}", shorten(s))),
         Format::Cron => check_cron(s),
         Format::Duration => parse_duration(s).map(|_| ()),
+        Format::TimeZone => super::cron::Zone::named(Some(s)).map(|_| ()),
         Format::Capability => capability(s)
             .map(|_| ())
             .ok_or_else(|| format!("{:?} is not a Linux capability", shorten(s))),
@@ -466,6 +470,19 @@ mod tests {
             validate(&json!("soon"), &s, "latencyObjective").unwrap_err(),
             "latencyObjective: \"soon\" is not a duration (it needs a unit: ms, s or m; e.g. 250ms, 1.5s, 2m)"
         );
+    }
+
+    #[test]
+    fn time_zones_are_names_of_the_zoneinfo() {
+        let s = schema(json!({"type": "string", "format": "timezone"}));
+        validate(&json!("UTC"), &s, "timeZone").unwrap();
+        if std::path::Path::new("/usr/share/zoneinfo/Asia/Shanghai").exists() {
+            validate(&json!("Asia/Shanghai"), &s, "timeZone").unwrap();
+        }
+        let e = validate(&json!("Mars/Base"), &s, "timeZone").unwrap_err();
+        assert!(e.contains("time zone \"Mars/Base\""), "{e}");
+        let e = validate(&json!("../../etc/shadow"), &s, "timeZone").unwrap_err();
+        assert!(e.contains("is not a zone name"), "{e}");
     }
 
     #[test]
