@@ -299,6 +299,47 @@ impl Schedule {
     }
 }
 
+/// One job of a `cron-vertical-scaler` trait, as its controller needs it.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub schedule: Schedule,
+    /// How long its limits last, in seconds, before the declared ones
+    /// return; None: until another job fires.
+    pub lasts: Option<i64>,
+}
+
+/// What a container's jobs say it should have at Unix time `now`: the job
+/// whose firing is the latest at or before `now` (a later job in the list
+/// wins a tie) and when it fired; None when no job has fired, or the latest
+/// firing's time has run out (the declared limits are back: an earlier
+/// job's effect ended when a later one fired). This is worked out from the
+/// schedules alone, so a controller that restarts knows it without
+/// remembering anything.
+pub fn in_effect<'a>(jobs: &'a [Job], zone: &Zone, now: i64) -> Option<(&'a Job, i64)> {
+    let (job, at) = jobs
+        .iter()
+        .filter_map(|j| Some((j, j.schedule.last_at_or_before(zone, now)?)))
+        .fold(None, |best: Option<(&Job, i64)>, (j, at)| match best {
+            Some((_, b)) if b > at => best,
+            _ => Some((j, at)),
+        })?;
+    match job.lasts {
+        Some(lasts) if at + lasts <= now => None,
+        _ => Some((job, at)),
+    }
+}
+
+/// When what `in_effect` answers can next change after `now`: a job's next
+/// firing, or the end of the job in effect.
+pub fn next_change(jobs: &[Job], zone: &Zone, now: i64) -> Option<i64> {
+    let ends = in_effect(jobs, zone, now).and_then(|(j, at)| Some(at + j.lasts?));
+    jobs.iter()
+        .filter_map(|j| j.schedule.next_after(zone, now))
+        .chain(ends)
+        .min()
+}
+
 /// The time zone a schedule is read in.
 #[derive(Debug, Clone)]
 pub enum Zone {
@@ -640,6 +681,53 @@ mod tests {
         let t = s.next_after(&ny, at(2026, 11, 1, 5, 40, 0)).unwrap();
         assert_eq!(t, at(2026, 11, 1, 5, 45, 0));
         assert_eq!(s.next_after(&ny, t), Some(at(2026, 11, 1, 7, 0, 0)));
+    }
+
+    fn job(name: &str, schedule: &str, lasts: Option<i64>) -> Job {
+        Job {
+            name: name.into(),
+            schedule: Schedule::parse(schedule).unwrap(),
+            lasts,
+        }
+    }
+
+    #[test]
+    fn the_job_in_effect_comes_from_the_schedules_alone() {
+        let utc = Zone::Fixed(0);
+        let jobs = [
+            job("morning", "0 8 * * 1-5", None),
+            job("evening", "0 20 * * 1-5", None),
+        ];
+        let name = |t| in_effect(&jobs, &utc, t).map(|(j, at)| (j.name.as_str(), at));
+        // Sunday noon: Friday evening's job still holds.
+        let sun = at(2026, 12, 6, 12, 0, 0);
+        assert_eq!(name(sun), Some(("evening", at(2026, 12, 4, 20, 0, 0))));
+        // Monday 8:00 exactly: the morning job.
+        let mon = at(2026, 12, 7, 8, 0, 0);
+        assert_eq!(name(mon), Some(("morning", mon)));
+        assert_eq!(next_change(&jobs, &utc, sun), Some(mon));
+        // A tie goes to the later job in the list.
+        let tie = [job("a", "0 8 * * *", None), job("b", "0 8 * * 1", None)];
+        assert_eq!(in_effect(&tie, &utc, mon).unwrap().0.name, "b");
+        // Nothing fired yet within the schedules' reach: nothing in effect.
+        let never = [job("leap", "0 0 30 2 *", None)];
+        assert!(in_effect(&never, &utc, sun).is_none());
+        assert_eq!(next_change(&never, &utc, sun), None);
+    }
+
+    #[test]
+    fn a_job_that_lasts_gives_the_declared_limits_back() {
+        let utc = Zone::Fixed(0);
+        let jobs = [job("burst", "0 * * * *", Some(600))];
+        let hour = at(2026, 12, 6, 9, 0, 0);
+        assert!(in_effect(&jobs, &utc, hour + 300).is_some());
+        assert_eq!(next_change(&jobs, &utc, hour + 300), Some(hour + 600));
+        assert!(in_effect(&jobs, &utc, hour + 600).is_none(), "ran out");
+        assert_eq!(next_change(&jobs, &utc, hour + 600), Some(hour + 3600));
+        // A firing missed while tidald was down, still current: applied
+        // once on restart; one that has run out: not.
+        let restart = hour + 120;
+        assert_eq!(in_effect(&jobs, &utc, restart).unwrap().1, hour);
     }
 
     #[test]
