@@ -141,9 +141,9 @@ impl Field {
                     if n == 0 {
                         return Err(format!("cron {} step must not be 0", self.what));
                     }
-                    (r, n)
+                    (r, Some(n))
                 }
-                None => (part, 1),
+                None => (part, None),
             };
             let (a, b) = if range == "*" || (self.question && range == "?") {
                 (self.lo, self.hi)
@@ -156,9 +156,9 @@ impl Field {
             } else {
                 // `a/step` runs from a to the field's end.
                 let a = self.value(range)?;
-                (a, if step > 1 { self.hi } else { a })
+                (a, if step.is_some() { self.hi } else { a })
             };
-            bits |= self.range(a, b, step);
+            bits |= self.range(a, b, step.unwrap_or(1));
         }
         Ok((bits, false))
     }
@@ -591,6 +591,16 @@ mod tests {
             civil(2026, 12, 6, 10, 0, 10)
         );
         assert_eq!(next("30 * * * * *", &utc, t), civil(2026, 12, 6, 10, 0, 30));
+        // `a/step` runs to the field's end, a step of 1 too.
+        assert_eq!(
+            next("50/1 * * * * *", &utc, t),
+            civil(2026, 12, 6, 10, 0, 50)
+        );
+        let late = at(2026, 12, 6, 10, 0, 55);
+        assert_eq!(
+            next("50/1 * * * * *", &utc, late),
+            civil(2026, 12, 6, 10, 0, 56)
+        );
         // Five fields fire at second 0.
         assert_eq!(next("* * * * *", &utc, t), civil(2026, 12, 6, 10, 1, 0));
         // Strictly after: a time that matches is not its own next.
