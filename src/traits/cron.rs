@@ -15,6 +15,8 @@
 //! `last_at_or_before` answer in Unix seconds; the scheduler needs no clock
 //! of its own, so tests drive it with any.
 
+use super::schema::shorten;
+
 /// A parsed schedule: the values each field allows, as bit sets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schedule {
@@ -89,11 +91,6 @@ const WEEKDAY: Field = Field {
     names: &WEEKDAYS,
     question: true,
 };
-
-/// At most this many characters of a bad value are quoted in a message.
-fn shorten(s: &str) -> String {
-    s.chars().take(40).collect()
-}
 
 impl Field {
     fn value(&self, t: &str) -> Result<u32, String> {

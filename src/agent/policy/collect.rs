@@ -588,6 +588,18 @@ pub(crate) mod tests {
         }
     }
 
+    /// A collector on the fake node in `dir` whose every pid is in `cg`.
+    fn one_cgroup(dir: &FakeDir, cg: &FakeCgroup) -> Collector {
+        let cg = cg.cgroup().clone();
+        Collector::with_resolver(
+            Options {
+                node: fake_node(dir),
+                keep_open_files: 100,
+            },
+            Box::new(move |_| Ok(cg.clone())),
+        )
+    }
+
     #[test]
     fn limits_are_read_again_when_a_revision_is_added_or_ten_ticks_passed() {
         let dir = FakeDir::new("node", &[]);
@@ -600,14 +612,7 @@ pub(crate) mod tests {
                 ("cpu/cpu.cfs_period_us", "100000\n"),
             ],
         );
-        let cg = a.cgroup().clone();
-        let mut c = Collector::with_resolver(
-            Options {
-                node: fake_node(&dir),
-                keep_open_files: 100,
-            },
-            Box::new(move |_| Ok(cg.clone())),
-        );
+        let mut c = one_cgroup(&dir, &a);
         let mut quota =
             |revision: u64| c.collect(&[(key("a"), 1, revision)]).limits[&key("a")].cpu_quota_us;
         assert_eq!(quota(3), Some(50_000));
@@ -640,14 +645,7 @@ pub(crate) mod tests {
                 ),
             ],
         );
-        let cg = a.cgroup().clone();
-        let mut c = Collector::with_resolver(
-            Options {
-                node: fake_node(&dir),
-                keep_open_files: 100,
-            },
-            Box::new(move |_| Ok(cg.clone())),
-        );
+        let mut c = one_cgroup(&dir, &a);
         let mut working_set = || {
             c.collect(&[(key("a"), 1, 0)]).containers[&key("a")]
                 .working_set()
