@@ -301,38 +301,129 @@ impl Schedule {
 pub struct Job {
     pub name: String,
     pub schedule: Schedule,
+    /// The zone its schedule is read in.
+    pub zone: Zone,
+    /// The CPU limit it sets, in millicores.
+    pub cpu_millis: Option<u64>,
+    /// The memory limit it sets, in bytes.
+    pub memory_bytes: Option<u64>,
     /// How long its limits last, in seconds, before the declared ones
-    /// return; None: until another job fires.
+    /// return; None: until another job sets the same resource.
     pub lasts: Option<i64>,
 }
 
-/// What a container's jobs say it should have at Unix time `now`: the job
-/// whose firing is the latest at or before `now` (a later job in the list
-/// wins a tie) and when it fired; None when no job has fired, or the latest
-/// firing's time has run out (the declared limits are back: an earlier
-/// job's effect ended when a later one fired). This is worked out from the
-/// schedules alone, so a controller that restarts knows it without
-/// remembering anything.
-pub fn in_effect<'a>(jobs: &'a [Job], zone: &Zone, now: i64) -> Option<(&'a Job, i64)> {
-    let (job, at) = jobs
-        .iter()
-        .filter_map(|j| Some((j, j.schedule.last_at_or_before(zone, now)?)))
-        .fold(None, |best: Option<(&Job, i64)>, (j, at)| match best {
-            Some((_, b)) if b > at => best,
-            _ => Some((j, at)),
-        })?;
-    match job.lasts {
-        Some(lasts) if at + lasts <= now => None,
-        _ => Some((job, at)),
+impl Job {
+    /// Whether it sets `r`.
+    pub fn sets(&self, r: Resource) -> bool {
+        match r {
+            Resource::Cpu => self.cpu_millis.is_some(),
+            Resource::Memory => self.memory_bytes.is_some(),
+        }
+    }
+
+    /// Its latest firing at or before `now`.
+    pub fn last_firing(&self, now: i64) -> Option<i64> {
+        self.schedule.last_at_or_before(&self.zone, now)
+    }
+
+    /// Its first firing after `now`.
+    pub fn next_firing(&self, now: i64) -> Option<i64> {
+        self.schedule.next_after(&self.zone, now)
     }
 }
 
-/// When what `in_effect` answers can next change after `now`: a job's next
-/// firing, or the end of the job in effect.
-pub fn next_change(jobs: &[Job], zone: &Zone, now: i64) -> Option<i64> {
-    let ends = in_effect(jobs, zone, now).and_then(|(j, at)| Some(at + j.lasts?));
+/// A resource a job sets; each is scheduled on its own, so a CPU job and a
+/// memory job do not end each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Resource {
+    Cpu,
+    Memory,
+}
+
+impl Resource {
+    pub const ALL: [Resource; 2] = [Resource::Cpu, Resource::Memory];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resource::Cpu => "cpu",
+            Resource::Memory => "memory",
+        }
+    }
+}
+
+/// What a container's jobs want for one resource at some time.
+#[derive(Debug, Clone, Copy)]
+pub enum Wanted<'a> {
+    /// No job setting it has fired: the declared limit stands.
+    Declared,
+    /// `job`'s value, since its firing at `at`.
+    Set { job: &'a Job, at: i64 },
+    /// The declared limit again, since `job`'s firing ran out at `at`.
+    Back { job: &'a Job, at: i64 },
+}
+
+/// The same when the same job (by name) wants it since the same time.
+impl PartialEq for Wanted<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Wanted::Declared, Wanted::Declared) => true,
+            (Wanted::Set { job: a, at: x }, Wanted::Set { job: b, at: y })
+            | (Wanted::Back { job: a, at: x }, Wanted::Back { job: b, at: y }) => {
+                a.name == b.name && x == y
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Wanted<'_> {
+    /// When it began (None for `Declared`).
+    pub fn since(&self) -> Option<i64> {
+        match self {
+            Wanted::Declared => None,
+            Wanted::Set { at, .. } | Wanted::Back { at, .. } => Some(*at),
+        }
+    }
+}
+
+/// What `jobs` want for resource `r` at Unix time `now`: the value of the
+/// job setting `r` whose firing is the latest at or before `now` (a later
+/// job in the list wins a tie), or the declared limit once that firing has
+/// run out (an earlier job's effect ended when a later one fired). This is
+/// worked out from the schedules alone, so a controller that restarts
+/// knows it without remembering anything.
+pub fn wanted(jobs: &[Job], r: Resource, now: i64) -> Wanted<'_> {
+    let latest = jobs
+        .iter()
+        .filter(|j| j.sets(r))
+        .filter_map(|j| Some((j, j.last_firing(now)?)))
+        .fold(None, |best: Option<(&Job, i64)>, (j, at)| match best {
+            Some((_, b)) if b > at => best,
+            _ => Some((j, at)),
+        });
+    match latest {
+        None => Wanted::Declared,
+        Some((job, at)) => match job.lasts {
+            Some(lasts) if at + lasts <= now => Wanted::Back {
+                job,
+                at: at + lasts,
+            },
+            _ => Wanted::Set { job, at },
+        },
+    }
+}
+
+/// When what `wanted` answers can next change after `now`, for any
+/// resource: a job's next firing, or the end of a firing in effect.
+pub fn next_change(jobs: &[Job], now: i64) -> Option<i64> {
+    let ends = Resource::ALL
+        .into_iter()
+        .filter_map(|r| match wanted(jobs, r, now) {
+            Wanted::Set { job, at } => Some(at + job.lasts?),
+            _ => None,
+        });
     jobs.iter()
-        .filter_map(|j| j.schedule.next_after(zone, now))
+        .filter_map(|j| j.next_firing(now))
         .chain(ends)
         .min()
 }
@@ -692,47 +783,98 @@ mod tests {
         Job {
             name: name.into(),
             schedule: Schedule::parse(schedule).unwrap(),
+            zone: Zone::Fixed(0),
+            cpu_millis: Some(1000),
+            memory_bytes: None,
             lasts,
         }
     }
 
+    fn set(w: Wanted<'_>) -> Option<(&str, i64)> {
+        match w {
+            Wanted::Set { job, at } => Some((job.name.as_str(), at)),
+            _ => None,
+        }
+    }
+
     #[test]
-    fn the_job_in_effect_comes_from_the_schedules_alone() {
-        let utc = Zone::Fixed(0);
+    fn what_jobs_want_comes_from_the_schedules_alone() {
         let jobs = [
             job("morning", "0 8 * * 1-5", None),
             job("evening", "0 20 * * 1-5", None),
         ];
-        let name = |t| in_effect(&jobs, &utc, t).map(|(j, at)| (j.name.as_str(), at));
+        let name = |t| set(wanted(&jobs, Resource::Cpu, t));
         // Sunday noon: Friday evening's job still holds.
         let sun = at(2026, 12, 6, 12, 0, 0);
         assert_eq!(name(sun), Some(("evening", at(2026, 12, 4, 20, 0, 0))));
         // Monday 8:00 exactly: the morning job.
         let mon = at(2026, 12, 7, 8, 0, 0);
         assert_eq!(name(mon), Some(("morning", mon)));
-        assert_eq!(next_change(&jobs, &utc, sun), Some(mon));
+        assert_eq!(next_change(&jobs, sun), Some(mon));
+        // Neither sets memory: the declared limit stands.
+        assert_eq!(wanted(&jobs, Resource::Memory, sun), Wanted::Declared);
         // A tie goes to the later job in the list.
         let tie = [job("a", "0 8 * * *", None), job("b", "0 8 * * 1", None)];
-        assert_eq!(in_effect(&tie, &utc, mon).unwrap().0.name, "b");
-        // Nothing fired yet within the schedules' reach: nothing in effect.
+        assert_eq!(set(wanted(&tie, Resource::Cpu, mon)).unwrap().0, "b");
+        // Nothing fired yet within the schedules' reach: nothing to set.
         let never = [job("leap", "0 0 30 2 *", None)];
-        assert!(in_effect(&never, &utc, sun).is_none());
-        assert_eq!(next_change(&never, &utc, sun), None);
+        assert_eq!(wanted(&never, Resource::Cpu, sun), Wanted::Declared);
+        assert_eq!(next_change(&never, sun), None);
+    }
+
+    #[test]
+    fn each_resource_follows_the_jobs_that_set_it() {
+        let memory = Job {
+            cpu_millis: None,
+            memory_bytes: Some(1 << 30),
+            ..job("memory-at-nine", "0 9 * * *", None)
+        };
+        let jobs = [job("cpu-at-eight", "0 8 * * *", None), memory];
+        let ten = at(2026, 12, 7, 10, 0, 0);
+        // The memory job at 9 does not end the CPU job of 8.
+        assert_eq!(
+            set(wanted(&jobs, Resource::Cpu, ten)),
+            Some(("cpu-at-eight", at(2026, 12, 7, 8, 0, 0)))
+        );
+        assert_eq!(
+            set(wanted(&jobs, Resource::Memory, ten)),
+            Some(("memory-at-nine", at(2026, 12, 7, 9, 0, 0)))
+        );
     }
 
     #[test]
     fn a_job_that_lasts_gives_the_declared_limits_back() {
-        let utc = Zone::Fixed(0);
         let jobs = [job("burst", "0 * * * *", Some(600))];
         let hour = at(2026, 12, 6, 9, 0, 0);
-        assert!(in_effect(&jobs, &utc, hour + 300).is_some());
-        assert_eq!(next_change(&jobs, &utc, hour + 300), Some(hour + 600));
-        assert!(in_effect(&jobs, &utc, hour + 600).is_none(), "ran out");
-        assert_eq!(next_change(&jobs, &utc, hour + 600), Some(hour + 3600));
-        // A firing missed while tidald was down, still current: applied
-        // once on restart; one that has run out: not.
-        let restart = hour + 120;
-        assert_eq!(in_effect(&jobs, &utc, restart).unwrap().1, hour);
+        let cpu = |t| wanted(&jobs, Resource::Cpu, t);
+        assert_eq!(set(cpu(hour + 300)), Some(("burst", hour)));
+        assert_eq!(next_change(&jobs, hour + 300), Some(hour + 600));
+        assert!(
+            matches!(cpu(hour + 600), Wanted::Back { at, .. } if at == hour + 600),
+            "ran out"
+        );
+        assert_eq!(cpu(hour + 600).since(), Some(hour + 600));
+        assert_eq!(next_change(&jobs, hour + 600), Some(hour + 3600));
+        // A firing missed while tidald was down, still current, is what a
+        // restarted controller finds wanted (and applies once); one that
+        // has run out is not.
+        assert_eq!(set(cpu(hour + 120)), Some(("burst", hour)));
+        assert!(matches!(cpu(hour + 3000), Wanted::Back { .. }));
+    }
+
+    #[test]
+    fn second_level_jobs_fire_on_their_second() {
+        let jobs = [
+            job("up", "*/10 * * * * *", None),
+            job("down", "5/10 * * * * *", None),
+        ];
+        let t = at(2026, 12, 6, 9, 0, 0);
+        assert_eq!(set(wanted(&jobs, Resource::Cpu, t + 4)), Some(("up", t)));
+        assert_eq!(
+            set(wanted(&jobs, Resource::Cpu, t + 5)),
+            Some(("down", t + 5))
+        );
+        assert_eq!(next_change(&jobs, t + 5), Some(t + 10));
     }
 
     #[test]

@@ -182,25 +182,7 @@ fn semantics(t: &AppliedTrait) -> Result<(), String> {
             }
         }
         "cron-vertical-scaler" => {
-            let jobs = t
-                .properties
-                .get("jobs")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            if jobs.is_empty() {
-                return Err("jobs must name at least one job".into());
-            }
-            let mut seen = std::collections::BTreeSet::new();
-            for (i, job) in jobs.iter().enumerate() {
-                let name = job.get("name").and_then(Value::as_str).unwrap_or_default();
-                if !seen.insert(name.to_string()) {
-                    return Err(format!("jobs[{i}].name {name:?} is used twice"));
-                }
-                if job.get("cpu").is_none() && job.get("memory").is_none() {
-                    return Err(format!("jobs[{i}] ({name}) sets neither cpu nor memory"));
-                }
-            }
+            cron_jobs(t)?;
         }
         "qos" => {
             qos_objective(t)?;
@@ -208,6 +190,56 @@ fn semantics(t: &AppliedTrait) -> Result<(), String> {
         _ => {}
     }
     Ok(())
+}
+
+/// The jobs of a `cron-vertical-scaler` trait, checked: at least one,
+/// names used once, each setting CPU or memory, schedules and time zones
+/// that parse.
+pub fn cron_jobs(t: &AppliedTrait) -> Result<Vec<cron::Job>, String> {
+    let jobs = t
+        .properties
+        .get("jobs")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if jobs.is_empty() {
+        return Err("jobs must name at least one job".into());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::with_capacity(jobs.len());
+    for (i, job) in jobs.iter().enumerate() {
+        let text = |k: &str| job.get(k).and_then(Value::as_str);
+        let name = text("name").unwrap_or_default();
+        let at = |e: String| format!("jobs[{i}] ({name}): {e}");
+        if !seen.insert(name) {
+            return Err(format!("jobs[{i}].name {name:?} is used twice"));
+        }
+        let cpu_millis = text("cpu")
+            .map(crate::quantity::parse_cpu)
+            .transpose()
+            .map_err(|e| at(format!("cpu: {e}")))?;
+        let memory_bytes = text("memory")
+            .map(crate::quantity::parse_memory)
+            .transpose()
+            .map_err(|e| at(format!("memory: {e}")))?;
+        if cpu_millis.is_none() && memory_bytes.is_none() {
+            return Err(format!("jobs[{i}] ({name}) sets neither cpu nor memory"));
+        }
+        let lasts = text("duration")
+            .map(schema::parse_span)
+            .transpose()
+            .map_err(at)?
+            .map(|s| s as i64);
+        out.push(cron::Job {
+            name: name.to_string(),
+            schedule: cron::Schedule::parse(text("schedule").unwrap_or_default()).map_err(at)?,
+            zone: cron::Zone::named(text("timeZone")).map_err(at)?,
+            cpu_millis,
+            memory_bytes,
+            lasts,
+        });
+    }
+    Ok(out)
 }
 
 /// The `qos` trait's latency objective and probe, checked: both or neither,

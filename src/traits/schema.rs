@@ -47,6 +47,58 @@ pub enum Format {
     /// A time zone of the system's zoneinfo: `UTC`, `Europe/Berlin`.
     #[serde(rename = "timezone")]
     TimeZone,
+    /// How long something lasts, in whole units largest first, each at
+    /// most once: `8h`, `1h30m`, `90s`, `1d12h`; from 1s to 7d (see
+    /// `parse_span`).
+    Span,
+}
+
+/// Longest `span` a property may hold: a week.
+pub const MAX_SPAN_SECONDS: u64 = 7 * 24 * 3600;
+
+/// Parses a `span` (`8h`, `1h30m`, `90s`) into seconds: whole numbers each
+/// followed by `d`, `h`, `m` or `s`, the units largest first and each at
+/// most once; nothing else (no sign, no spaces, no decimals), from 1s to
+/// `MAX_SPAN_SECONDS`.
+pub fn parse_span(s: &str) -> Result<u64, String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "{:?} is not a span of time ({why}; e.g. 90s, 30m, 1h30m, 8h)",
+            shorten(s)
+        ))
+    };
+    const UNITS: [(char, u64); 4] = [('d', 86_400), ('h', 3600), ('m', 60), ('s', 1)];
+    let mut total: u64 = 0;
+    let mut next_unit = 0;
+    let mut rest = s;
+    if rest.is_empty() {
+        return bad("it is empty");
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 6 {
+            return bad("each unit needs a whole number of at most 6 digits before it");
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| "unreachable".to_string())?;
+        let Some(unit) = rest[digits..].chars().next() else {
+            return bad("the last number needs a unit: d, h, m or s");
+        };
+        let Some(i) = UNITS[next_unit..].iter().position(|(u, _)| *u == unit) else {
+            return bad("units are d, h, m and s, largest first, each once");
+        };
+        total = total.saturating_add(n.saturating_mul(UNITS[next_unit + i].1));
+        next_unit += i + 1;
+        rest = &rest[digits + unit.len_utf8()..];
+    }
+    if total == 0 {
+        return bad("it must be at least 1s");
+    }
+    if total > MAX_SPAN_SECONDS {
+        return bad("it must be at most 7d");
+    }
+    Ok(total)
 }
 
 /// Longest duration a `duration` property may hold.
@@ -284,6 +336,7 @@ fn check_format(s: &str, f: Format) -> Result<(), String> {
         Format::Cron => check_cron(s),
         Format::Duration => parse_duration(s).map(|_| ()),
         Format::TimeZone => super::cron::Zone::named(Some(s)).map(|_| ()),
+        Format::Span => parse_span(s).map(|_| ()),
         Format::Capability => capability(s)
             .map(|_| ())
             .ok_or_else(|| format!("{:?} is not a Linux capability", shorten(s))),
@@ -428,6 +481,45 @@ mod tests {
         assert!(validate(&json!(["CAP_NOPE"]), &s, "caps")
             .unwrap_err()
             .contains("caps[0]"));
+    }
+
+    #[test]
+    fn spans_are_strict() {
+        for (ok, secs) in [
+            ("90s", 90),
+            ("30m", 1800),
+            ("8h", 8 * 3600),
+            ("1h30m", 5400),
+            ("1d12h", 36 * 3600),
+            ("1h0m5s", 3605),
+            ("7d", 7 * 86_400),
+            ("1s", 1),
+        ] {
+            assert_eq!(parse_span(ok), Ok(secs), "{ok}");
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("8", "needs a unit"),
+            ("h", "whole number"),
+            ("30m1h", "largest first"),
+            ("1h1h", "largest first"),
+            ("1.5h", "units are"),
+            ("-1h", "whole number"),
+            ("1 h", "units are"),
+            ("1w", "units are"),
+            ("0s", "at least 1s"),
+            ("7d1s", "at most 7d"),
+            ("9999999h", "at most 6 digits"),
+            ("1h\u{e9}", "whole number"),
+        ] {
+            let e = parse_span(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let s = schema(json!({"type": "string", "format": "span"}));
+        assert_eq!(
+            validate(&json!("a while"), &s, "jobs[0].duration").unwrap_err(),
+            "jobs[0].duration: \"a while\" is not a span of time (each unit needs a whole number of at most 6 digits before it; e.g. 90s, 30m, 1h30m, 8h)"
+        );
     }
 
     #[test]
