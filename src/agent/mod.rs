@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 
 pub(crate) mod api;
 mod cli;
+pub(crate) mod cron;
 mod declared;
 pub(crate) mod error;
 mod follow;
@@ -232,6 +233,16 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
             _ = tokio::signal::ctrl_c() => {}
         }
     };
+    // The cron-vertical-scaler's jobs, run on every container that carries
+    // the trait.
+    let cron = Arc::new(cron::Controller::new(
+        inventory.clone(),
+        resizer.clone(),
+        catalogue
+            .clone()
+            .unwrap_or_else(|_| crate::traits::Catalogue::builtin()),
+    ));
+    let cron_task = tokio::spawn(cron.clone().run());
     let policy_inventory = inventory.clone();
     let result = api::serve(
         api_listener,
@@ -241,7 +252,7 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
             resizer,
             revisions,
         },
-        api::TraitsService { catalogue },
+        api::TraitsService { catalogue, cron },
         api::PolicyService {
             engine: policy.as_ref().map(|(api, _)| api.clone()),
             inventory: policy_inventory,
@@ -251,6 +262,7 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
     .await;
     follower.abort();
     scraper.abort();
+    cron_task.abort();
     if let Some((_, (_, task))) = policy {
         task.abort();
     }

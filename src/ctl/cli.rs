@@ -118,6 +118,16 @@ pub enum Command {
         #[command(subcommand)]
         describe: Option<TraitsCommand>,
     },
+    /// The cron-vertical-scaler's jobs on each container that carries the
+    /// trait: what each sets, its last and next firing, and the outcome
+    Cron {
+        /// Print as a table or as json
+        #[arg(short, long, value_enum, default_value_t, value_name = "FORMAT")]
+        output: Output,
+        /// Show full container ids
+        #[arg(long)]
+        no_trunc: bool,
+    },
     /// Check an OAM application file against the trait catalogue, offline
     ///
     /// FILE holds OAM Application, ApplicationConfiguration and Component

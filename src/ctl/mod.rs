@@ -12,6 +12,7 @@ use std::ffi::OsString;
 use std::path::Path;
 
 pub mod cli;
+mod cron;
 mod policy;
 mod policy_render;
 mod render;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::cli::{Command, Output, Resize, Target, TraitsCommand};
 use super::render::{self, describe_change, describe_limits, history_table};
 use super::resolve::{named, reference};
-use super::{policy, top, traits, Api, CtlError};
+use super::{cron, policy, top, traits, Api, CtlError};
 use crate::proto::pb;
 use crate::resize::history;
 
@@ -27,6 +27,7 @@ pub async fn run(socket: PathBuf, cmd: Command) -> Result<(), CtlError> {
             return traits::show(&socket, name.as_deref(), output).await;
         }
         Command::Policy { command } => return policy::run(&socket, command).await,
+        Command::Cron { output, no_trunc } => return cron::cron(&socket, output, no_trunc).await,
         Command::Top {
             output,
             once,
@@ -102,6 +103,7 @@ pub async fn run(socket: PathBuf, cmd: Command) -> Result<(), CtlError> {
         | Command::Completions { .. }
         | Command::Check { .. }
         | Command::Traits { .. }
+        | Command::Cron { .. }
         | Command::Policy { .. }
         | Command::Top { .. } => Ok(()),
     }

@@ -22,6 +22,11 @@ pub struct Change {
     pub cpu_shares: Option<u64>,
     /// cgroup v2's `memory.high` (OCI `unified`); refused on v1.
     pub memory_high: Option<Limit>,
+    /// Lifts the CPU limit (no quota), over `cpu_millis`: how a declared
+    /// "no limit" is given back.
+    pub lift_cpu: bool,
+    /// Lifts the memory limit, over `memory_bytes`.
+    pub lift_memory: bool,
 }
 
 impl Change {
@@ -31,13 +36,17 @@ impl Change {
             && self.cpuset.is_none()
             && self.cpu_shares.is_none()
             && self.memory_high.is_none()
+            && !self.lift_cpu
+            && !self.lift_memory
     }
 
     /// The OCI LinuxResources that express this change, as JSON.
     pub fn resources(&self) -> serde_json::Value {
         let mut res = serde_json::Map::new();
         let mut cpu = serde_json::Map::new();
-        if let Some(m) = self.cpu_millis {
+        if self.lift_cpu {
+            cpu.insert("quota".into(), (-1).into());
+        } else if let Some(m) = self.cpu_millis {
             cpu.insert("quota".into(), (m * CPU_PERIOD_US / 1000).into());
             cpu.insert("period".into(), CPU_PERIOD_US.into());
         }
@@ -50,7 +59,9 @@ impl Change {
         if !cpu.is_empty() {
             res.insert("cpu".into(), cpu.into());
         }
-        if let Some(b) = self.memory_bytes {
+        if self.lift_memory {
+            res.insert("memory".into(), serde_json::json!({ "limit": -1 }));
+        } else if let Some(b) = self.memory_bytes {
             res.insert("memory".into(), serde_json::json!({ "limit": b }));
         }
         if let Some(h) = self.memory_high {
@@ -110,6 +121,7 @@ mod tests {
             cpuset: Some("0".into()),
             cpu_shares: Some(512),
             memory_high: Some(Limit::Value(32 << 20)),
+            ..Default::default()
         };
         assert_eq!(
             c.resources(),
@@ -124,6 +136,18 @@ mod tests {
         assert_eq!(
             lift.resources(),
             serde_json::json!({"unified": {"memory.high": "max"}})
+        );
+        let unlimited = Change {
+            cpu_millis: Some(500),
+            lift_cpu: true,
+            lift_memory: true,
+            ..Default::default()
+        };
+        assert!(!unlimited.is_empty());
+        assert_eq!(
+            unlimited.resources(),
+            serde_json::json!({"cpu": {"quota": -1}, "memory": {"limit": -1}}),
+            "a lift wins over a value"
         );
         assert!(Change::default().is_empty());
         assert_eq!(Change::default().resources(), serde_json::json!({}));

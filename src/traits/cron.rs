@@ -301,8 +301,12 @@ impl Schedule {
 pub struct Job {
     pub name: String,
     pub schedule: Schedule,
-    /// The zone its schedule is read in.
+    /// The schedule as the trait writes it.
+    pub schedule_text: String,
+    /// The zone its schedule is read in...
     pub zone: Zone,
+    /// ...as the trait names it (empty: the node's).
+    pub time_zone: String,
     /// The CPU limit it sets, in millicores.
     pub cpu_millis: Option<u64>,
     /// The memory limit it sets, in bytes.
@@ -783,7 +787,9 @@ mod tests {
         Job {
             name: name.into(),
             schedule: Schedule::parse(schedule).unwrap(),
+            schedule_text: schedule.into(),
             zone: Zone::Fixed(0),
+            time_zone: "UTC".into(),
             cpu_millis: Some(1000),
             memory_bytes: None,
             lasts,

@@ -230,10 +230,14 @@ pub fn cron_jobs(t: &AppliedTrait) -> Result<Vec<cron::Job>, String> {
             .transpose()
             .map_err(at)?
             .map(|s| s as i64);
+        let schedule = text("schedule").unwrap_or_default();
+        let time_zone = text("timeZone").unwrap_or_default();
         out.push(cron::Job {
             name: name.to_string(),
-            schedule: cron::Schedule::parse(text("schedule").unwrap_or_default()).map_err(at)?,
-            zone: cron::Zone::named(text("timeZone")).map_err(at)?,
+            schedule: cron::Schedule::parse(schedule).map_err(at)?,
+            schedule_text: schedule.to_string(),
+            zone: cron::Zone::named(Some(time_zone)).map_err(at)?,
+            time_zone: time_zone.to_string(),
             cpu_millis,
             memory_bytes,
             lasts,

@@ -6,9 +6,11 @@ use tonic::{Request, Response, Status};
 use crate::agent::error::Error;
 use crate::proto::traits_pb;
 
-/// Serves the node's trait catalogue (or the reason it could not be read).
+/// Serves the node's trait catalogue (or the reason it could not be read),
+/// and the status of the trait controllers.
 pub struct TraitsService {
     pub catalogue: Result<crate::traits::Catalogue, String>,
+    pub cron: std::sync::Arc<crate::agent::cron::Controller>,
 }
 
 #[tonic::async_trait]
@@ -36,6 +38,18 @@ impl traits_pb::traits_server::Traits for TraitsService {
         Ok(Response::new(traits_pb::ListTraitsResponse {
             traits,
             origin: c.origin.clone(),
+        }))
+    }
+
+    async fn cron_status(
+        &self,
+        _req: Request<traits_pb::CronStatusRequest>,
+    ) -> Result<Response<traits_pb::CronStatusResponse>, Status> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        Ok(Response::new(traits_pb::CronStatusResponse {
+            containers: self.cron.status(now),
         }))
     }
 }
