@@ -2,7 +2,8 @@
 //! containerd with its CRI plugin (kubelet's side of the node) and tidal as
 //! runtime handler `tidal` (what `runtimeClassName: tidal` selects), tidald
 //! beside it; a pod through CRI; its container resized live through tidalctl
-//! and through kubelet's path; history and rollback. Leaves nothing behind.
+//! and through kubelet's path; history and rollback; a cron-vertical-scaler
+//! job resizing a second pod on its schedule. Leaves nothing behind.
 //!
 //!   cargo run --release -p tidal-integration --example demo
 //!
@@ -247,5 +248,63 @@ async fn run(d: &Demo) -> Result<(), String> {
         return Err("tidalctl rollback failed".into());
     }
     println!("the container uses {}% of a CPU again", d.cpu_share(&id));
+    cron(d).await
+}
+
+/// A batch pod whose `cron-vertical-scaler` trait gives it 800m for 2 s
+/// every 5 s, fired by tidald in place.
+async fn cron(d: &Demo) -> Result<(), String> {
+    step("an OAM trait at work: cron-vertical-scaler gives a batch pod cpu 800m for 2 s every 5 s (six-field cron), in place, each firing a revision");
+    let ctx = &d.ctx;
+    let mut pod = ctx.pod_config("nightly");
+    pod.annotations = [
+        ("tidal.dev/workload-type", "worker"),
+        (
+            "trait.tidal.dev/cron-vertical-scaler",
+            r#"{"jobs":[{"name":"burst","schedule":"*/5 * * * * *","cpu":"800m","duration":"2s"}]}"#,
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let pod_id = ctx.try_run_pod(&pod).await?;
+    let mut config = ctx.container("crunch", &["sh", "-c", "while :; do :; done"]);
+    config.linux.as_mut().unwrap().resources = Some(v1::LinuxContainerResources {
+        cpu_period: 100_000,
+        cpu_quota: 20_000,
+        cpu_shares: 204,
+        memory_limit_in_bytes: 64 << 20,
+        ..Default::default()
+    });
+    let id = ctx.create(&pod_id, &pod, config).await?;
+    ctx.start(&id).await?;
+    println!(
+        "pod nightly, container {} (a CPU-bound loop, limits cpu 200m)",
+        &id[..12]
+    );
+    // Until the job has fired and run out at least once.
+    let history = || {
+        let out = Command::new(shim_dir().join("tidalctl"))
+            .arg("--state-dir")
+            .arg(&d.state)
+            .args(["history", &id, "-o", "json"])
+            .output()
+            .expect("run tidalctl");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
+    };
+    let fired = |reason: &str| {
+        history()
+            .as_array()
+            .is_some_and(|h| h.iter().any(|r| r["reason"] == reason))
+    };
+    let start = std::time::Instant::now();
+    while !(fired("burst") && fired("burst ended")) {
+        if start.elapsed() > Duration::from_secs(15) {
+            return Err("the cron job did not fire within 15 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    d.tidalctl(&["cron"]);
+    d.tidalctl(&["history", &id[..12]]);
     Ok(())
 }

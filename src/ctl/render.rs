@@ -197,27 +197,24 @@ pub fn utc(secs: u64) -> String {
 
 /// One line per revision: what changed, from what to what.
 pub fn history_table(revs: &[history::Revision]) -> String {
-    let changes: Vec<String> = revs
+    let rows: Vec<Vec<String>> = revs
         .iter()
-        .map(|r| describe_change(&r.before, &r.after))
+        .map(|r| {
+            vec![
+                r.revision.to_string(),
+                utc(r.time),
+                r.source.clone(),
+                describe_change(&r.before, &r.after),
+                r.reason.clone(),
+            ]
+        })
         .collect();
-    // As wide as the longest change, so REASON lines up.
-    let width = changes.iter().map(String::len).max().unwrap_or(0).max(6);
-    let mut out = format!(
-        "{:>4}  {:<20}  {:<12}  {:<width$}  {}\n",
-        "REV", "TIME (UTC)", "SOURCE", "CHANGE", "REASON"
-    );
-    for (r, change) in revs.iter().zip(changes) {
-        out.push_str(&format!(
-            "{:>4}  {:<20}  {:<12}  {:<width$}  {}\n",
-            r.revision,
-            utc(r.time),
-            r.source,
-            change,
-            r.reason
-        ));
-    }
-    out
+    // Each column as wide as its widest cell, so every one lines up.
+    columns(
+        &["REV", "TIME (UTC)", "SOURCE", "CHANGE", "REASON"],
+        &[true, false, false, false, false],
+        &rows,
+    )
 }
 
 pub(super) fn describe_change(before: &Update, after: &Update) -> String {
@@ -297,14 +294,18 @@ mod tests {
             cpu_quota: Some(Limit::Max),
             ..Default::default()
         };
-        let table = history_table(&[
-            rev(1, cpu(100_000), cpu(50_000), "first"),
-            rev(2, cpu(50_000), wide, "second"),
-        ]);
+        let mut cron = rev(2, cpu(50_000), wide, "second");
+        cron.source = "trait:cron-vertical-scaler".into();
+        let table = history_table(&[rev(1, cpu(100_000), cpu(50_000), "first"), cron]);
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[1].contains("cpu 1000m->500m"), "{table}");
         assert!(lines[2].contains("cpu 500m->max"), "{table}");
         let column = |l: &str, word: &str| l.find(word).unwrap();
+        assert_eq!(
+            column(lines[1], "cpu 1000m"),
+            column(lines[2], "cpu 500m"),
+            "a long source keeps CHANGE in line: {table}"
+        );
         assert_eq!(
             column(lines[0], "REASON"),
             column(lines[1], "first"),
