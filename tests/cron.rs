@@ -216,3 +216,136 @@ fn cron_jobs_resize_running_containers_in_place_and_survive_a_restart() {
         assert!(due <= 1, "{reason} at {time} ({due}s late)");
     }
 }
+
+/// containerd's Tasks.Update of container `id` (kubelet's path): `quota`
+/// over a 100 ms period.
+fn kubelet_update(env: &Env, id: &str, quota: u64) {
+    use containerd_client::services::v1::tasks_client::TasksClient;
+    use containerd_client::services::v1::UpdateTaskRequest;
+    use containerd_client::tonic::Request;
+    use containerd_client::with_namespace;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let channel = containerd_client::connect(env.socket()).await.unwrap();
+        let req = UpdateTaskRequest {
+            container_id: id.into(),
+            resources: Some(prost_types::Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into(),
+                value: format!(r#"{{"cpu":{{"quota":{quota},"period":100000}}}}"#).into_bytes(),
+            }),
+            ..Default::default()
+        };
+        TasksClient::new(channel)
+            .update(with_namespace!(req, NS))
+            .await
+            .expect("update through containerd");
+    });
+}
+
+/// Every revision of `id`: (source, reason, CPU quota after).
+fn revisions(env: &Env, id: &str) -> Vec<(String, String, serde_json::Value)> {
+    let history = tidalctl_json(env, &["history", id, "-o", "json"]);
+    history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["source"].as_str().unwrap().to_string(),
+                r["reason"].as_str().unwrap().to_string(),
+                r["after"]["cpu_quota"]["value"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// Seconds to the next multiple of `n` seconds of the clock.
+fn to_next(n: u64) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    Duration::from_millis(n * 1000 - (now.as_millis() as u64 % (n * 1000)))
+}
+
+/// Who owns a limit (docs/ownership.md), with real writers: an operator's
+/// change over a cron job's value says it displaced the job, and the job's
+/// end leaves the operator's value alone; the job's next firing sets its
+/// value again, displacing the operator; kubelet's new declaration ends the
+/// job's value until its next firing, which displaces no one.
+#[test]
+fn writers_take_turns_by_one_rule() {
+    let env = Env::start("owners");
+    // Every 10 s: 500m for 5 s, then the declared 1 CPU again.
+    let jobs = r#"trait.tidal.dev/cron-vertical-scaler={"jobs":[{"name":"hold","schedule":"*/10 * * * * *","cpu":"500m","duration":"5s"}]}"#;
+    env.run_detached(
+        TIDAL,
+        "owned",
+        &[
+            "--cpu-quota",
+            "100000",
+            "--cpu-period",
+            "100000",
+            "--annotation",
+            "tidal.dev/workload-type=server",
+            "--annotation",
+            jobs,
+        ],
+        &["sleep", "1000"],
+    );
+    let _agent = env.start_agent();
+    // One second into a firing: the job's value holds.
+    std::thread::sleep(to_next(10) + Duration::from_secs(1));
+    assert_eq!(live_quota(&env, "owned"), "50000");
+    let out = env.tidalctl(&["resize", "owned", "--cpu", "700m", "--reason", "load test"]);
+    assert!(out.status.success(), "{out:?}");
+    let last = revisions(&env, "owned").pop().unwrap();
+    assert_eq!(
+        (last.0.as_str(), last.1.as_str()),
+        (
+            "operator",
+            "load test (displaces trait:cron-vertical-scaler)"
+        )
+    );
+    // Past the job's end: the operator's value stays, no give-back.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(live_quota(&env, "owned"), "70000");
+    let since: Vec<_> = revisions(&env, "owned")
+        .into_iter()
+        .skip_while(|r| r.0 != "operator")
+        .collect();
+    assert_eq!(since.len(), 1, "nothing after the operator's: {since:?}");
+    // The next firing: the job's value, displacing the operator.
+    std::thread::sleep(to_next(10) + Duration::from_secs(1));
+    assert_eq!(live_quota(&env, "owned"), "50000");
+    let last = revisions(&env, "owned").pop().unwrap();
+    assert_eq!(last.1, "hold (displaces operator)", "{last:?}");
+    // kubelet declares 1.5 CPU during the job's value: kubelet's value
+    // stands (the job's overlay ended with it), and its end gives nothing
+    // back over kubelet's.
+    kubelet_update(&env, "owned", 150_000);
+    assert_eq!(live_quota(&env, "owned"), "150000");
+    std::thread::sleep(to_next(10) - Duration::from_millis(500));
+    assert_eq!(
+        live_quota(&env, "owned"),
+        "150000",
+        "kubelet's value stands"
+    );
+    let after_kubelet: Vec<_> = revisions(&env, "owned")
+        .into_iter()
+        .skip_while(|r| r.0 != "kubelet")
+        .collect();
+    assert_eq!(
+        after_kubelet.len(),
+        1,
+        "nothing undid kubelet's: {after_kubelet:?}"
+    );
+    // Its next firing sets the job's value again; kubelet is the base, not
+    // a writer it displaces.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(live_quota(&env, "owned"), "50000");
+    let last = revisions(&env, "owned").pop().unwrap();
+    assert_eq!((last.0.as_str(), last.1.as_str()), (SOURCE, "hold"));
+}

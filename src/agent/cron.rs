@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::inventory::{Inventory, Name, View};
+use super::owner;
 use super::resizer::Resizer;
 use crate::proto::traits_pb;
 use crate::resize::{history, Change, Notes};
@@ -220,7 +221,7 @@ impl Controller {
                         set(job, r)
                     }
                     _ => {
-                        if !latest_is_ours(&history(), r) {
+                        if !owner::holds(&v.declared.writers, SOURCE, resource_name(r)) {
                             // Another writer's value (or none of ours):
                             // theirs to keep.
                             e.done.insert(r, act);
@@ -347,31 +348,21 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Whether revision `r` set resource `res`.
-fn touches(r: &history::Revision, res: Resource) -> bool {
-    match res {
-        Resource::Cpu => r.after.cpu_quota.is_some(),
-        Resource::Memory => r.after.memory_limit.is_some(),
+/// How `agent::owner` names resource `r`.
+fn resource_name(r: Resource) -> &'static str {
+    match r {
+        Resource::Cpu => owner::CPU,
+        Resource::Memory => owner::MEMORY,
     }
 }
 
 /// Whether the history holds `act` already: a revision of ours with its
-/// reason, made at or after its time.
+/// reason (whatever writer it displaced), made at or after its time.
 fn recorded(revisions: &[history::Revision], act: &Act) -> bool {
     let reason = act.reason();
-    revisions
-        .iter()
-        .any(|r| r.source == SOURCE && r.reason == reason && r.time as i64 >= act.at)
-}
-
-/// Whether the latest revision that set `res` is one of this controller's
-/// firings (not an end: that was given back already).
-fn latest_is_ours(revisions: &[history::Revision], res: Resource) -> bool {
-    revisions
-        .iter()
-        .rev()
-        .find(|r| touches(r, res))
-        .is_some_and(|r| r.source == SOURCE && !r.reason.ends_with(" ended"))
+    revisions.iter().any(|r| {
+        r.source == SOURCE && owner::unnoted(&r.reason) == reason && r.time as i64 >= act.at
+    })
 }
 
 /// The change that sets `job`'s value of `r`.

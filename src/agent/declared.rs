@@ -33,6 +33,10 @@ pub struct Declared {
     /// the latest changes of values that kubelet has not set again since and
     /// that differ from the declared ones.
     pub overlays: Vec<String>,
+    /// Who set each resource last, by the history (kubelet included): "cpu"
+    /// (the CFS quota) and "memory" (the limit) -> source. What decides who
+    /// owns a limit (`agent::owner`).
+    pub writers: std::collections::BTreeMap<String, String>,
 }
 
 /// Reads what was declared for container `c` (whose state lives under
@@ -116,6 +120,7 @@ impl Layers {
                 },
                 limits: Some(spec_limits(spec)),
                 overlays: Vec::new(),
+                writers: Default::default(),
             }
         });
         Layers {
@@ -200,6 +205,27 @@ impl Layers {
         Some(l)
     }
 
+    /// Who set each resource last (`Declared::writers`): CPU by its quota
+    /// or weight, memory by its limit or `memory.high`.
+    pub fn writers(&self) -> std::collections::BTreeMap<String, String> {
+        [
+            (super::owner::CPU, ["cpu_quota", "cpu_shares"]),
+            (
+                super::owner::MEMORY,
+                ["memory_limit", "unified.memory.high"],
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(resource, fields)| {
+            let (_, source, _) = fields
+                .iter()
+                .filter_map(|f| self.latest.get(*f))
+                .max_by_key(|(n, _, _)| *n)?;
+            Some((resource.to_string(), source.clone()))
+        })
+        .collect()
+    }
+
     /// What was declared, with the sources of the changes layered on it now:
     /// the latest changes of values that kubelet has not set again since and
     /// that differ from the declared ones, each source once, oldest first.
@@ -227,6 +253,7 @@ impl Layers {
         Declared {
             limits,
             overlays,
+            writers: self.writers(),
             ..self.spec.clone().unwrap_or_default()
         }
     }
@@ -365,6 +392,60 @@ mod tests {
         // Swap given to the container is a layer of its own.
         assert_eq!(rev(3, 128, mem(256)), ["operator"]);
         assert_eq!(rev(4, 128, mem(128)), Vec::<String>::new());
+    }
+
+    /// Who set CPU and memory last: by quota or weight, by limit or
+    /// memory.high; kubelet included, and forgotten with a compaction.
+    #[test]
+    fn writers_are_the_latest_source_of_each_resource() {
+        use crate::resize::{Limit, Update};
+        let mut layers = Layers::new(Some(&serde_json::json!({})));
+        let mut push = |n: u64, source: &str, after: Update| {
+            layers.push(&history::Revision {
+                revision: n,
+                time: 0,
+                source: source.into(),
+                reason: String::new(),
+                before: Update::default(),
+                after,
+            });
+            layers.writers()
+        };
+        let w = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        let quota = Update {
+            cpu_quota: Some(Limit::Value(50_000)),
+            ..Default::default()
+        };
+        assert_eq!(push(1, "kubelet", quota.clone()), w(&[("cpu", "kubelet")]));
+        let shares = Update {
+            cpu_shares: Some(512),
+            ..Default::default()
+        };
+        assert_eq!(push(2, "policy", shares), w(&[("cpu", "policy")]));
+        let cron = push(3, "trait:cron-vertical-scaler", quota);
+        assert_eq!(cron, w(&[("cpu", "trait:cron-vertical-scaler")]));
+        let mut high = Update::default();
+        high.unified.insert("memory.high".into(), "1000".into());
+        assert_eq!(
+            push(4, "policy", high),
+            w(&[("cpu", "trait:cron-vertical-scaler"), ("memory", "policy")])
+        );
+        let memory = Update {
+            memory_limit: Some(Limit::Value(1 << 30)),
+            ..Default::default()
+        };
+        assert_eq!(
+            push(5, "operator", memory)["memory"],
+            "operator",
+            "the limit after memory.high"
+        );
+        layers.drop_through(5);
+        assert!(layers.writers().is_empty());
     }
 
     /// A container `default/web` under state dir `root` whose bundle holds

@@ -19,6 +19,7 @@ mod follow;
 pub(crate) mod inventory;
 pub(crate) mod metrics;
 pub(crate) mod node;
+pub(crate) mod owner;
 pub mod policy;
 pub(crate) mod resizer;
 mod shimclient;

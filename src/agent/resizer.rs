@@ -1,14 +1,16 @@
-//! The one way anything in tidald changes a container: the API, and the
-//! policy engine and trait controllers after it. A change is routed to the
-//! shim that owns the container (kubelet's path, Task.Update, so each
-//! container has one writer and every change is a revision), counted in the
-//! metrics, and answered with the container as it is afterwards.
+//! The one way anything in tidald changes a container: the API, the policy
+//! engine and the trait controllers. A change is routed to the shim that
+//! owns the container (kubelet's path, Task.Update, so each container has
+//! one writer and every change is a revision), its reason naming the
+//! writers it displaces (`owner`), counted in the metrics, and answered with
+//! the container as it is afterwards.
 
 use std::sync::Arc;
 
 use super::error::{Error, Result};
 use super::inventory::{Inventory, Name, View};
 use super::metrics::Metrics;
+use super::owner;
 use super::shimclient::{self, Refusal, Shims};
 use crate::resize::{history, Change, Notes};
 
@@ -48,7 +50,7 @@ impl Resizer {
             rollback_to: None,
             ..notes
         };
-        self.send(name, change.resources(), notes).await
+        self.send(name, Some(change), notes).await
     }
 
     /// Restores container `name`'s limits as they were right after
@@ -67,7 +69,7 @@ impl Resizer {
             rollback_to: Some(revision),
             ..Default::default()
         };
-        self.send(name, serde_json::json!({}), notes).await
+        self.send(name, None, notes).await
     }
 
     /// Forgets the connection to the shim at `address`.
@@ -75,13 +77,22 @@ impl Resizer {
         self.shims.close(address)
     }
 
-    async fn send(
-        &self,
-        name: &Name,
-        resources: serde_json::Value,
-        notes: Notes,
-    ) -> Result<Resized> {
+    /// Sends `change` (None: a rollback, which `notes` names) to the
+    /// container's shim, its reason noting the writers it displaces
+    /// (`owner::displaced`).
+    async fn send(&self, name: &Name, change: Option<&Change>, notes: Notes) -> Result<Resized> {
         let t = self.inventory.route(name)?;
+        let notes = match change {
+            Some(c) => Notes {
+                reason: owner::noted(
+                    &notes.reason,
+                    &owner::displaced(&t.writers, &notes.source, c),
+                ),
+                ..notes
+            },
+            None => notes,
+        };
+        let resources = change.map_or_else(|| serde_json::json!({}), Change::resources);
         if t.stopped {
             return Err(Error::NotRunning { id: t.id });
         }

@@ -20,13 +20,6 @@ fn cpu(quota: u64) -> Update {
     }
 }
 
-fn memory(bytes: u64) -> Update {
-    Update {
-        memory_limit: Some(Limit::Value(bytes)),
-        ..Default::default()
-    }
-}
-
 fn act(back: bool, job: &str, at: i64) -> Act {
     Act {
         back,
@@ -49,35 +42,13 @@ fn a_firing_is_recorded_once_its_revision_is_there() {
     // Another writer's revision with the same reason is not ours.
     let h = [rev(1, 200, "operator", "morning", cpu(1))];
     assert!(!recorded(&h, &act(false, "morning", 200)));
+    // Whatever writer it displaced.
+    let h = [rev(2, 200, SOURCE, "morning (displaces operator)", cpu(1))];
+    assert!(recorded(&h, &act(false, "morning", 200)));
     // An end is recorded by its own reason.
     let h = [rev(3, 900, SOURCE, "morning ended", cpu(100_000))];
     assert!(recorded(&h, &act(true, "morning", 900)));
     assert!(!recorded(&h, &act(false, "morning", 900)));
-}
-
-#[test]
-fn a_value_is_given_back_only_while_it_is_still_the_jobs() {
-    let ours = rev(2, 200, SOURCE, "burst", cpu(200_000));
-    assert!(latest_is_ours(std::slice::from_ref(&ours), Resource::Cpu));
-    // Only revisions that set the resource count.
-    let later_memory = rev(3, 300, "operator", "", memory(1 << 30));
-    assert!(latest_is_ours(
-        &[ours.clone(), later_memory.clone()],
-        Resource::Cpu
-    ));
-    assert!(!latest_is_ours(
-        &[ours.clone(), later_memory],
-        Resource::Memory
-    ));
-    // An operator (or kubelet, or the engine) set CPU since: theirs.
-    for other in ["operator", "kubelet", "policy"] {
-        let h = [ours.clone(), rev(3, 300, other, "", cpu(50_000))];
-        assert!(!latest_is_ours(&h, Resource::Cpu), "{other}");
-    }
-    // Given back already, or never set by the job.
-    let h = [ours, rev(3, 300, SOURCE, "burst ended", cpu(100_000))];
-    assert!(!latest_is_ours(&h, Resource::Cpu));
-    assert!(!latest_is_ours(&[], Resource::Cpu));
 }
 
 fn job(name: &str, cpu_millis: Option<u64>, memory_bytes: Option<u64>) -> Job {

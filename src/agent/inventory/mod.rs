@@ -47,6 +47,9 @@ pub struct Route {
     pub id: String,
     pub address: Result<String, String>,
     pub stopped: bool,
+    /// Who set each resource last, its history caught up
+    /// (`Declared::writers`).
+    pub writers: std::collections::BTreeMap<String, String>,
 }
 
 /// A container as tidald shows it: as found now (live limits and usage),
@@ -277,11 +280,16 @@ impl Inventory {
 
     /// Where a change to container `name` goes.
     pub fn route(&self, name: &Name) -> Result<Route> {
-        self.with(name, |k| Route {
-            namespace: k.info.namespace.clone(),
-            id: k.info.id.clone(),
-            address: k.address.clone(),
-            stopped: k.info.status == "stopped" || !k.process.alive(),
+        let state_dir = self.state_dir.clone();
+        self.with(name, |k| {
+            k.catch_up(&state_dir);
+            Route {
+                namespace: k.info.namespace.clone(),
+                id: k.info.id.clone(),
+                address: k.address.clone(),
+                stopped: k.info.status == "stopped" || !k.process.alive(),
+                writers: k.layers.writers(),
+            }
         })
     }
 

@@ -112,6 +112,7 @@ pub fn container(v: &inventory::View, facts: &QosFacts) -> Container {
         // Only an online container's latency is an objective.
         objective: facts.objective.clone().filter(|_| qos == Qos::Online),
         overlays: v.declared.overlays.clone(),
+        writers: v.declared.writers.clone(),
         last_revision: v.last_revision,
     }
 }

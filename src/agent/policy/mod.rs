@@ -116,6 +116,9 @@ pub struct Container {
     /// The sources of the overlays on the declared limits now (`policy`
     /// among them when the engine's change is in effect).
     pub overlays: Vec<String>,
+    /// Who set each resource last (`Declared::writers`): the engine gives
+    /// back only what it still holds (`agent::owner`).
+    pub writers: std::collections::BTreeMap<String, String>,
     /// The number of the container's last revision.
     pub last_revision: u64,
 }

@@ -48,7 +48,32 @@ pub fn container(id: &str, qos: Qos, cpu_millis: Option<u64>) -> Container {
         min_memory_bytes: None,
         objective: None,
         overlays: Vec::new(),
+        writers: Default::default(),
         last_revision: 0,
+    }
+}
+
+/// Records `source` as the writer of each resource whose limit differs
+/// between `before` and `after` (as `Declared::writers` would).
+fn wrote(c: &mut Container, before: &Limits, after: &Limits, source: &str) {
+    use crate::agent::owner::{CPU, MEMORY};
+    if before.cpu_quota_us != after.cpu_quota_us || before.cpu_shares != after.cpu_shares {
+        c.writers.insert(CPU.into(), source.into());
+    }
+    if before.memory_bytes != after.memory_bytes || before.memory_high != after.memory_high {
+        c.writers.insert(MEMORY.into(), source.into());
+    }
+}
+
+/// Makes the engine the latest writer of CPU and/or memory of `c`, as its
+/// history would after the engine's overlay.
+pub fn engine_wrote(c: &mut Container, cpu: bool, memory: bool) {
+    use crate::agent::owner::{CPU, MEMORY};
+    for (resource, wrote) in [(CPU, cpu), (MEMORY, memory)] {
+        if wrote {
+            c.writers
+                .insert(resource.into(), crate::agent::policy::SOURCE.into());
+        }
     }
 }
 
@@ -230,7 +255,8 @@ impl World {
     /// A change by someone else (e.g. an operator): a revision too.
     pub fn revise(&mut self, key: &Key, live: Limits, source: &str) -> u64 {
         let c = self.view.containers.get_mut(key).unwrap();
-        c.live = live.clone();
+        let before = std::mem::replace(&mut c.live, live.clone());
+        wrote(c, &before, &live, source);
         c.last_revision += 1;
         if !c.overlays.iter().any(|s| s == source) {
             c.overlays.push(source.into());
@@ -241,7 +267,8 @@ impl World {
 
     fn set(&mut self, key: &Key, live: Limits) -> u64 {
         let c = self.view.containers.get_mut(key).unwrap();
-        c.live = live.clone();
+        let before = std::mem::replace(&mut c.live, live.clone());
+        wrote(c, &before, &live, "policy");
         c.last_revision += 1;
         let differs = c.declared.as_ref() != Some(&c.live);
         c.overlays.retain(|s| s != "policy");

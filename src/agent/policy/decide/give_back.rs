@@ -50,7 +50,13 @@ impl Deciding<'_> {
             let Some(declared) = &c.declared else {
                 continue;
             };
-            if !mine || !self.may(rule, c) {
+            let name = match resource {
+                Resource::Cpu => crate::agent::owner::CPU,
+                Resource::Memory => crate::agent::owner::MEMORY,
+            };
+            // A value another writer set since is theirs (agent::owner).
+            let holds = crate::agent::owner::holds(&c.writers, crate::agent::policy::SOURCE, name);
+            if !mine || !holds || !self.may(rule, c) {
                 continue;
             }
             match resource {

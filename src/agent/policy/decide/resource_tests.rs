@@ -124,6 +124,7 @@ fn an_offline_weight_and_cpuset_follow_its_limit_down_and_all_the_way_back() {
     b.live.cpu_quota_us = Some(150_000);
     b.live.cpu_shares = Some(768);
     b.live.cpuset = "1".into();
+    engine_wrote(b, true, false);
     let s = Series::default();
     let mut steps = Vec::new();
     for _ in 0..5 {
@@ -211,6 +212,7 @@ fn on_cgroup_v2_memory_pressure_lowers_memory_high_and_it_is_lifted_after() {
     v.node.memory_pressure_full = Some(0.0);
     let b = v.containers.get_mut(&key("batch")).unwrap();
     b.live.memory_high = Some(Limit::Value(640 << 20));
+    engine_wrote(b, false, true);
     let ds = decide(&p, &v, &s, &m);
     assert_eq!(ds[0].rule, Rule::GiveBackMemory);
     assert_eq!(change(&ds[0]).memory_high, Some(Limit::Value(800 << 20)));

@@ -304,6 +304,7 @@ fn offline_limits_are_given_back_step_by_step_once_online_is_calm() {
     let mut batch = container("batch", Qos::Offline, Some(1000));
     batch.live = limits(Some(600), Some(1 << 30));
     batch.overlays = vec!["policy".into()];
+    engine_wrote(&mut batch, true, false);
     let mut m = State::default();
     m.owned.insert(
         key("batch"),
@@ -340,10 +341,43 @@ fn offline_limits_are_given_back_step_by_step_once_online_is_calm() {
 }
 
 #[test]
+fn nothing_is_given_back_that_another_writer_set_since() {
+    let p = policy();
+    let s = Series::default();
+    let mut batch = container("batch", Qos::Offline, Some(1000));
+    batch.live = limits(Some(600), Some(1 << 30));
+    engine_wrote(&mut batch, true, false);
+    let mut m = State::default();
+    m.owned.insert(
+        key("batch"),
+        Owned {
+            cpu: true,
+            memory: false,
+            revisions: vec![1],
+            adopted: false,
+        },
+    );
+    let v = view(ms(60_000), vec![online("web", Some(1000)), batch.clone()]);
+    let ds = decide(&p, &v, &s, &m);
+    assert_eq!(ds.first().map(|d| d.rule), Some(Rule::GiveBackCpu));
+    // A cron job (or an operator, or kubelet) set the CPU limit since: the
+    // value is theirs, and the engine leaves it (agent::owner).
+    for other in ["trait:cron-vertical-scaler", "operator", "kubelet"] {
+        let mut theirs = batch.clone();
+        theirs
+            .writers
+            .insert(crate::agent::owner::CPU.into(), other.into());
+        let v = view(ms(60_000), vec![online("web", Some(1000)), theirs]);
+        assert!(decide(&p, &v, &s, &m).is_empty(), "{other}");
+    }
+}
+
+#[test]
 fn nothing_is_given_back_while_an_online_container_is_close_to_its_objective() {
     let p = policy();
     let mut batch = container("batch", Qos::Offline, Some(1000));
     batch.live = limits(Some(250), Some(1 << 30));
+    engine_wrote(&mut batch, true, false);
     let owned = Owned {
         cpu: true,
         memory: false,
@@ -381,6 +415,7 @@ fn an_overlay_on_an_unlimited_declared_limit_is_lifted_by_a_rollback() {
     let mut batch = container("batch", Qos::Offline, None);
     batch.live = limits(Some(1800), Some(1 << 30));
     batch.last_revision = 7;
+    engine_wrote(&mut batch, true, false);
     let mut m = State::default();
     m.owned.insert(
         key("batch"),
