@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub(crate) mod api;
+pub(crate) mod autoscale;
 mod cli;
 pub(crate) mod cron;
 mod declared;
@@ -220,13 +221,27 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
         let live =
             policy::observe::Live::new(observer, inventory.clone(), windows[0], p.interval.0)
                 .with_report(Arc::new(policy_metrics));
+        // The vertical-autoscaler's controller, from the same profiles:
+        // a step per container per usage window at most.
+        let autoscaler = Arc::new(autoscale::Autoscaler::new(
+            inventory.clone(),
+            resizer.clone(),
+            live.shared(),
+            catalogue
+                .clone()
+                .unwrap_or_else(|_| crate::traits::Catalogue::builtin()),
+            p.windows.usage.0,
+            p.max_step,
+        ));
+        let autoscaling = tokio::spawn(autoscaler.clone().run());
         let api = api::policy::Engine {
             handle: engine.handle(),
             observer: live.shared(),
             snapshots: live.snapshots(),
             windows,
+            autoscaler,
         };
-        (api, engine.spawn(live))
+        (api, (engine.spawn(live), autoscaling))
     });
     let stop = async move {
         tokio::select! {
@@ -264,8 +279,9 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
     follower.abort();
     scraper.abort();
     cron_task.abort();
-    if let Some((_, (_, task))) = policy {
+    if let Some((_, ((_, task), autoscaling))) = policy {
         task.abort();
+        autoscaling.abort();
     }
     result.map_err(|source| AgentError::Api {
         socket: cfg.socket.clone(),

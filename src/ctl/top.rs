@@ -86,6 +86,7 @@ pub fn top_table(t: &pb::TopResponse, full_ids: bool) -> String {
                     .map_or_else(|| "-".into(), |m| format!("{m}m")),
                 c.memory_limit_bytes
                     .map_or_else(|| "-".into(), format_memory),
+                recommended(c),
                 or_dash(c.cpu_p50_cores.map(|v| format!("{v:.3}"))),
                 or_dash(c.cpu_p95_cores.map(|v| format!("{v:.3}"))),
                 or_dash(c.throttled_share.map(|v| format!("{:.0}%", v * 100.0))),
@@ -116,6 +117,7 @@ pub fn top_table(t: &pb::TopResponse, full_ids: bool) -> String {
                 "QOS",
                 "CPU-LIM",
                 "MEM-LIM",
+                "REC",
                 "CPU-P50",
                 "CPU-P95",
                 "THROTTLED",
@@ -124,10 +126,23 @@ pub fn top_table(t: &pb::TopResponse, full_ids: bool) -> String {
                 "OVERLAY",
             ],
             &[
-                false, false, false, true, true, true, true, true, true, true, false,
+                false, false, false, true, true, true, true, true, true, true, true, false,
             ],
             &rows,
         )
+}
+
+/// The vertical-autoscaler's recommendation, "600m/200Mi" ("-" for a
+/// resource without one).
+fn recommended(c: &pb::TopRow) -> String {
+    match (c.recommended_cpu_millis, c.recommended_memory_bytes) {
+        (None, None) => "-".into(),
+        (cpu, mem) => format!(
+            "{}/{}",
+            cpu.map_or_else(|| "-".into(), |m| format!("{m}m")),
+            mem.map_or_else(|| "-".into(), format_memory)
+        ),
+    }
 }
 
 pub fn top_json(c: &pb::TopRow) -> serde_json::Value {
@@ -138,6 +153,8 @@ pub fn top_json(c: &pb::TopRow) -> serde_json::Value {
         "cpu_p50_cores": c.cpu_p50_cores, "cpu_p95_cores": c.cpu_p95_cores,
         "throttled_share": c.throttled_share, "working_set_bytes": c.working_set_bytes,
         "probe_p95_seconds": c.probe_p95_seconds, "overlays": c.overlays,
+        "recommended_cpu_millis": c.recommended_cpu_millis,
+        "recommended_memory_bytes": c.recommended_memory_bytes,
     })
 }
 
@@ -170,6 +187,8 @@ mod tests {
                     throttled_share: Some(0.125),
                     working_set_bytes: Some((100 << 20) as f64),
                     probe_p95_seconds: Some(0.0123),
+                    recommended_cpu_millis: Some(600),
+                    recommended_memory_bytes: Some(200 << 20),
                     overlays: vec![],
                 },
                 pb::TopRow {
@@ -196,6 +215,7 @@ mod tests {
                 "QOS",
                 "CPU-LIM",
                 "MEM-LIM",
+                "REC",
                 "CPU-P50",
                 "CPU-P95",
                 "THROTTLED",
@@ -212,6 +232,7 @@ mod tests {
                 "online",
                 "1000m",
                 "256Mi",
+                "600m/200Mi",
                 "0.512",
                 "0.900",
                 "12%",
@@ -222,12 +243,13 @@ mod tests {
         );
         assert_eq!(
             cells(lines[3]),
-            ["batch", "-", "offline", "1500m", "-", "-", "-", "-", "-", "-", "policy"]
+            ["batch", "-", "offline", "1500m", "-", "-", "-", "-", "-", "-", "-", "policy"]
         );
         assert!(top_table(&t, true).contains("0123456789abcdef0123"));
         let j = top_json(&t.containers[0]);
         assert_eq!(j["id"], "0123456789abcdef0123");
         assert_eq!(j["cpu_p95_cores"], 0.9);
+        assert_eq!(j["recommended_cpu_millis"], 600);
         assert_eq!(
             top_json(&t.containers[1])["probe_p95_seconds"],
             serde_json::Value::Null

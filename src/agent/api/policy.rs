@@ -33,6 +33,8 @@ pub struct Engine {
     pub snapshots: Snapshots,
     /// The windows the profiles are kept for.
     pub windows: Vec<Duration>,
+    /// The vertical-autoscaler's recommendations.
+    pub autoscaler: Arc<crate::agent::autoscale::Autoscaler<Shared>>,
 }
 
 pub struct PolicyService {
@@ -179,9 +181,14 @@ pub fn profile(
 
 /// `top`'s row of a container as the inventory lists it, with its summary
 /// from the last tick (if the engine profiles it).
-fn top_row(v: &crate::agent::inventory::View, s: Option<&Summary>) -> pb::TopRow {
+fn top_row(
+    v: &crate::agent::inventory::View,
+    s: Option<&Summary>,
+    rec: Option<crate::agent::autoscale::Entry>,
+) -> pb::TopRow {
     let (info, d) = (&v.info, &v.declared);
     let s = s.cloned().unwrap_or_default();
+    let rec = rec.and_then(|e| e.recommendation).unwrap_or_default();
     pb::TopRow {
         container: Some(pb::ContainerKey {
             namespace: info.namespace.clone(),
@@ -198,6 +205,8 @@ fn top_row(v: &crate::agent::inventory::View, s: Option<&Summary>) -> pb::TopRow
         working_set_bytes: s.working_set,
         probe_p95_seconds: s.probe_p95,
         overlays: d.overlays.clone(),
+        recommended_cpu_millis: rec.cpu_millis,
+        recommended_memory_bytes: rec.memory_bytes,
     }
 }
 
@@ -267,7 +276,8 @@ impl pb::policy_server::Policy for PolicyService {
     }
 
     async fn top(&self, _: Request<pb::TopRequest>) -> Result<Response<pb::TopResponse>, Status> {
-        let snapshot = self.engine()?.snapshots.last();
+        let engine = self.engine()?;
+        let snapshot = engine.snapshots.last();
         let inventory = self.inventory.clone();
         let found = tokio::task::spawn_blocking(move || inventory.list())
             .await
@@ -280,7 +290,8 @@ impl pb::policy_server::Policy for PolicyService {
                     .containers
                     .iter()
                     .find(|s| s.key.namespace == v.info.namespace && s.key.id == v.info.id);
-                top_row(v, s)
+                let key = crate::agent::policy::facts::key(v);
+                top_row(v, s, engine.autoscaler.entry(&key))
             })
             .collect();
         Ok(Response::new(pb::TopResponse {

@@ -90,6 +90,17 @@ fn parts(dir: &crate::testfs::FakeDir) -> (PolicyService, PolicyEngine<FakeWorld
             observer: live.shared(),
             snapshots: live.snapshots(),
             windows: vec![Duration::from_secs(10), Duration::from_secs(60)],
+            autoscaler: Arc::new(crate::agent::autoscale::Autoscaler::new(
+                inventory(dir),
+                Arc::new(crate::agent::resizer::Resizer::new(
+                    inventory(dir),
+                    Arc::new(crate::agent::metrics::Metrics::new()),
+                )),
+                live.shared(),
+                crate::traits::Catalogue::builtin(),
+                Duration::from_secs(30),
+                0.25,
+            )),
         }),
         inventory: inventory(dir),
     };
