@@ -19,8 +19,9 @@ use tidal_integration::cri::v1;
 use tidal_integration::env::{shim_dir, CriEnv};
 use tidal_integration::suite::{cgroups_below, Ctx, Shared};
 
-/// tidald on the environment's state directory, stopped when dropped.
-struct Tidald(Child);
+/// tidald on the environment's state directory, stopped when dropped, and
+/// its metrics address.
+struct Tidald(Child, String);
 
 impl Tidald {
     fn start(state: &Path) -> Tidald {
@@ -37,7 +38,39 @@ impl Tidald {
             .read_line(&mut line)
             .unwrap();
         assert!(line.contains("API on"), "tidald did not start: {line}");
-        Tidald(child)
+        // "... metrics on http://127.0.0.1:PORT/metrics, ..."
+        let metrics = line
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap_or_default()
+            .to_string();
+        Tidald(child, metrics)
+    }
+
+    /// The mean of tidald's `tidal_resize_seconds` so far, in ms: from a
+    /// resize request reaching tidald to its answer, the shim's cgroup
+    /// writes and revision included.
+    fn resize_ms(&self) -> Option<f64> {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(&self.1).ok()?;
+        write!(
+            conn,
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.1
+        )
+        .ok()?;
+        let mut text = String::new();
+        conn.read_to_string(&mut text).ok()?;
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+        };
+        let (sum, count) = (
+            value("tidal_resize_seconds_sum ")?,
+            value("tidal_resize_seconds_count ")?,
+        );
+        (count > 0.0).then(|| sum / count * 1e3)
     }
 }
 
@@ -57,6 +90,7 @@ fn nix_kill(pid: u32) -> std::io::Result<()> {
 }
 
 struct Demo {
+    agent: Tidald,
     ctx: Ctx,
     state: PathBuf,
 }
@@ -125,6 +159,7 @@ fn main() {
         .0;
     let cgroup_root = format!("tidal-demo-{}", std::process::id());
     let demo = Demo {
+        agent,
         ctx: Ctx {
             handler: "tidal",
             case: "demo",
@@ -136,7 +171,6 @@ fn main() {
     };
     let result = rt.block_on(run(&demo));
     let cleaned = rt.block_on(demo.ctx.cleanup());
-    drop(agent);
     drop(demo);
     drop(rt);
     drop(
@@ -208,6 +242,11 @@ async fn run(d: &Demo) -> Result<(), String> {
         "resize", &name, "--cpu", "250m", "--memory", "96Mi", "--reason", "demo",
     ]) {
         return Err("tidalctl resize failed".into());
+    }
+    if let Some(ms) = d.agent.resize_ms() {
+        println!(
+            "tidald took {ms:.2} ms for it, from the request to the answer: the shim's cgroup writes and revision included (tidal_resize_seconds)"
+        );
     }
     println!("the container now uses {}% of a CPU", d.cpu_share(&id));
     println!(
