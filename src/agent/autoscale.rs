@@ -306,11 +306,9 @@ impl<S: Signals + Clone + Send + Sync + 'static> Autoscaler<S> {
                 v.info.usage.memory_bytes,
             );
             let live = &v.info.limits;
-            let writers = &v.declared.writers;
-            // Another writer's value is theirs (agent::owner): the
-            // autoscaler moves a limit only while it is the declared one or
-            // its own.
-            let mine = |r: &str| writers.get(r).is_none_or(|w| w == "kubelet" || w == SOURCE);
+            // Another writer's value is theirs: the autoscaler moves a
+            // limit only while it is the declared one or its own.
+            let mine = |r: &str| owner::unclaimed_or_own(&v.declared.writers, SOURCE, r);
             let mut change = Change::default();
             if let Some(want) = rec.cpu_millis.filter(|_| mine(owner::CPU)) {
                 change.cpu_millis = step(live.cpu_millis(), cpus * 1000, want, self.max_step);

@@ -44,6 +44,15 @@ pub fn holds(writers: &BTreeMap<String, String>, source: &str, resource: &str) -
     writers.get(resource).is_some_and(|w| w == source)
 }
 
+/// Whether a writer that yields (the vertical-autoscaler, which runs all
+/// the time) may move `resource`: only while its value is the declared one
+/// (never written, or kubelet's) or `source`'s own.
+pub fn unclaimed_or_own(writers: &BTreeMap<String, String>, source: &str, resource: &str) -> bool {
+    writers
+        .get(resource)
+        .is_none_or(|w| w == KUBELET || w == source)
+}
+
 /// The writers `change` by `source` displaces (rule 2): the latest writer
 /// of each resource it sets, unless that is kubelet (the base) or `source`
 /// itself; each once.
@@ -109,6 +118,20 @@ mod tests {
         // After kubelet's new declaration, no overlay writer holds it.
         let w = writers(&[(CPU, "kubelet")]);
         assert!(!holds(&w, "trait:cron-vertical-scaler", CPU));
+    }
+
+    #[test]
+    fn a_yielding_writer_moves_only_declared_values_or_its_own() {
+        let me = "trait:vertical-autoscaler";
+        assert!(unclaimed_or_own(&writers(&[]), me, CPU));
+        assert!(unclaimed_or_own(&writers(&[(CPU, "kubelet")]), me, CPU));
+        assert!(unclaimed_or_own(&writers(&[(CPU, me)]), me, CPU));
+        for other in ["operator", "policy", "trait:cron-vertical-scaler"] {
+            assert!(
+                !unclaimed_or_own(&writers(&[(CPU, other)]), me, CPU),
+                "{other}"
+            );
+        }
     }
 
     #[test]
