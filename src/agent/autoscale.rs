@@ -90,9 +90,16 @@ pub fn recommend(
             ));
             let want = (bytes / b.target).ceil() as u64;
             let floor = memory_usage.saturating_add(MEMORY_HEADROOM);
-            // Never below use, whatever the bound says.
-            clamp(want, b.min_memory_bytes, b.max_memory_bytes).max(floor)
-        });
+            let within = clamp(want, b.min_memory_bytes, b.max_memory_bytes);
+            // Never below use; where use is above maxMemory, no value
+            // keeps both, and none is recommended.
+            match (within >= floor, b.max_memory_bytes) {
+                (true, _) => Some(within),
+                (false, Some(max)) if floor > max => None,
+                (false, _) => Some(floor),
+            }
+        })
+        .flatten();
     Recommendation {
         cpu_millis: cpu,
         memory_bytes: memory,
@@ -308,7 +315,13 @@ impl<S: Signals + Clone + Send + Sync + 'static> Autoscaler<S> {
             let live = &v.info.limits;
             // Another writer's value is theirs: the autoscaler moves a
             // limit only while it is the declared one or its own.
-            let mine = |r: &str| owner::unclaimed_or_own(&v.declared.writers, SOURCE, r);
+            let declared = v.declared.limits.as_ref();
+            let at_declared = |r: &str| match r {
+                owner::CPU => declared.is_some_and(|d| d.cpu_millis() == live.cpu_millis()),
+                _ => declared.is_some_and(|d| d.memory_bytes == live.memory_bytes),
+            };
+            let mine =
+                |r: &str| owner::unclaimed_or_own(&v.declared.writers, SOURCE, r, at_declared(r));
             let mut change = Change::default();
             if let Some(want) = rec.cpu_millis.filter(|_| mine(owner::CPU)) {
                 change.cpu_millis = step(live.cpu_millis(), cpus * 1000, want, self.max_step);

@@ -5,9 +5,9 @@
 //!
 //! What a container should have is worked out from the schedules at each
 //! pass (`traits::cron::wanted`), per resource, never from what this process
-//! remembers: after a restart, a firing still in effect that the history
-//! does not show is applied once; one already recorded is not applied
-//! again. A firing that fails (memory below usage, container exiting) is
+//! remembers: after a restart, a firing (or a job's end) still in effect
+//! that the history does not show is applied once; one already recorded is
+//! not applied again. A firing that fails (memory below usage, container exiting) is
 //! recorded as failed with its reason and not retried until the next one.
 //!
 //! Who wins (docs/traits.md): a firing sets the value whoever set it before
@@ -210,16 +210,16 @@ impl Controller {
                     continue;
                 }
                 let fresh = !e.done.contains_key(&r);
-                let history = || self.inventory.history(&name(&key)).unwrap_or_default();
-                let change = match w {
-                    Wanted::Set { job, .. } => {
-                        if fresh && recorded(&history(), &act) {
-                            // Applied before this process started.
-                            e.done.insert(r, act);
-                            continue;
-                        }
-                        set(job, r)
+                if fresh {
+                    let history = self.inventory.history(&name(&key)).unwrap_or_default();
+                    if recorded(&history, r, &act) {
+                        // Applied before this process started.
+                        e.done.insert(r, act);
+                        continue;
                     }
+                }
+                let change = match w {
+                    Wanted::Set { job, .. } => set(job, r),
                     _ => {
                         if !owner::holds(&v.declared.writers, SOURCE, resource_name(r)) {
                             // Another writer's value (or none of ours):
@@ -356,12 +356,19 @@ fn resource_name(r: Resource) -> &'static str {
     }
 }
 
-/// Whether the history holds `act` already: a revision of ours with its
-/// reason (whatever writer it displaced), made at or after its time.
-fn recorded(revisions: &[history::Revision], act: &Act) -> bool {
+/// Whether the history holds `act` on resource `res` already: a revision
+/// of ours that set `res`, with its reason (whatever writer it displaced),
+/// made at or after its time.
+fn recorded(revisions: &[history::Revision], res: Resource, act: &Act) -> bool {
     let reason = act.reason();
     revisions.iter().any(|r| {
-        r.source == SOURCE && owner::unnoted(&r.reason) == reason && r.time as i64 >= act.at
+        let sets = match res {
+            Resource::Cpu => r.after.cpu_quota.is_some(),
+            Resource::Memory => r.after.memory_limit.is_some(),
+        };
+        sets && r.source == SOURCE
+            && owner::unnoted(&r.reason) == reason
+            && r.time as i64 >= act.at
     })
 }
 

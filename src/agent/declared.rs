@@ -33,9 +33,9 @@ pub struct Declared {
     /// the latest changes of values that kubelet has not set again since and
     /// that differ from the declared ones.
     pub overlays: Vec<String>,
-    /// Who set each resource last, by the history (kubelet included): "cpu"
-    /// (the CFS quota) and "memory" (the limit) -> source. What decides who
-    /// owns a limit (`agent::owner`).
+    /// Who set each limit last, by the history (kubelet included): "cpu"
+    /// (the CFS quota), "cpu.weight", "memory" (the limit) and "memory.high"
+    /// -> source. What decides who owns a limit (`agent::owner`).
     pub writers: std::collections::BTreeMap<String, String>,
 }
 
@@ -205,23 +205,21 @@ impl Layers {
         Some(l)
     }
 
-    /// Who set each resource last (`Declared::writers`): CPU by its quota
-    /// or weight, memory by its limit or `memory.high`.
+    /// Who set each limit last (`Declared::writers`): the CPU limit (its
+    /// quota), its weight, the memory limit and `memory.high`, each on its
+    /// own, so that a weight or `memory.high` change takes no limit over.
     pub fn writers(&self) -> std::collections::BTreeMap<String, String> {
+        use super::owner::{CPU, CPU_WEIGHT, MEMORY, MEMORY_HIGH};
         [
-            (super::owner::CPU, ["cpu_quota", "cpu_shares"]),
-            (
-                super::owner::MEMORY,
-                ["memory_limit", "unified.memory.high"],
-            ),
+            (CPU, "cpu_quota"),
+            (CPU_WEIGHT, "cpu_shares"),
+            (MEMORY, "memory_limit"),
+            (MEMORY_HIGH, "unified.memory.high"),
         ]
         .into_iter()
-        .filter_map(|(resource, fields)| {
-            let (_, source, _) = fields
-                .iter()
-                .filter_map(|f| self.latest.get(*f))
-                .max_by_key(|(n, _, _)| *n)?;
-            Some((resource.to_string(), source.clone()))
+        .filter_map(|(value, field)| {
+            let (_, source, _) = self.latest.get(field)?;
+            Some((value.to_string(), source.clone()))
         })
         .collect()
     }
@@ -394,10 +392,10 @@ mod tests {
         assert_eq!(rev(4, 128, mem(128)), Vec::<String>::new());
     }
 
-    /// Who set CPU and memory last: by quota or weight, by limit or
-    /// memory.high; kubelet included, and forgotten with a compaction.
+    /// Who set each limit last, each on its own; kubelet included, and
+    /// forgotten with a compaction.
     #[test]
-    fn writers_are_the_latest_source_of_each_resource() {
+    fn writers_are_the_latest_source_of_each_limit() {
         use crate::resize::{Limit, Update};
         let mut layers = Layers::new(Some(&serde_json::json!({})));
         let mut push = |n: u64, source: &str, after: Update| {
@@ -426,24 +424,23 @@ mod tests {
             cpu_shares: Some(512),
             ..Default::default()
         };
-        assert_eq!(push(2, "policy", shares), w(&[("cpu", "policy")]));
+        assert_eq!(
+            push(2, "policy", shares),
+            w(&[("cpu", "kubelet"), ("cpu.weight", "policy")]),
+            "a weight takes no limit over"
+        );
         let cron = push(3, "trait:cron-vertical-scaler", quota);
-        assert_eq!(cron, w(&[("cpu", "trait:cron-vertical-scaler")]));
+        assert_eq!(cron["cpu"], "trait:cron-vertical-scaler");
         let mut high = Update::default();
         high.unified.insert("memory.high".into(), "1000".into());
-        assert_eq!(
-            push(4, "policy", high),
-            w(&[("cpu", "trait:cron-vertical-scaler"), ("memory", "policy")])
-        );
+        let squeezed = push(4, "policy", high);
+        assert_eq!(squeezed["memory.high"], "policy");
+        assert!(!squeezed.contains_key("memory"), "nor does memory.high");
         let memory = Update {
             memory_limit: Some(Limit::Value(1 << 30)),
             ..Default::default()
         };
-        assert_eq!(
-            push(5, "operator", memory)["memory"],
-            "operator",
-            "the limit after memory.high"
-        );
+        assert_eq!(push(5, "operator", memory)["memory"], "operator");
         layers.drop_through(5);
         assert!(layers.writers().is_empty());
     }

@@ -33,10 +33,13 @@ use crate::resize::Change;
 /// kubelet: the declared base, displaced by no one's revision note.
 const KUBELET: &str = "kubelet";
 
-/// The resources whose writers the model follows, as `Declared::writers`
-/// names them.
+/// The limits whose writers the model follows, as `Declared::writers`
+/// names them: the CPU limit (CFS quota), the CPU weight, the memory limit,
+/// and cgroup v2's `memory.high`.
 pub const CPU: &str = "cpu";
+pub const CPU_WEIGHT: &str = "cpu.weight";
 pub const MEMORY: &str = "memory";
+pub const MEMORY_HIGH: &str = "memory.high";
 
 /// Whether `source` is the latest writer of `resource` (rule 3): it may
 /// give the value back.
@@ -45,12 +48,19 @@ pub fn holds(writers: &BTreeMap<String, String>, source: &str, resource: &str) -
 }
 
 /// Whether a writer that yields (the vertical-autoscaler, which runs all
-/// the time) may move `resource`: only while its value is the declared one
-/// (never written, or kubelet's) or `source`'s own.
-pub fn unclaimed_or_own(writers: &BTreeMap<String, String>, source: &str, resource: &str) -> bool {
-    writers
-        .get(resource)
-        .is_none_or(|w| w == KUBELET || w == source)
+/// the time) may move `value`: only while it is at its declared value
+/// (`at_declared`, whoever wrote it last), was never written or last by
+/// kubelet, or is `source`'s own.
+pub fn unclaimed_or_own(
+    writers: &BTreeMap<String, String>,
+    source: &str,
+    value: &str,
+    at_declared: bool,
+) -> bool {
+    at_declared
+        || writers
+            .get(value)
+            .is_none_or(|w| w == KUBELET || w == source)
 }
 
 /// The writers `change` by `source` displaces (rule 2): the latest writer
@@ -60,7 +70,9 @@ pub fn displaced(writers: &BTreeMap<String, String>, source: &str, change: &Chan
     let mut out: Vec<String> = Vec::new();
     let sets = [
         (CPU, change.cpu_millis.is_some() || change.lift_cpu),
+        (CPU_WEIGHT, change.cpu_shares.is_some()),
         (MEMORY, change.memory_bytes.is_some() || change.lift_memory),
+        (MEMORY_HIGH, change.memory_high.is_some()),
     ];
     for (resource, set) in sets {
         let Some(w) = writers.get(resource).filter(|_| set) else {
@@ -123,14 +135,14 @@ mod tests {
     #[test]
     fn a_yielding_writer_moves_only_declared_values_or_its_own() {
         let me = "trait:vertical-autoscaler";
-        assert!(unclaimed_or_own(&writers(&[]), me, CPU));
-        assert!(unclaimed_or_own(&writers(&[(CPU, "kubelet")]), me, CPU));
-        assert!(unclaimed_or_own(&writers(&[(CPU, me)]), me, CPU));
+        assert!(unclaimed_or_own(&writers(&[]), me, CPU, false));
+        assert!(unclaimed_or_own(&writers(&[(CPU, "kubelet")]), me, CPU, false));
+        assert!(unclaimed_or_own(&writers(&[(CPU, me)]), me, CPU, false));
         for other in ["operator", "policy", "trait:cron-vertical-scaler"] {
-            assert!(
-                !unclaimed_or_own(&writers(&[(CPU, other)]), me, CPU),
-                "{other}"
-            );
+            let w = writers(&[(CPU, other)]);
+            assert!(!unclaimed_or_own(&w, me, CPU, false), "{other}");
+            // Given back to the declared value: nobody's overlay.
+            assert!(unclaimed_or_own(&w, me, CPU, true), "{other}");
         }
     }
 
@@ -170,6 +182,13 @@ mod tests {
             displaced(&w, "policy", &lift),
             ["trait:cron-vertical-scaler"]
         );
+        // memory.high and the weight are values of their own.
+        let w = writers(&[(MEMORY, "trait:cron-vertical-scaler"), (MEMORY_HIGH, "operator")]);
+        let high = Change {
+            memory_high: Some(crate::cgroups::Limit::Value(1 << 30)),
+            ..Default::default()
+        };
+        assert_eq!(displaced(&w, "policy", &high), ["operator"]);
         // Each writer once.
         let same = writers(&[(CPU, "operator"), (MEMORY, "operator")]);
         assert_eq!(displaced(&same, "policy", &both), ["operator"]);

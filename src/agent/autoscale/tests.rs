@@ -46,8 +46,18 @@ fn a_recommendation_is_use_over_the_target_within_the_bounds() {
     assert_eq!((r.cpu_millis, r.memory_bytes), (Some(1500), Some(64 << 20)));
     let r = recommend(&series(0.0, 0.0), &key("app"), w, &bounds(), 0);
     assert_eq!(r.cpu_millis, Some(100));
-    // Memory never below use, whatever the bound.
+    // Memory never below use: above minMemory when use is...
+    let r = recommend(&series(0.0, 0.0), &key("app"), w, &bounds(), 512 << 20);
+    assert_eq!(r.memory_bytes, Some((512 << 20) + MEMORY_HEADROOM));
+    // ...and nothing at all when use is above maxMemory (no value keeps
+    // both): it does not step past its bound.
     let r = recommend(&series(0.0, 0.0), &key("app"), w, &bounds(), 2 << 30);
+    assert_eq!(r.memory_bytes, None);
+    let unbounded = Bounds {
+        max_memory_bytes: None,
+        ..bounds()
+    };
+    let r = recommend(&series(0.0, 0.0), &key("app"), w, &unbounded, 2 << 30);
     assert_eq!(r.memory_bytes, Some((2 << 30) + MEMORY_HEADROOM));
     // Too few samples: nothing recommended.
     let mut few = Series::default();

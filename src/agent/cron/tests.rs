@@ -34,21 +34,24 @@ fn a_firing_is_recorded_once_its_revision_is_there() {
         rev(1, 100, "kubelet", "", cpu(100_000)),
         rev(2, 200, SOURCE, "morning", cpu(200_000)),
     ];
-    assert!(recorded(&h, &act(false, "morning", 200)));
-    assert!(recorded(&h, &act(false, "morning", 150)), "applied late");
+    assert!(recorded(&h, Resource::Cpu, &act(false, "morning", 200)));
+    assert!(recorded(&h, Resource::Cpu, &act(false, "morning", 150)), "applied late");
     // The same job's next firing, or another job: not yet.
-    assert!(!recorded(&h, &act(false, "morning", 300)));
-    assert!(!recorded(&h, &act(false, "evening", 200)));
+    assert!(!recorded(&h, Resource::Cpu, &act(false, "morning", 300)));
+    assert!(!recorded(&h, Resource::Cpu, &act(false, "evening", 200)));
     // Another writer's revision with the same reason is not ours.
     let h = [rev(1, 200, "operator", "morning", cpu(1))];
-    assert!(!recorded(&h, &act(false, "morning", 200)));
+    assert!(!recorded(&h, Resource::Cpu, &act(false, "morning", 200)));
     // Whatever writer it displaced.
     let h = [rev(2, 200, SOURCE, "morning (displaces operator)", cpu(1))];
-    assert!(recorded(&h, &act(false, "morning", 200)));
+    assert!(recorded(&h, Resource::Cpu, &act(false, "morning", 200)));
+    // Only on the resource the revision set.
+    let h = [rev(2, 200, SOURCE, "morning", cpu(200_000))];
+    assert!(!recorded(&h, Resource::Memory, &act(false, "morning", 200)));
     // An end is recorded by its own reason.
     let h = [rev(3, 900, SOURCE, "morning ended", cpu(100_000))];
-    assert!(recorded(&h, &act(true, "morning", 900)));
-    assert!(!recorded(&h, &act(false, "morning", 900)));
+    assert!(recorded(&h, Resource::Cpu, &act(true, "morning", 900)));
+    assert!(!recorded(&h, Resource::Cpu, &act(false, "morning", 900)));
 }
 
 fn job(name: &str, cpu_millis: Option<u64>, memory_bytes: Option<u64>) -> Job {

@@ -53,26 +53,31 @@ pub fn container(id: &str, qos: Qos, cpu_millis: Option<u64>) -> Container {
     }
 }
 
-/// Records `source` as the writer of each resource whose limit differs
-/// between `before` and `after` (as `Declared::writers` would).
+/// Records `source` as the writer of each limit that differs between
+/// `before` and `after` (as `Declared::writers` would).
 fn wrote(c: &mut Container, before: &Limits, after: &Limits, source: &str) {
-    use crate::agent::owner::{CPU, MEMORY};
-    if before.cpu_quota_us != after.cpu_quota_us || before.cpu_shares != after.cpu_shares {
-        c.writers.insert(CPU.into(), source.into());
-    }
-    if before.memory_bytes != after.memory_bytes || before.memory_high != after.memory_high {
-        c.writers.insert(MEMORY.into(), source.into());
+    use crate::agent::owner::{CPU, CPU_WEIGHT, MEMORY, MEMORY_HIGH};
+    for (value, changed) in [
+        (CPU, before.cpu_quota_us != after.cpu_quota_us),
+        (CPU_WEIGHT, before.cpu_shares != after.cpu_shares),
+        (MEMORY, before.memory_bytes != after.memory_bytes),
+        (MEMORY_HIGH, before.memory_high != after.memory_high),
+    ] {
+        if changed {
+            c.writers.insert(value.into(), source.into());
+        }
     }
 }
 
-/// Makes the engine the latest writer of CPU and/or memory of `c`, as its
-/// history would after the engine's overlay.
+/// Makes the engine the latest writer of the CPU limit and weight and/or
+/// of the memory limit and `memory.high` of `c`, as its history would after
+/// the engine's overlay.
 pub fn engine_wrote(c: &mut Container, cpu: bool, memory: bool) {
-    use crate::agent::owner::{CPU, MEMORY};
-    for (resource, wrote) in [(CPU, cpu), (MEMORY, memory)] {
-        if wrote {
+    use crate::agent::owner::{CPU, CPU_WEIGHT, MEMORY, MEMORY_HIGH};
+    for (values, wrote) in [([CPU, CPU_WEIGHT], cpu), ([MEMORY, MEMORY_HIGH], memory)] {
+        for value in values.into_iter().filter(|_| wrote) {
             c.writers
-                .insert(resource.into(), crate::agent::policy::SOURCE.into());
+                .insert(value.into(), crate::agent::policy::SOURCE.into());
         }
     }
 }

@@ -50,24 +50,28 @@ impl Deciding<'_> {
             let Some(declared) = &c.declared else {
                 continue;
             };
-            let name = match resource {
-                Resource::Cpu => crate::agent::owner::CPU,
-                Resource::Memory => crate::agent::owner::MEMORY,
-            };
-            // A value another writer set since is theirs (agent::owner).
-            let holds = crate::agent::owner::holds(&c.writers, crate::agent::policy::SOURCE, name);
-            if !mine || !holds || !self.may(rule, c) {
+            if !mine || !self.may(rule, c) {
                 continue;
             }
+            // A value another writer set since is theirs (agent::owner).
+            let holds = |value: &str| {
+                crate::agent::owner::holds(&c.writers, crate::agent::policy::SOURCE, value)
+            };
             match resource {
-                Resource::Cpu => self.give_back_cpu(c, declared, owned, trigger.clone()),
+                Resource::Cpu if holds(crate::agent::owner::CPU) => {
+                    self.give_back_cpu(c, declared, owned, trigger.clone())
+                }
+                Resource::Cpu => {}
                 Resource::Memory => {
                     let high = (
                         c.live.memory_high.and_then(Limit::value),
                         declared_high(declared),
                     );
                     let step = match high {
-                        (Some(h), d) if Some(h) != d => self.memory_high_step(c, h, d),
+                        (Some(h), d) if Some(h) != d => holds(crate::agent::owner::MEMORY_HIGH)
+                            .then(|| self.memory_high_step(c, h, d))
+                            .flatten(),
+                        _ if !holds(crate::agent::owner::MEMORY) => None,
                         _ => self.limit_step(
                             owned,
                             c,
