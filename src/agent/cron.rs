@@ -366,9 +366,7 @@ fn recorded(revisions: &[history::Revision], res: Resource, act: &Act) -> bool {
             Resource::Cpu => r.after.cpu_quota.is_some(),
             Resource::Memory => r.after.memory_limit.is_some(),
         };
-        sets && r.source == SOURCE
-            && owner::unnoted(&r.reason) == reason
-            && r.time as i64 >= act.at
+        sets && r.source == SOURCE && owner::unnoted(&r.reason) == reason && r.time as i64 >= act.at
     })
 }
 

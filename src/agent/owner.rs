@@ -136,7 +136,12 @@ mod tests {
     fn a_yielding_writer_moves_only_declared_values_or_its_own() {
         let me = "trait:vertical-autoscaler";
         assert!(unclaimed_or_own(&writers(&[]), me, CPU, false));
-        assert!(unclaimed_or_own(&writers(&[(CPU, "kubelet")]), me, CPU, false));
+        assert!(unclaimed_or_own(
+            &writers(&[(CPU, "kubelet")]),
+            me,
+            CPU,
+            false
+        ));
         assert!(unclaimed_or_own(&writers(&[(CPU, me)]), me, CPU, false));
         for other in ["operator", "policy", "trait:cron-vertical-scaler"] {
             let w = writers(&[(CPU, other)]);
@@ -183,7 +188,10 @@ mod tests {
             ["trait:cron-vertical-scaler"]
         );
         // memory.high and the weight are values of their own.
-        let w = writers(&[(MEMORY, "trait:cron-vertical-scaler"), (MEMORY_HIGH, "operator")]);
+        let w = writers(&[
+            (MEMORY, "trait:cron-vertical-scaler"),
+            (MEMORY_HIGH, "operator"),
+        ]);
         let high = Change {
             memory_high: Some(crate::cgroups::Limit::Value(1 << 30)),
             ..Default::default()

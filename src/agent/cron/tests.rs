@@ -35,7 +35,10 @@ fn a_firing_is_recorded_once_its_revision_is_there() {
         rev(2, 200, SOURCE, "morning", cpu(200_000)),
     ];
     assert!(recorded(&h, Resource::Cpu, &act(false, "morning", 200)));
-    assert!(recorded(&h, Resource::Cpu, &act(false, "morning", 150)), "applied late");
+    assert!(
+        recorded(&h, Resource::Cpu, &act(false, "morning", 150)),
+        "applied late"
+    );
     // The same job's next firing, or another job: not yet.
     assert!(!recorded(&h, Resource::Cpu, &act(false, "morning", 300)));
     assert!(!recorded(&h, Resource::Cpu, &act(false, "evening", 200)));
