@@ -83,7 +83,7 @@ pub fn recommend(
     let memory = enough(Metric::MemoryWorkingSet)
         .then(|| signals.quantile(key, Metric::MemoryWorkingSet, window, QUANTILE))
         .flatten()
-        .map(|bytes| {
+        .and_then(|bytes| {
             why.push(format!(
                 "working set p95 {}",
                 crate::quantity::format_memory(bytes as u64)
@@ -98,8 +98,7 @@ pub fn recommend(
                 (false, Some(max)) if floor > max => None,
                 (false, _) => Some(floor),
             }
-        })
-        .flatten();
+        });
     Recommendation {
         cpu_millis: cpu,
         memory_bytes: memory,
