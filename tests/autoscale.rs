@@ -20,17 +20,6 @@ windows:
 max_step: 0.5
 ";
 
-fn tidalctl_json(env: &Env, args: &[&str]) -> serde_json::Value {
-    let out = env.tidalctl(args);
-    assert!(
-        out.status.success(),
-        "tidalctl {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// Container `id`'s CPU limits set by the autoscaler, in millicores, oldest
 /// first.
 fn steps(env: &Env, id: &str) -> Vec<u64> {

@@ -15,17 +15,6 @@ use common::*;
 
 const SOURCE: &str = "trait:cron-vertical-scaler";
 
-fn tidalctl_json(env: &Env, args: &[&str]) -> serde_json::Value {
-    let out = env.tidalctl(args);
-    assert!(
-        out.status.success(),
-        "tidalctl {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// Container `id`'s revisions by the cron controller: (reason, CPU quota
 /// after, when).
 fn cron_revisions(env: &Env, id: &str) -> Vec<(String, serde_json::Value, u64)> {

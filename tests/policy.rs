@@ -37,17 +37,6 @@ rules:
     judge_after: 200
 ";
 
-fn tidalctl_json(env: &Env, args: &[&str]) -> serde_json::Value {
-    let out = env.tidalctl(args);
-    assert!(
-        out.status.success(),
-        "tidalctl {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// The hog's live CPU limit in millicores, as `tidalctl top` shows it.
 fn cpu_limit(env: &Env, id: &str) -> Option<u64> {
     let top = tidalctl_json(env, &["top", "-o", "json"]);

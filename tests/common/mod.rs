@@ -431,3 +431,16 @@ pub fn processes_with(needle: &str) -> Vec<i32> {
     }
     pids
 }
+
+/// `tidalctl ARGS` against `env`'s tidald, which must succeed, its output
+/// parsed as JSON.
+pub fn tidalctl_json(env: &Env, args: &[&str]) -> serde_json::Value {
+    let out = env.tidalctl(args);
+    assert!(
+        out.status.success(),
+        "tidalctl {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
