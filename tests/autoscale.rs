@@ -2,12 +2,12 @@
 //! containerd, from the policy engine's profiles: in `auto` mode it raises
 //! a CPU-starved container's limit and lowers an idle one's, a step at a
 //! time within the trait's bounds, each step a `trait:vertical-autoscaler`
-//! revision; in `recommend` mode it changes nothing and `tidalctl top`
-//! shows the recommendation.
+//! revision; in `recommend` mode it changes nothing and `tidalctl top` and
+//! `ps` show the recommendation.
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -41,17 +41,6 @@ fn top_row(env: &Env, id: &str) -> serde_json::Value {
         .find(|c| c["id"] == id)
         .cloned()
         .unwrap_or_default()
-}
-
-fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    false
 }
 
 fn run(env: &Env, id: &str, millis: u64, properties: &str, cmd: &[&str]) {
@@ -106,7 +95,7 @@ fn vertical_autoscaler_raises_starved_lowers_idle_and_only_recommends_when_asked
     // Starved at 200m (it would use a whole CPU): raised, a step of at most
     // half the limit at a time, never past maxCPU.
     assert!(
-        wait_for(Duration::from_secs(30), || steps(&env, "starved").len()
+        eventually(Duration::from_secs(30), || steps(&env, "starved").len()
             >= 2),
         "starved: {:?}",
         steps(&env, "starved")
@@ -120,7 +109,7 @@ fn vertical_autoscaler_raises_starved_lowers_idle_and_only_recommends_when_asked
     assert!(up.iter().all(|&m| m <= 1500), "{up:?}");
     // Idle at 1000m: lowered toward minCPU, half at most per step.
     assert!(
-        wait_for(Duration::from_secs(20), || !steps(&env, "idle").is_empty()),
+        eventually(Duration::from_secs(20), || !steps(&env, "idle").is_empty()),
         "idle: {:?}",
         steps(&env, "idle")
     );
@@ -129,13 +118,32 @@ fn vertical_autoscaler_raises_starved_lowers_idle_and_only_recommends_when_asked
     assert!(down.iter().all(|&m| m >= 100), "{down:?}");
     // recommend: the recommendation shows in top, nothing is changed.
     assert!(
-        wait_for(Duration::from_secs(10), || top_row(&env, "advice")
+        eventually(Duration::from_secs(10), || top_row(&env, "advice")
             ["recommended_cpu_millis"]
             == 100),
         "{}",
         top_row(&env, "advice")
     );
     assert!(steps(&env, "advice").is_empty());
+    // ... and in ps, beside the live and declared limits.
+    let ps = tidalctl_json(&env, &["ps", "-o", "json"]);
+    let advice = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "advice")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(advice["recommended"]["cpu_millis"], 100, "{ps}");
+    let table = env.tidalctl(&["ps"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.lines().next().unwrap_or("").ends_with("REC(CPU/MEM)")
+            && table
+                .lines()
+                .any(|l| l.starts_with("advice ") && l.contains(" 100m/")),
+        "{table}"
+    );
     let history = tidalctl_json(&env, &["history", "advice", "-o", "json"]);
     assert!(
         !history

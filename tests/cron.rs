@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -58,17 +58,6 @@ fn live_quota(env: &Env, id: &str) -> String {
         .to_string()
 }
 
-fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
-}
-
 #[test]
 fn cron_jobs_resize_running_containers_in_place_and_survive_a_restart() {
     let env = Env::start("cron");
@@ -105,7 +94,7 @@ fn cron_jobs_resize_running_containers_in_place_and_survive_a_restart() {
             .any(|(r, _, _)| r == reason)
     };
     assert!(
-        wait_for(Duration::from_secs(20), || seen("up")
+        eventually(Duration::from_secs(20), || seen("up")
             && seen("up ended")
             && seen("down")),
         "every firing as a revision: {:?}",
@@ -123,7 +112,7 @@ fn cron_jobs_resize_running_containers_in_place_and_survive_a_restart() {
     }
     let quotas = ["25000", "50000", "100000"];
     assert!(
-        wait_for(Duration::from_secs(8), || live_quota(&env, "app")
+        eventually(Duration::from_secs(8), || live_quota(&env, "app")
             == "25000"),
         "down's quota in the cgroup: {}",
         live_quota(&env, "app")
@@ -187,7 +176,7 @@ fn cron_jobs_resize_running_containers_in_place_and_survive_a_restart() {
     assert!(agent.stop(), "tidald exits cleanly on SIGTERM");
     let _agent = env.start_agent();
     assert!(
-        wait_for(Duration::from_secs(10), || cron_revisions(&env, "app")
+        eventually(Duration::from_secs(10), || cron_revisions(&env, "app")
             .len()
             >= before + 2),
         "jobs fire again after the restart"

@@ -12,7 +12,7 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -48,17 +48,6 @@ fn cpu_limit(env: &Env, id: &str) -> Option<u64> {
 }
 
 /// Polls `cond` every 100 ms for up to `limit`; the time it took.
-fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
-}
-
 /// A web root whose `/cgi-bin/probe` answers at once, or after half a
 /// second while `slow` exists beside it.
 fn web_root(dir: &Path) {

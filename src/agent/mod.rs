@@ -267,6 +267,7 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
             inventory,
             resizer,
             revisions,
+            autoscaler: policy.as_ref().map(|(api, _)| api.autoscaler.clone()),
         },
         api::TraitsService { catalogue, cron },
         api::PolicyService {

@@ -64,8 +64,9 @@ pub const SHORT_ID: usize = 12;
 
 /// `tidalctl ps`: each container with its pod, QoS, live limits beside the
 /// declared ones (`?` when its spec is unreadable), usage, and the sources of
-/// the changes layered on the declared limits. Ids are cut to `SHORT_ID`
-/// characters unless `full_ids`.
+/// the changes layered on the declared limits; a REC column with the
+/// vertical-autoscaler's recommendations when any container has one. Ids
+/// are cut to `SHORT_ID` characters unless `full_ids`.
 pub fn table(containers: &[pb::Container], full_ids: bool) -> String {
     const HEADER: [&str; 13] = [
         "ID",
@@ -85,6 +86,7 @@ pub fn table(containers: &[pb::Container], full_ids: bool) -> String {
     const RIGHT: [bool; 13] = [
         false, false, false, false, false, true, false, true, true, true, true, true, false,
     ];
+    let with_rec = containers.iter().any(|c| c.recommended.is_some());
     let dash = |s: &str| {
         if s.is_empty() {
             "-".to_string()
@@ -111,7 +113,7 @@ pub fn table(containers: &[pb::Container], full_ids: bool) -> String {
             } else {
                 c.id.get(..SHORT_ID).unwrap_or(&c.id)
             };
-            vec![
+            let mut row = vec![
                 id.to_string(),
                 c.namespace.clone(),
                 dash(&c.pod),
@@ -125,10 +127,34 @@ pub fn table(containers: &[pb::Container], full_ids: bool) -> String {
                 format!("{:.2}s", usage.cpu_ns as f64 / 1e9),
                 format_memory(usage.memory_bytes),
                 dash(&c.overlays.join(",")),
-            ]
+            ];
+            if with_rec {
+                let r = c.recommended.clone().unwrap_or_default();
+                row.push(recommendation(r.cpu_millis, r.memory_bytes));
+            }
+            row
         })
         .collect();
-    columns(&HEADER, &RIGHT, &rows)
+    if with_rec {
+        let header: Vec<&str> = HEADER.iter().copied().chain(["REC(CPU/MEM)"]).collect();
+        let right: Vec<bool> = RIGHT.iter().copied().chain([true]).collect();
+        columns(&header, &right, &rows)
+    } else {
+        columns(&HEADER, &RIGHT, &rows)
+    }
+}
+
+/// The vertical-autoscaler's recommendation, "600m/200Mi" ("-" for a
+/// resource without one, "-" alone for none at all).
+pub(super) fn recommendation(cpu_millis: Option<u64>, memory_bytes: Option<u64>) -> String {
+    match (cpu_millis, memory_bytes) {
+        (None, None) => "-".into(),
+        (cpu, mem) => format!(
+            "{}/{}",
+            cpu.map_or_else(|| "-".into(), |m| format!("{m}m")),
+            mem.map_or_else(|| "-".into(), format_memory)
+        ),
+    }
 }
 
 fn limits_json(l: &pb::Limits) -> serde_json::Value {
@@ -146,6 +172,9 @@ pub(super) fn json(c: &pb::Container) -> serde_json::Value {
         "declared": c.declared.as_ref().map(limits_json),
         "overlays": c.overlays,
         "usage": {"cpu_ns": u.cpu_ns, "memory_bytes": u.memory_bytes},
+        "recommended": c.recommended.as_ref().map(|r| serde_json::json!({
+            "cpu_millis": r.cpu_millis, "memory_bytes": r.memory_bytes, "why": r.why,
+        })),
     })
 }
 
@@ -407,6 +436,7 @@ mod tests {
                 cpuset: String::new(),
             }),
             overlays: overlays.iter().map(|s| s.to_string()).collect(),
+            recommended: None,
         }
     }
 
@@ -512,5 +542,34 @@ mod tests {
         assert_eq!(j["declared"]["memory_bytes"], 256 << 20);
         assert_eq!(j["overlays"], serde_json::json!(["operator"]));
         assert_eq!(j["usage"]["cpu_ns"], 1_500_000_000u64);
+        assert!(j["recommended"].is_null());
+        // Without any recommendation there is no REC column.
+        assert!(!text.contains("REC"), "{text}");
+    }
+
+    #[test]
+    fn ps_shows_the_autoscalers_recommendation_when_any_container_has_one() {
+        let advised = pb::Container {
+            recommended: Some(pb::Recommendation {
+                cpu_millis: Some(600),
+                memory_bytes: None,
+                why: "cpu p95 0.45 / 75%".into(),
+            }),
+            ..listed((Some(500), Some(256 << 20)), &[])
+        };
+        let plain = pb::Container {
+            id: "9a2e".into(),
+            ..listed((Some(500), Some(256 << 20)), &[])
+        };
+        let text = table(&[advised.clone(), plain], false);
+        let cells: Vec<&str> = text
+            .lines()
+            .map(|l| l.split_whitespace().last().unwrap())
+            .collect();
+        assert_eq!(cells, ["REC(CPU/MEM)", "600m/-", "-"], "{text}");
+        let j = json(&advised);
+        assert_eq!(j["recommended"]["cpu_millis"], 600);
+        assert!(j["recommended"]["memory_bytes"].is_null());
+        assert_eq!(j["recommended"]["why"], "cpu p95 0.45 / 75%");
     }
 }

@@ -132,17 +132,9 @@ pub fn top_table(t: &pb::TopResponse, full_ids: bool) -> String {
         )
 }
 
-/// The vertical-autoscaler's recommendation, "600m/200Mi" ("-" for a
-/// resource without one).
+/// The row's recommendation as `ps` shows it.
 fn recommended(c: &pb::TopRow) -> String {
-    match (c.recommended_cpu_millis, c.recommended_memory_bytes) {
-        (None, None) => "-".into(),
-        (cpu, mem) => format!(
-            "{}/{}",
-            cpu.map_or_else(|| "-".into(), |m| format!("{m}m")),
-            mem.map_or_else(|| "-".into(), format_memory)
-        ),
-    }
+    super::render::recommendation(c.recommended_cpu_millis, c.recommended_memory_bytes)
 }
 
 pub fn top_json(c: &pb::TopRow) -> serde_json::Value {

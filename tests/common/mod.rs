@@ -444,3 +444,21 @@ pub fn tidalctl_json(env: &Env, args: &[&str]) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// How long `cond` took to hold, polling every 100 ms; None if it did not
+/// within `limit`.
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// Whether `cond` holds within `limit` (`wait_for`).
+pub fn eventually(limit: Duration, cond: impl FnMut() -> bool) -> bool {
+    wait_for(limit, cond).is_some()
+}

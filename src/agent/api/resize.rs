@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::agent::autoscale::Autoscaler;
 use crate::agent::error::Error;
 use crate::agent::inventory::{Inventory, Name, View};
+use crate::agent::policy::observe::Shared;
+use crate::agent::policy::Key;
 use crate::agent::resizer::{Resized, Resizer};
 use crate::proto::pb;
 use crate::resize::{history, Change, Notes};
@@ -18,6 +21,9 @@ pub struct ResizeService {
     pub resizer: Arc<Resizer>,
     /// New revisions of every container, as `follow` finds them.
     pub revisions: tokio::sync::broadcast::Sender<pb::WatchEvent>,
+    /// The vertical-autoscaler, whose recommendations listings carry (None
+    /// when the policy engine is off).
+    pub autoscaler: Option<Arc<Autoscaler<Shared>>>,
 }
 
 impl From<history::Revision> for pb::Revision {
@@ -73,6 +79,7 @@ impl From<View> for pb::Container {
             sandbox: d.sandbox,
             declared: d.limits.as_ref().map(limits_pb),
             overlays: d.overlays,
+            recommended: None,
         }
     }
 }
@@ -96,6 +103,29 @@ fn name(r: Option<pb::ContainerRef>) -> Result<Name, Error> {
 }
 
 impl ResizeService {
+    /// The container as the API shows it: its view, with the
+    /// vertical-autoscaler's recommendation when there is one.
+    fn shown(&self, v: View) -> pb::Container {
+        let key = Key {
+            namespace: v.info.namespace.clone(),
+            id: v.info.id.clone(),
+        };
+        let recommended = self
+            .autoscaler
+            .as_ref()
+            .and_then(|a| a.entry(&key))
+            .and_then(|e| e.recommendation)
+            .map(|r| pb::Recommendation {
+                cpu_millis: r.cpu_millis,
+                memory_bytes: r.memory_bytes,
+                why: r.why,
+            });
+        pb::Container {
+            recommended,
+            ..v.into()
+        }
+    }
+
     /// Runs `f` on the inventory on a blocking thread.
     async fn blocking<T: Send + 'static>(
         &self,
@@ -150,7 +180,7 @@ impl pb::resize_server::Resize for ResizeService {
     ) -> Result<Response<pb::ListContainersResponse>, Status> {
         let all = self.blocking(|i| i.list()).await?;
         Ok(Response::new(pb::ListContainersResponse {
-            containers: all.into_iter().map(Into::into).collect(),
+            containers: all.into_iter().map(|v| self.shown(v)).collect(),
         }))
     }
 
@@ -160,7 +190,7 @@ impl pb::resize_server::Resize for ResizeService {
     ) -> Result<Response<pb::Container>, Status> {
         let name = name(req.into_inner().container)?;
         let c = self.blocking(move |i| i.get(&name)).await?;
-        Ok(Response::new(c.into()))
+        Ok(Response::new(self.shown(c)))
     }
 
     async fn update_resources(
