@@ -228,9 +228,16 @@ fn stats_report_real_cgroup_values() {
             .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
             .unwrap_or_else(|| panic!("no {key} in {out}"))
     };
-    assert!(value("cpuacct.usage ") > 10_000_000, "{out}");
-    assert!(value("memory.usage_in_bytes") > 0, "{out}");
-    assert_eq!(value("memory.limit_in_bytes"), 67108864, "{out}");
+    // ctr prints v1's and v2's Metrics under their own names.
+    if unified() {
+        assert!(value("cpu.usage_usec ") > 10_000, "{out}");
+        assert!(value("memory.usage ") > 0, "{out}");
+        assert_eq!(value("memory.usage_limit "), 67108864, "{out}");
+    } else {
+        assert!(value("cpuacct.usage ") > 10_000_000, "{out}");
+        assert!(value("memory.usage_in_bytes") > 0, "{out}");
+        assert_eq!(value("memory.limit_in_bytes"), 67108864, "{out}");
+    }
     assert_eq!(value("pids.current"), 1, "{out}");
     env.remove("busy");
 }

@@ -462,3 +462,10 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Durat
 pub fn eventually(limit: Duration, cond: impl FnMut() -> bool) -> bool {
     wait_for(limit, cond).is_some()
 }
+
+/// Whether this host runs cgroup v2 with its controllers (a unified
+/// hierarchy, as in hack/vm's guest), not v1 or a hybrid.
+pub fn unified() -> bool {
+    std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+        .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"))
+}
