@@ -44,44 +44,6 @@ fn keyed(dir: &std::path::Path, file: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key} in {file}"))
 }
 
-/// containerd's Tasks.Update with OCI LinuxResources as JSON: what kubelet's
-/// UpdateContainerResources becomes.
-fn containerd_update(env: &Env, id: &str, resources: &str) {
-    use containerd_client::services::v1::tasks_client::TasksClient;
-    use containerd_client::services::v1::UpdateTaskRequest;
-    use containerd_client::tonic::Request;
-    use containerd_client::with_namespace;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let channel = containerd_client::connect(env.socket()).await.unwrap();
-        let req = UpdateTaskRequest {
-            container_id: id.into(),
-            resources: Some(prost_types::Any {
-                type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into(),
-                value: resources.as_bytes().to_vec(),
-            }),
-            ..Default::default()
-        };
-        TasksClient::new(channel)
-            .update(with_namespace!(req, NS))
-            .await
-            .expect("update through containerd");
-    });
-}
-
-fn ok(out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 #[ignore = "needs a unified cgroup v2 hierarchy: hack/vm runs it in a v2 guest"]
 fn every_knob_resizes_live_in_its_v2_file_and_rolls_back() {
@@ -115,7 +77,10 @@ fn every_knob_resizes_live_in_its_v2_file_and_rolls_back() {
     assert_eq!(env.task_pid("knobs"), Some(pid), "restarted");
 
     // An operator's change through tidald, then a rollback to kubelet's.
-    ok(env.tidalctl(&["resize", "knobs", "--cpu", "250m", "--memory", "96Mi"]));
+    tidalctl_ok(
+        &env,
+        &["resize", "knobs", "--cpu", "250m", "--memory", "96Mi"],
+    );
     assert_eq!(read(&cg, "cpu.max"), "25000 100000");
     assert_eq!(read(&cg, "memory.max"), (96u64 << 20).to_string());
     let history = tidalctl_json(&env, &["history", "knobs", "-o", "json"]);
@@ -123,7 +88,7 @@ fn every_knob_resizes_live_in_its_v2_file_and_rolls_back() {
     let sources: Vec<&str> = revs.iter().filter_map(|r| r["source"].as_str()).collect();
     assert_eq!(sources, ["kubelet", "operator"], "{history}");
     let kubelet = revs[0]["revision"].as_u64().unwrap().to_string();
-    ok(env.tidalctl(&["rollback", "knobs", &kubelet]));
+    tidalctl_ok(&env, &["rollback", "knobs", &kubelet]);
     assert_eq!(read(&cg, "cpu.max"), "50000 100000");
     assert_eq!(read(&cg, "memory.max"), "134217728");
     assert_eq!(read(&cg, "memory.swap.max"), (64u64 << 20).to_string());
@@ -171,7 +136,7 @@ fn a_shrink_below_usage_reclaims_or_is_refused_and_never_oom_kills() {
 
     // With it the kernel reclaims the cache first; the limit is set and the
     // container runs on, with no OOM kill.
-    ok(env.tidalctl(&["resize", "cache", "--memory", "24Mi", "--reclaim"]));
+    tidalctl_ok(&env, &["resize", "cache", "--memory", "24Mi", "--reclaim"]);
     assert_eq!(read(&cg, "memory.max"), (24u64 << 20).to_string());
     assert!(read(&cg, "memory.current").parse::<u64>().unwrap() <= 24 << 20);
     // Below what cannot be reclaimed (the tmpfs) it is refused, even asked.

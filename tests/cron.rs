@@ -198,29 +198,11 @@ fn cron_jobs_resize_running_containers_in_place_and_survive_a_restart() {
 /// containerd's Tasks.Update of container `id` (kubelet's path): `quota`
 /// over a 100 ms period.
 fn kubelet_update(env: &Env, id: &str, quota: u64) {
-    use containerd_client::services::v1::tasks_client::TasksClient;
-    use containerd_client::services::v1::UpdateTaskRequest;
-    use containerd_client::tonic::Request;
-    use containerd_client::with_namespace;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let channel = containerd_client::connect(env.socket()).await.unwrap();
-        let req = UpdateTaskRequest {
-            container_id: id.into(),
-            resources: Some(prost_types::Any {
-                type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into(),
-                value: format!(r#"{{"cpu":{{"quota":{quota},"period":100000}}}}"#).into_bytes(),
-            }),
-            ..Default::default()
-        };
-        TasksClient::new(channel)
-            .update(with_namespace!(req, NS))
-            .await
-            .expect("update through containerd");
-    });
+    containerd_update(
+        env,
+        id,
+        &format!(r#"{{"cpu":{{"quota":{quota},"period":100000}}}}"#),
+    );
 }
 
 /// Every revision of `id`: (source, reason, CPU quota after).

@@ -8,22 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// tidalctl's stdout, insisting it succeeded.
-fn ok(env: &Env, args: &[&str]) -> String {
-    let out = env.tidalctl(args);
-    assert!(
-        out.status.success(),
-        "tidalctl {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn json(env: &Env, args: &[&str]) -> serde_json::Value {
-    serde_json::from_str(&ok(env, args)).unwrap()
-}
-
 /// `top -o json`'s row of container `id`.
 fn row<'a>(top: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
     top.as_array()
@@ -78,17 +62,17 @@ fn policy_commands_and_top_show_the_engine_and_its_containers() {
 
     // Ticks every 250 ms: a few seconds fill the 1 s window.
     let start = Instant::now();
-    let mut status = json(&env, &["policy", "status", "-o", "json"]);
+    let mut status = tidalctl_json(&env, &["policy", "status", "-o", "json"]);
     while status["ticks"].as_u64().unwrap() < 12 && start.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(250));
-        status = json(&env, &["policy", "status", "-o", "json"]);
+        status = tidalctl_json(&env, &["policy", "status", "-o", "json"]);
     }
     assert_eq!(status["mode"], "dry-run", "{status}");
     assert_eq!(status["paused"], false);
     assert_eq!(status["rules_from"], policy.to_str().unwrap());
     assert_eq!(status["interval_ms"], 250);
 
-    let text = ok(&env, &["policy", "status"]);
+    let text = tidalctl_ok(&env, &["policy", "status"]);
     eprintln!("tidalctl policy status:\n{text}");
     assert!(text.starts_with("mode:       dry-run\n"), "{text}");
     assert!(
@@ -100,7 +84,7 @@ fn policy_commands_and_top_show_the_engine_and_its_containers() {
         "{text}"
     );
 
-    let table = ok(&env, &["top", "--once"]);
+    let table = tidalctl_ok(&env, &["top", "--once"]);
     eprintln!("tidalctl top --once:\n{table}");
     let line = |id: &str| {
         table
@@ -119,7 +103,7 @@ fn policy_commands_and_top_show_the_engine_and_its_containers() {
     );
     assert!(!table.contains("\x1b["), "--once prints no escape codes");
 
-    let top = json(&env, &["top", "-o", "json"]);
+    let top = tidalctl_json(&env, &["top", "-o", "json"]);
     let batch = row(&top, "batch");
     assert_eq!(batch["qos"], "offline");
     assert_eq!(batch["cpu_limit_millis"], 200);
@@ -148,7 +132,7 @@ fn policy_commands_and_top_show_the_engine_and_its_containers() {
             .starts_with("tidal/web cpu throttled share"),
         "{status}"
     );
-    let log = json(&env, &["policy", "decisions", "-o", "json"]);
+    let log = tidalctl_json(&env, &["policy", "decisions", "-o", "json"]);
     let first = &log[0];
     assert_eq!(
         (&first["container"], &first["rule"], &first["outcome"]),
@@ -168,7 +152,7 @@ fn policy_commands_and_top_show_the_engine_and_its_containers() {
             ),
         "{first}"
     );
-    let decisions = ok(&env, &["policy", "decisions"]);
+    let decisions = tidalctl_ok(&env, &["policy", "decisions"]);
     eprintln!("tidalctl policy decisions:\n{decisions}");
     assert!(
         decisions.lines().nth(1).unwrap().contains(" dry-run "),
@@ -205,12 +189,12 @@ fn policy_commands_and_top_show_the_engine_and_its_containers() {
     let _ = follow.kill();
     let _ = follow.wait();
     assert_eq!(
-        row(&json(&env, &["top", "-o", "json"]), "batch")["cpu_limit_millis"],
+        row(&tidalctl_json(&env, &["top", "-o", "json"]), "batch")["cpu_limit_millis"],
         200,
         "dry-run changes nothing"
     );
 
-    let profile = json(&env, &["policy", "profile", "batch", "-o", "json"]);
+    let profile = tidalctl_json(&env, &["policy", "profile", "batch", "-o", "json"]);
     let cpu = &profile["metrics"][0];
     assert_eq!(cpu["metric"], "cpu_usage");
     assert!(
@@ -220,27 +204,27 @@ fn policy_commands_and_top_show_the_engine_and_its_containers() {
 
     // Pause and resume, and the mode, at run time.
     assert_eq!(
-        ok(&env, &["policy", "pause"]),
+        tidalctl_ok(&env, &["policy", "pause"]),
         "policy engine: dry-run mode, paused\n"
     );
     assert_eq!(
-        json(&env, &["policy", "status", "-o", "json"])["paused"],
+        tidalctl_json(&env, &["policy", "status", "-o", "json"])["paused"],
         true
     );
-    assert!(ok(&env, &["policy", "status"]).starts_with("mode:       dry-run (paused)\n"));
+    assert!(tidalctl_ok(&env, &["policy", "status"]).starts_with("mode:       dry-run (paused)\n"));
     assert_eq!(
-        ok(&env, &["policy", "resume"]),
+        tidalctl_ok(&env, &["policy", "resume"]),
         "policy engine: dry-run mode, deciding\n"
     );
     assert_eq!(
-        ok(&env, &["policy", "mode", "enforce"]),
+        tidalctl_ok(&env, &["policy", "mode", "enforce"]),
         "policy engine: enforce mode, deciding\n"
     );
     assert_eq!(
-        ok(&env, &["policy", "mode", "dry-run"]),
+        tidalctl_ok(&env, &["policy", "mode", "dry-run"]),
         "policy engine: dry-run mode, deciding\n"
     );
-    assert!(ok(&env, &["policy", "decisions"])
+    assert!(tidalctl_ok(&env, &["policy", "decisions"])
         .trim_start()
         .starts_with("AT"));
 
@@ -258,7 +242,7 @@ fn policy_commands_and_top_show_the_engine_and_its_containers() {
         err.contains("policy.yaml:4:") && err.ends_with("; the running rules stay\n"),
         "{err}"
     );
-    let status = json(&env, &["policy", "status", "-o", "json"]);
+    let status = tidalctl_json(&env, &["policy", "status", "-o", "json"]);
     assert_eq!(status["interval_ms"], 250, "{status}");
     assert!(status["reload_error"]
         .as_str()
@@ -269,7 +253,7 @@ fn policy_commands_and_top_show_the_engine_and_its_containers() {
         "interval: 500ms\nmode: dry-run\nwindows:\n  trigger: 1s\n",
     )
     .unwrap();
-    let reloaded = ok(&env, &["policy", "reload"]);
+    let reloaded = tidalctl_ok(&env, &["policy", "reload"]);
     assert!(
         reloaded.starts_with(&format!(
             "policy engine: rules reloaded from {} (",
@@ -277,7 +261,7 @@ fn policy_commands_and_top_show_the_engine_and_its_containers() {
         )) && reloaded.ends_with("every 500ms); dry-run mode, deciding\n"),
         "{reloaded}"
     );
-    let status = json(&env, &["policy", "status", "-o", "json"]);
+    let status = tidalctl_json(&env, &["policy", "status", "-o", "json"]);
     assert_eq!(status["interval_ms"], 500, "{status}");
     assert_eq!(status["reload_error"], "", "{status}");
 

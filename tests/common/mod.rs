@@ -434,7 +434,8 @@ pub fn processes_with(needle: &str) -> Vec<i32> {
 
 /// `tidalctl ARGS` against `env`'s tidald, which must succeed, its output
 /// parsed as JSON.
-pub fn tidalctl_json(env: &Env, args: &[&str]) -> serde_json::Value {
+/// tidalctl's stdout, insisting it succeeded.
+pub fn tidalctl_ok(env: &Env, args: &[&str]) -> String {
     let out = env.tidalctl(args);
     assert!(
         out.status.success(),
@@ -442,7 +443,39 @@ pub fn tidalctl_json(env: &Env, args: &[&str]) -> serde_json::Value {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn tidalctl_json(env: &Env, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&tidalctl_ok(env, args)).unwrap()
+}
+
+/// containerd's Tasks.Update with OCI LinuxResources as JSON: what kubelet's
+/// UpdateContainerResources becomes.
+pub fn containerd_update(env: &Env, id: &str, resources: &str) {
+    use containerd_client::services::v1::tasks_client::TasksClient;
+    use containerd_client::services::v1::UpdateTaskRequest;
+    use containerd_client::tonic::Request;
+    use containerd_client::with_namespace;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let channel = containerd_client::connect(env.socket()).await.unwrap();
+        let req = UpdateTaskRequest {
+            container_id: id.into(),
+            resources: Some(prost_types::Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into(),
+                value: resources.as_bytes().to_vec(),
+            }),
+            ..Default::default()
+        };
+        TasksClient::new(channel)
+            .update(with_namespace!(req, NS))
+            .await
+            .expect("update through containerd");
+    });
 }
 
 /// How long `cond` took to hold, polling every 100 ms; None if it did not
