@@ -559,21 +559,25 @@ fn a_metrics_scrape_does_not_delay_resizes() {
         .enable_all()
         .build()
         .unwrap();
-    let alone = p99(rt.block_on(resize_load(&agent.socket, &ids, 50)));
-    // A scrape must take far longer than a resize for the test to tell.
+    let mut alone = rt.block_on(resize_load(&agent.socket, &ids, 50));
+    alone.sort();
+    let typical = alone[alone.len() / 2];
+    let alone = p99(alone);
+    // A scrape must take far longer than a typical resize for the test to
+    // tell (the median: one noisy neighbour moves the p99 of 400 calls).
     let mut n = 4000;
     let took = loop {
         fake(n);
         scrape(&agent);
         let took = (0..3).map(|_| scrape(&agent)).min().unwrap();
-        if took > alone * 8 || n >= 16_000 {
+        if took > typical * 16 || n >= 32_000 {
             break took;
         }
         n *= 2;
     };
     assert!(
-        took > alone * 8,
-        "a scrape of {n} containers takes {took:?}, not far above a resize's p99 {alone:?}"
+        took > typical * 16,
+        "a scrape of {n} containers takes {took:?}, not far above a resize's median {typical:?}"
     );
 
     let stop = std::sync::atomic::AtomicBool::new(false);
