@@ -4,12 +4,13 @@
 //! Two processes and a core: `shim` (containerd-shim-tidal-v2) with `helper`
 //! (tidal-shim-helper, the one that runs libcontainer), `agent` (tidald),
 //! `ctl` (tidalctl); the core they share is `resize`, `traits`, `cgroups`,
-//! `annotations`, `paths`, `proto`, `ids`, `quantity` and `sys`.
+//! `annotations`, `paths`, `proto`, `ids`, `quantity`, `dbus` and `sys`.
 
 pub mod agent;
 pub mod annotations;
 pub mod cgroups;
 pub mod ctl;
+pub(crate) mod dbus;
 pub mod helper;
 pub(crate) mod ids;
 pub mod paths;

@@ -11,10 +11,12 @@
 //! resources in OCI's terms (`resources.rs`), its files kept open
 //! (`files.rs`), the pids in it, and priming the kernel's attach lock.
 
+pub mod driver;
 pub(crate) mod files;
 pub(crate) mod live;
 pub(crate) mod resources;
 pub mod stats;
+pub(crate) mod systemd;
 pub(crate) mod v1;
 pub(crate) mod v2;
 

@@ -42,6 +42,10 @@ pub enum Request {
         bundle: PathBuf,
         rootfs: Vec<RootfsMount>,
         console_socket: Option<PathBuf>,
+        /// The systemd cgroup driver: systemd makes the cgroup, a
+        /// transient scope (cgroupsPath is `slice:prefix:name`).
+        #[serde(default)]
+        systemd: bool,
     },
     Start {
         id: String,
@@ -154,6 +158,7 @@ mod tests {
                 options: vec!["lowerdir=/l".into()],
             }],
             console_socket: None,
+            systemd: true,
         };
         let json = serde_json::to_string(&create).unwrap();
         assert!(json.contains(r#""op":"create""#), "{json}");

@@ -228,6 +228,7 @@ fn execute(req: Request) -> Reply {
             bundle,
             rootfs,
             console_socket,
+            systemd,
         } => {
             let target = bundle.join("rootfs");
             // libcontainer 0.7 rejects runc's rootfsPropagation names and
@@ -255,7 +256,7 @@ fn execute(req: Request) -> Reply {
                 .map(|b| b.with_console_socket(console_socket.as_ref()))
                 .and_then(|b| {
                     b.as_init(&bundle)
-                        .with_systemd(false)
+                        .with_systemd(systemd)
                         .with_detach(true)
                         .as_sibling(true)
                         .build()

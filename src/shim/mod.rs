@@ -10,6 +10,7 @@ pub(crate) mod events;
 pub(crate) mod exe;
 pub(crate) mod helpers;
 pub(crate) mod oom;
+pub(crate) mod options;
 pub(crate) mod process;
 pub mod reaper;
 pub(crate) mod service;

@@ -15,7 +15,43 @@ use super::super::error::{Error, Result};
 use super::super::process::{Process, Status};
 use super::super::stdio::{self, StdioPaths};
 use super::{traits, Container, Tasks, CONSOLE_LIMIT};
+use crate::cgroups::driver::{self, Driver};
 use crate::helper::{Request, RootfsMount};
+
+/// The cgroup driver for container `id` of `bundle`, from its spec's
+/// cgroupsPath and the runtime options' `SystemdCgroup`, if this node can
+/// give it: a spec that contradicts the options is InvalidArgument, a node
+/// without what the driver needs FailedPrecondition.
+fn cgroup_driver(
+    bundle: &std::path::Path,
+    systemd_cgroup: Option<bool>,
+    id: &str,
+) -> Result<Driver> {
+    #[derive(serde::Deserialize)]
+    struct Spec {
+        linux: Option<Linux>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Linux {
+        #[serde(rename = "cgroupsPath")]
+        cgroups_path: Option<String>,
+    }
+    let path = bundle.join("config.json");
+    let text = std::fs::read(&path)
+        .map_err(|e| Error::InvalidArgument(format!("read {}: {e}", path.display())))?;
+    let spec: Spec = serde_json::from_slice(&text)
+        .map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))?;
+    let cgroups_path = spec.linux.and_then(|l| l.cgroups_path);
+    let chosen = driver::choose(systemd_cgroup, cgroups_path.as_deref())
+        .map_err(|e| Error::InvalidArgument(format!("create {id}: {e}")))?;
+    let asked = format!(
+        "container {id}'s cgroupsPath {:?}",
+        cgroups_path.unwrap_or_default()
+    );
+    driver::check(&chosen, driver::Node::here(), &asked)
+        .map_err(|e| Error::FailedPrecondition(format!("create {id}: {e}")))?;
+    Ok(chosen)
+}
 
 impl Tasks {
     pub async fn create(&self, req: &api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
@@ -38,11 +74,19 @@ impl Tasks {
                 bundle.display()
             )));
         }
+        let systemd_cgroup = super::super::options::systemd_cgroup(req.options.as_ref())
+            .map_err(|e| Error::InvalidArgument(format!("create {}: {e}", req.id)))?;
         // Traits first: a refused container leaves nothing behind. Reading
-        // and rewriting config.json runs off the runtime thread.
-        let tightened = {
+        // and rewriting config.json runs off the runtime thread; so does
+        // choosing the cgroup driver, from the spec's cgroupsPath.
+        let (tightened, driver) = {
             let bundle = bundle.clone();
-            super::blocking(move || traits::apply_to_bundle(&bundle)).await??
+            let id = req.id.clone();
+            super::blocking(move || {
+                let tightened = traits::apply_to_bundle(&bundle)?;
+                Ok::<_, Error>((tightened, cgroup_driver(&bundle, systemd_cgroup, &id)?))
+            })
+            .await??
         };
         if !tightened.is_empty() {
             log::info!("{}: traits applied: {}", req.id, tightened.join(", "));
@@ -69,6 +113,7 @@ impl Tasks {
                 })
                 .collect(),
             console_socket: prepared.console.as_ref().map(|c| c.path().to_path_buf()),
+            systemd: driver.is_systemd(),
         };
         let helper_stdio = std::mem::take(&mut prepared.helper);
         let since = Instant::now();
@@ -88,6 +133,10 @@ impl Tasks {
             bundle,
             init: init.clone(),
             cgroup,
+            unit: match driver {
+                Driver::Systemd(scope) => Some(scope.unit),
+                Driver::Cgroupfs => None,
+            },
             resize_lock: tokio::sync::Mutex::new(None),
             execs: Mutex::new(HashMap::new()),
         });

@@ -56,6 +56,8 @@ pub struct Container {
     /// The container's cgroup, resolved once at create: resizes never look it
     /// up again from a pid that may be gone or reused.
     cgroup: Option<crate::cgroups::Cgroup>,
+    /// The systemd unit holding the cgroup, under the systemd driver.
+    unit: Option<String>,
     /// One resize at a time per container (held across the write, never
     /// map-wide); guards what its resizes keep (its cgroup files, open, and
     /// its revision history), made on first use.

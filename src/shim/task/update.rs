@@ -73,6 +73,7 @@ impl Tasks {
             reason: reason.to_string(),
             reclaim,
             dry_run: note(RESIZE_DRY_RUN) == Some("true"),
+            unit: c.unit.clone(),
         };
         // Off the runtime thread: a shrink with reclaim (or any cgroup v1
         // memory limit write) reclaims inside the write and may take long.
@@ -103,6 +104,8 @@ struct Resize {
     reason: String,
     reclaim: bool,
     dry_run: bool,
+    /// The systemd unit holding the cgroup (systemd driver).
+    unit: Option<String>,
 }
 
 impl Resize {
@@ -135,6 +138,18 @@ impl Resize {
             return Ok(());
         }
         let (before, after) = resize::apply::recorded(cg, &update, self.reclaim, files)?;
+        // The files hold the change; the unit learns it too, or systemd's
+        // next reload of the unit would write its old values back. A failure
+        // is told once the revision is recorded: the change is in place.
+        let unit_synced = match (&self.unit, cg.procs_dir()) {
+            (Some(unit), Some(dir)) => crate::cgroups::systemd::sync(unit, dir).map_err(|e| {
+                Error::Internal(format!(
+                    "{} is resized, but systemd's {unit} keeps its old values and would restore them on its next reload: {e}",
+                    self.id
+                ))
+            }),
+            _ => Ok(()),
+        };
         let time = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
@@ -158,6 +173,6 @@ impl Resize {
             log::error!("record revision of {}: {e}", self.id);
             kept.history = None;
         }
-        Ok(())
+        unit_synced
     }
 }
