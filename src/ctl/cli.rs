@@ -21,7 +21,7 @@ Kubernetes name, POD/CONTAINER or NAMESPACE/POD/CONTAINER.
 
 tidalctl talks to tidald's API at --socket, else DIR/.api/tidald.sock for
 --state-dir DIR, else $TIDAL_STATE_DIR/.api/tidald.sock ($TIDAL_STATE_DIR:
-/run/tidal when unset). `check` works offline.";
+/run/tidal when unset). `check` and `node` work offline.";
 
 /// The whole command line.
 #[derive(Debug, Parser)]
@@ -127,6 +127,14 @@ pub enum Command {
         /// Show full container ids
         #[arg(long)]
         no_trunc: bool,
+    },
+    /// This node's cgroups as tidal sees them, offline: the hierarchy
+    /// (v1 or v2) and its controllers, whether systemd runs, and which
+    /// cgroup drivers tidal can give containers here
+    Node {
+        /// Print as a table or as json
+        #[arg(short, long, value_enum, default_value_t, value_name = "FORMAT")]
+        output: Output,
     },
     /// Check an OAM application file against the trait catalogue, offline
     ///
@@ -448,6 +456,12 @@ mod tests {
             }
         );
         assert_eq!(cmd("version"), Command::Version);
+        assert_eq!(
+            cmd("node -o json"),
+            Command::Node {
+                output: Output::Json
+            }
+        );
         let policy = |command| Command::Policy { command };
         assert_eq!(
             cmd("policy status"),

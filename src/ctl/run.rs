@@ -22,6 +22,11 @@ pub async fn run(socket: PathBuf, cmd: Command) -> Result<(), CtlError> {
             return Ok(());
         }
         Command::Check { file, traits } => return traits::check(&file, traits.as_deref()),
+        Command::Node { output } => {
+            let node = super::node::Report::here();
+            print!("{}", super::node::render(&node, output));
+            return Ok(());
+        }
         Command::Traits { output, describe } => {
             let name = describe.map(|TraitsCommand::Describe { name }| name);
             return traits::show(&socket, name.as_deref(), output).await;
@@ -102,6 +107,7 @@ pub async fn run(socket: PathBuf, cmd: Command) -> Result<(), CtlError> {
         Command::Version
         | Command::Completions { .. }
         | Command::Check { .. }
+        | Command::Node { .. }
         | Command::Traits { .. }
         | Command::Cron { .. }
         | Command::Policy { .. }
