@@ -5,8 +5,9 @@
 //! project's machines) such a container is refused with an error that says
 //! so, and nothing is made. Where it runs (hack/vm's systemd guest, cgroup
 //! v2), a tidal container lands in its scope beside a runc one, resizes
-//! through kubelet's path and keeps them across `systemctl daemon-reload`,
-//! pauses, and leaves neither unit nor cgroup behind.
+//! through kubelet's path and tidald's and keeps them across `systemctl
+//! daemon-reload`, reports its stats, pauses, and leaves neither unit nor
+//! cgroup behind.
 
 mod common;
 
@@ -178,6 +179,33 @@ fn a_container_gets_a_scope_in_its_pod_slice_and_keeps_its_resize_through_a_relo
         "a reload kept a value systemd was not told of: this test proves nothing here ({})",
         read(&dir, "cpu.max")
     );
+
+    // containerd's Stats read the scope's cgroup.
+    let metrics = env.ctr_ok(&["task", "metrics", id]);
+    let value = |key: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {metrics}"))
+    };
+    assert_eq!(value("memory.usage_limit "), 67108864, "{metrics}");
+    assert_eq!(value("pids.current"), 1, "{metrics}");
+
+    // tidald lists it with its live limits, and its resizes take the same
+    // path: files first, then the unit.
+    let _agent = env.start_agent();
+    let ps = tidalctl_json(&env, &["ps", "-o", "json"]);
+    let listed = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not in tidalctl ps: {ps}"));
+    assert_eq!(listed["live"]["cpu_millis"], 200, "{listed}");
+    tidalctl_ok(&env, &["resize", id, "--cpu", "300m"]);
+    assert_eq!(read(&dir, "cpu.max"), "30000 100000");
+    assert_eq!(property(unit, "CPUQuotaPerSecUSec"), "300ms");
 
     // Pause and resume through the v2 freezer of the scope.
     env.ctr_ok(&["task", "pause", id]);
