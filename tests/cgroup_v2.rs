@@ -1,7 +1,8 @@
 //! cgroup v2 on a real kernel: what only a unified hierarchy has. Every knob
 //! of a live resize lands in its v2 file (`cpu.max`, `cpu.weight`,
-//! `cpuset.*`, `memory.max`, `memory.swap.max`, `memory.low`, `memory.high`,
-//! `pids.max`), kubelet's path and rollback included; a shrink below usage
+//! `cpuset.*`, `memory.max`, `memory.swap.max`, `memory.low`, `memory.high`
+//! as a `unified` key, `pids.max`, `io.weight`, `hugetlb.2MB.max`),
+//! kubelet's path and rollback included; a shrink below usage
 //! reclaims through `memory.reclaim` or is refused, never OOM-kills; the
 //! policy engine reads the container's own pressure (PSI).
 //!
@@ -61,6 +62,8 @@ fn every_knob_resizes_live_in_its_v2_file_and_rolls_back() {
         r#"{"cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0", "mems": "0"},
             "memory": {"limit": 134217728, "swap": 201326592, "reservation": 33554432},
             "pids": {"limit": 64},
+            "blockIO": {"weight": 500},
+            "hugepageLimits": [{"pageSize": "2MB", "limit": 4194304}],
             "unified": {"memory.high": "100663296"}}"#,
     );
     assert_eq!(read(&cg, "cpu.max"), "50000 100000");
@@ -74,6 +77,9 @@ fn every_knob_resizes_live_in_its_v2_file_and_rolls_back() {
     assert_eq!(read(&cg, "memory.low"), "33554432");
     assert_eq!(read(&cg, "memory.high"), "100663296");
     assert_eq!(read(&cg, "pids.max"), "64");
+    // blkio weight 10..1000 onto io.weight 1..10000: 1 + (500 - 10) * 9999 / 990.
+    assert_eq!(read(&cg, "io.weight"), "default 4950");
+    assert_eq!(read(&cg, "hugetlb.2MB.max"), "4194304");
     assert_eq!(env.task_pid("knobs"), Some(pid), "restarted");
 
     // An operator's change through tidald, then a rollback to kubelet's.

@@ -207,6 +207,24 @@ fn a_container_gets_a_scope_in_its_pod_slice_and_keeps_its_resize_through_a_relo
     assert_eq!(read(&dir, "cpu.max"), "30000 100000");
     assert_eq!(property(unit, "CPUQuotaPerSecUSec"), "300ms");
 
+    // An exec joins the container's scope: it sees the cgroup its
+    // container's init (pid 1 in the container) is in.
+    let out = env.ctr_ok(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "in-scope",
+        id,
+        "sh",
+        "-c",
+        "cat /proc/1/cgroup /proc/self/cgroup",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines.len() == 2 && lines[0] == lines[1],
+        "the exec is in another cgroup than the container: {out}"
+    );
+
     // Pause and resume through the v2 freezer of the scope.
     env.ctr_ok(&["task", "pause", id]);
     assert_eq!(read(&dir, "cgroup.freeze"), "1");
