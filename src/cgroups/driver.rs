@@ -63,10 +63,10 @@ impl Scope {
         if name.is_empty() {
             return bad("the unit has no name");
         }
+        // The name libcontainer gives the unit it asks systemd for (an
+        // empty prefix included): the name a resize then updates.
         let unit = if name.ends_with(".slice") {
             name.to_string()
-        } else if prefix.is_empty() {
-            format!("{name}.scope")
         } else {
             format!("{prefix}-{name}.scope")
         };
@@ -230,7 +230,11 @@ mod tests {
         );
         assert_eq!(scope(":runc:x").slice, "system.slice");
         assert_eq!(scope("-.slice:p:x").cgroup(), "/p-x.scope");
-        assert_eq!(scope("a.slice::x").unit, "x.scope");
+        assert_eq!(
+            scope("a.slice::x").unit,
+            "-x.scope",
+            "as libcontainer names it"
+        );
         assert_eq!(scope("a.slice:p:b.slice").unit, "b.slice");
     }
 
