@@ -70,8 +70,8 @@ pub struct Output(SplitStream<Ws>);
 
 impl Output {
     /// The next channel message: its channel and bytes; `None` once the
-    /// server has ended the stream (with a close, or by closing the
-    /// connection between messages). Pings and the close are answered by
+    /// server has ended the stream (with a close, even if it writes after
+    /// it, or by closing the connection between messages). Pings and the close are answered by
     /// tungstenite as it reads.
     pub async fn next(&mut self) -> io::Result<Option<(u8, Vec<u8>)>> {
         loop {
@@ -86,6 +86,10 @@ impl Output {
                 Some(Err(Error::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
                     return Ok(None)
                 }
+                // The server's close frame came first: the stream has ended,
+                // and what follows it is to be discarded (RFC 6455 5.5.1).
+                // containerd's stream server sometimes writes after its close.
+                Some(Err(Error::Protocol(ProtocolError::ReceivedAfterClosing))) => return Ok(None),
                 Some(Err(e)) => return Err(ws_error(e)),
             }
         }
