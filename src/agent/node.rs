@@ -64,8 +64,24 @@ pub fn dirs(state_dir: &Path) -> io::Result<Vec<(String, String, PathBuf)>> {
 /// A container as libcontainer's `state.json` in `dir` records it: id, pid,
 /// status (as recorded, even if the process is gone) and bundle; no limits
 /// or usage.
+///
+/// libcontainer rewrites the file in place (truncate, then write): a read
+/// that meets a rewrite sees a torn file, so an unparsable one is read again
+/// a few times before the container counts as gone.
 pub fn read_state(namespace: &str, dir: &Path) -> Option<ContainerInfo> {
-    let state: State = serde_json::from_slice(&std::fs::read(dir.join("state.json")).ok()?).ok()?;
+    let path = dir.join("state.json");
+    let mut tries = 0;
+    let state: State = loop {
+        let text = std::fs::read(&path).ok()?;
+        match serde_json::from_slice(&text) {
+            Ok(state) => break state,
+            Err(_) if tries < 3 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Err(_) => return None,
+        }
+    };
     Some(ContainerInfo {
         id: state.id,
         namespace: namespace.to_string(),

@@ -161,8 +161,14 @@ fn start_in_process(root: &Path, id: &str) -> Result<(), HelperError> {
     state.insert("status".into(), "running".into());
     let json = serde_json::to_vec(&state)
         .map_err(|e| HelperError::Failed(format!("state of container {id}: {e}")))?;
-    std::fs::write(&state_file, json)
-        .map_err(|e| HelperError::Failed(format!("save state of container {id}: {e}")))
+    // Whole or not at all, for readers outside the shim (tidald's inventory).
+    let fresh = state_file.with_extension("json.tidal");
+    std::fs::write(&fresh, json)
+        .and_then(|_| std::fs::rename(&fresh, &state_file))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&fresh);
+            HelperError::Failed(format!("save state of container {id}: {e}"))
+        })
 }
 
 /// Reads the helper's one-line reply. The line ends the reply: the pipe itself

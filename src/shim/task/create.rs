@@ -140,6 +140,7 @@ impl Tasks {
                 Driver::Cgroupfs => None,
             },
             resize_lock: tokio::sync::Mutex::new(None),
+            state_lock: tokio::sync::RwLock::new(()),
             execs: Mutex::new(HashMap::new()),
         });
         if let Err(e) = console {
@@ -176,6 +177,7 @@ impl Tasks {
     }
 
     pub(super) async fn remove_container_state(&self, c: &Container) -> Result<()> {
+        let _state = c.state_lock.write().await;
         self.helpers.delete(&c.id, &self.root, &c.bundle).await?;
         Ok(())
     }
@@ -197,7 +199,11 @@ impl Tasks {
                 c.id,
             )));
         }
-        if let Err(e) = self.helpers.start(&c.id, &self.root).await {
+        let started = {
+            let _state = c.state_lock.write().await;
+            self.helpers.start(&c.id, &self.root).await
+        };
+        if let Err(e) = started {
             init.abandon(Status::Starting, Status::Created);
             init.open_gate();
             return Err(e.into());
@@ -265,11 +271,13 @@ impl Tasks {
             console_socket: prepared.console.as_ref().map(|s| s.path().to_path_buf()),
         };
         let helper_stdio = std::mem::take(&mut prepared.helper);
+        let state = c.state_lock.read().await;
         let since = Instant::now();
         let (started, console) = tokio::join!(
             self.helpers.run(&request, helper_stdio),
             prepared.connect_console(CONSOLE_LIMIT)
         );
+        drop(state);
         let _ = std::fs::remove_file(&spec_path);
         let pid = started?.ok_or_else(|| Error::Internal("helper returned no pid".into()))?;
         let exited = self.reaper.subscribe(pid, since);

@@ -119,6 +119,7 @@ impl Tasks {
                 Err(e) => Err(Error::Internal(format!("kill {}: {e}", req.id))),
             };
         }
+        let _state = c.state_lock.write().await;
         let result = self
             .helpers
             .run(
@@ -175,7 +176,11 @@ impl Tasks {
                 root,
             }
         };
-        if let Err(e) = self.helpers.run(&req, Default::default()).await {
+        let frozen = {
+            let _state = c.state_lock.write().await;
+            self.helpers.run(&req, Default::default()).await
+        };
+        if let Err(e) = frozen {
             c.init.abandon(claim, from);
             return Err(e.into());
         }

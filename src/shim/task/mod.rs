@@ -62,6 +62,12 @@ pub struct Container {
     /// map-wide); guards what its resizes keep (its cgroup files, open, and
     /// its revision history), made on first use.
     resize_lock: tokio::sync::Mutex<Option<crate::resize::Kept>>,
+    /// Guards libcontainer's `state.json` of this container, which it
+    /// rewrites in place (truncate, then write): a helper that loads it
+    /// while another saves it reads a torn file, and two saving at once can
+    /// leave one. Held across every helper of this container: shared by an
+    /// exec (which only reads it), exclusive for the rest.
+    state_lock: tokio::sync::RwLock<()>,
     /// Exec processes by exec id. Lock never held across an `.await`.
     execs: Mutex<HashMap<String, Arc<Process>>>,
 }
