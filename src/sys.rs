@@ -23,6 +23,19 @@ pub fn set_winsize(fd: BorrowedFd<'_>, width: u16, height: u16) -> io::Result<()
     Ok(())
 }
 
+/// The bytes written to the pipe or fifo behind `fd` that no reader has read
+/// yet (FIONREAD).
+pub fn unread_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: `fd` is a live descriptor borrowed for the duration of the call
+    // and FIONREAD writes one int to the pointer we pass, which outlives it.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n.max(0) as usize)
+}
+
 /// Receives one file descriptor sent with SCM_RIGHTS over a unix stream socket.
 pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     let mut buf = [0u8; 4096];

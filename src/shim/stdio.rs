@@ -45,6 +45,11 @@ pub struct StdioHandles {
     console: Mutex<Option<std::sync::Arc<AsyncFd<OwnedFd>>>>,
     /// The copy of terminal output; finishes when the pty is closed.
     output: Mutex<Option<JoinHandle<()>>>,
+    /// Read-only ends of the output fifos, never read: they tell how much
+    /// output containerd has not read yet (see [`StdioHandles::drain_output`]).
+    /// A reader does not hold a fifo open for its other readers: containerd
+    /// still sees end-of-file when the last writer goes.
+    unread: Mutex<Vec<OwnedFd>>,
 }
 
 impl StdioHandles {
@@ -66,14 +71,48 @@ impl StdioHandles {
         }
     }
 
-    /// Waits until terminal output has been copied out, at most `limit`.
+    /// Waits, at most `limit`, until the process's output has left for
+    /// containerd: terminal output copied into its fifo, and every output
+    /// fifo read empty. containerd takes TaskExit as the end of the output
+    /// and closes its fifos (1.6 before 1.6.22 closes them before it has
+    /// read them out): whatever a process wrote just before it ended would
+    /// be lost from its log. A reader that stops reading (none, or a full
+    /// disk under it) ends the wait after [`DRAIN_STALL`] without progress.
     pub async fn drain_output(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
         let handle = self.output.lock().unwrap().take();
         if let Some(h) = handle {
-            let _ = tokio::time::timeout(limit, h).await;
+            let _ = tokio::time::timeout_at(deadline, h).await;
+        }
+        let unread = std::mem::take(&mut *self.unread.lock().unwrap());
+        let left = || {
+            unread
+                .iter()
+                .map(|fd| crate::sys::unread_bytes(fd.as_fd()).unwrap_or(0))
+                .sum::<usize>()
+        };
+        let (mut last, mut since) = (left(), tokio::time::Instant::now());
+        while last > 0 {
+            let now = tokio::time::Instant::now();
+            if now >= deadline || now - since >= DRAIN_STALL {
+                log::warn!("{last} bytes of output left unread by containerd");
+                return;
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+            let n = left();
+            if n < last {
+                since = tokio::time::Instant::now();
+            }
+            last = n;
         }
     }
 }
+
+/// How often [`StdioHandles::drain_output`] looks at the fifos.
+const DRAIN_POLL: Duration = Duration::from_millis(1);
+/// How long a reader may leave a fifo's content untouched before the wait
+/// for it ends.
+const DRAIN_STALL: Duration = Duration::from_millis(250);
 
 /// Stdio prepared for a process that is about to be created.
 pub struct PreparedStdio {
@@ -113,6 +152,10 @@ pub fn prepare(paths: &StdioPaths, console_path: &Path) -> io::Result<PreparedSt
     }
     prepared.helper.stdout = non_empty(&paths.stdout).map(open_output).transpose()?;
     prepared.helper.stderr = non_empty(&paths.stderr).map(open_output).transpose()?;
+    let unread = [&paths.stdout, &paths.stderr]
+        .into_iter()
+        .filter_map(|p| watch_fifo(p));
+    *prepared.handles.unread.lock().unwrap() = unread.collect::<io::Result<_>>()?;
     Ok(prepared)
 }
 
@@ -143,6 +186,9 @@ impl PreparedStdio {
                 .open_sender(stdout)?;
             let task = tokio::spawn(copy_from_pty(master.clone(), out));
             *self.handles.output.lock().unwrap() = Some(task);
+            if let Some(fd) = watch_fifo(&stdout.to_string_lossy()) {
+                self.handles.unread.lock().unwrap().push(fd?);
+            }
         }
         *self.handles.console.lock().unwrap() = Some(master);
         Ok(())
@@ -174,6 +220,24 @@ fn open_output(target: &str) -> io::Result<OwnedFd> {
     // goes away (as with the runc shim, the writer blocks instead).
     let f = OpenOptions::new().read(true).write(true).open(target)?;
     Ok(f.into())
+}
+
+/// A read-only end of the output fifo `target`, for [`StdioHandles`]'s
+/// count of unread output; None when `target` is no fifo (none, or a file).
+fn watch_fifo(target: &str) -> Option<io::Result<OwnedFd>> {
+    if target.is_empty() || target.contains("://") {
+        return None;
+    }
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(target);
+    use std::os::unix::fs::FileTypeExt;
+    match f.and_then(|f| Ok((f.metadata()?.file_type().is_fifo(), f))) {
+        Ok((true, f)) => Some(Ok(f.into())),
+        Ok((false, _)) => None,
+        Err(e) => Some(Err(e)),
+    }
 }
 
 /// Opens containerd's stdin fifo for reading, without waiting for a writer.
