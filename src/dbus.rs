@@ -1,9 +1,9 @@
 //! The little of D-Bus tidal speaks, to systemd: a blocking connection to the
 //! system bus (or, as go-systemd and libcgroups do when there is none,
 //! systemd's private socket `/run/systemd/private`), EXTERNAL
-//! authentication, and method calls whose arguments are strings, booleans,
-//! u64s, byte arrays and `a(sv)` property lists, with their replies' first
-//! string. Little-endian messages only, as on every node tidal runs on.
+//! authentication, and method calls whose arguments are strings, booleans
+//! and `a(sv)` property lists (of u64s, strings, booleans, byte and u32
+//! arrays, string pairs), with their replies' first string. Little-endian messages only, as on every node tidal runs on.
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -20,13 +20,20 @@ pub enum Arg {
     Bool(bool),
     /// A property list, `a(sv)`.
     Props(Vec<(String, Value)>),
+    /// StartTransientUnit's auxiliary units, `a(sa(sv))`: always none.
+    NoAuxUnits,
 }
 
-/// A property's value: a variant holding `t` or `ay`.
+/// A property's value: a variant holding `t`, `ay`, `s`, `b` or `au`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     U64(u64),
     Bytes(Vec<u8>),
+    Str(String),
+    Bool(bool),
+    U32s(Vec<u32>),
+    /// systemd's `DeviceAllow` list, `a(ss)`: (device, access) pairs.
+    Pairs(Vec<(String, String)>),
 }
 
 /// A call's failure: the connection, or systemd's D-Bus error.
@@ -221,9 +228,32 @@ impl Buf {
                             b.sig("ay");
                             b.array(1, |b| b.0.extend_from_slice(bytes));
                         }
+                        Value::Str(v) => {
+                            b.sig("s");
+                            b.str(v);
+                        }
+                        Value::Bool(v) => {
+                            b.sig("b");
+                            b.u32(u32::from(*v));
+                        }
+                        Value::U32s(v) => {
+                            b.sig("au");
+                            b.array(4, |b| v.iter().for_each(|n| b.u32(*n)));
+                        }
+                        Value::Pairs(v) => {
+                            b.sig("a(ss)");
+                            b.array(8, |b| {
+                                for (x, y) in v {
+                                    b.align(8);
+                                    b.str(x);
+                                    b.str(y);
+                                }
+                            });
+                        }
                     }
                 }
             }),
+            Arg::NoAuxUnits => self.array(8, |_| {}),
         }
     }
 }
@@ -234,6 +264,7 @@ fn signature(args: &[Arg]) -> String {
             Arg::Str(_) => "s",
             Arg::Bool(_) => "b",
             Arg::Props(_) => "a(sv)",
+            Arg::NoAuxUnits => "a(sa(sv))",
         })
         .collect()
 }
@@ -418,6 +449,46 @@ mod tests {
         assert_eq!(&v[32..38], &[1, 0, 0, 0, b'B', 0]);
         assert_eq!(&v[38..42], &[2, b'a', b'y', 0]);
         assert_eq!(&v[44..49], &[1, 0, 0, 0, 3]);
+    }
+
+    #[test]
+    fn strings_booleans_and_pid_lists_are_variants_too() {
+        let mut b = Buf::default();
+        b.arg(&Arg::Props(vec![
+            ("S".into(), Value::Str("ab".into())),
+            ("B".into(), Value::Bool(true)),
+            ("P".into(), Value::U32s(vec![7, 9])),
+        ]));
+        b.arg(&Arg::NoAuxUnits);
+        let v = &b.0;
+        // S: name at 8, signature "s" at 14, the string aligned to 4 at 20.
+        assert_eq!(&v[14..17], &[1, b's', 0]);
+        assert_eq!(&v[20..27], &[2, 0, 0, 0, b'a', b'b', 0]);
+        // B: the struct at 32, its u32 at 44.
+        assert_eq!(&v[38..41], &[1, b'b', 0]);
+        assert_eq!(&v[44..48], &[1, 0, 0, 0]);
+        // P: the struct at 48; "au", then 8 bytes of elements.
+        assert_eq!(&v[54..58], &[2, b'a', b'u', 0]);
+        assert_eq!(&v[58..60], &[0, 0]);
+        assert_eq!(u32::from_le_bytes(v[60..64].try_into().unwrap()), 8);
+        assert_eq!(&v[64..72], &[7, 0, 0, 0, 9, 0, 0, 0]);
+        let mut p = Buf::default();
+        p.arg(&Arg::Props(vec![(
+            "D".into(),
+            Value::Pairs(vec![("x".into(), "rw".into())]),
+        )]));
+        // The variant's "a(ss)" at 14, its length at 20, the struct at 24.
+        assert_eq!(&p.0[14..21], &[5, b'a', b'(', b's', b's', b')', 0]);
+        assert_eq!(u32::from_le_bytes(p.0[24..28].try_into().unwrap()), 15);
+        assert_eq!(&p.0[32..38], &[1, 0, 0, 0, b'x', 0]);
+        assert_eq!(&p.0[40..47], &[2, 0, 0, 0, b'r', b'w', 0]);
+        // The empty a(sa(sv)): its length 0, padded to the struct alignment.
+        assert_eq!(&v[72..76], &[0, 0, 0, 0]);
+        assert_eq!(v.len(), 80);
+        assert_eq!(
+            signature(&[Arg::Str(String::new()), Arg::Props(vec![]), Arg::NoAuxUnits]),
+            "sa(sv)a(sa(sv))"
+        );
     }
 
     #[test]

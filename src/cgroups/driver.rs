@@ -157,11 +157,6 @@ pub enum DriverError {
          (/run/systemd/system is missing): use kubelet's cgroupDriver: cgroupfs"
     )]
     NoSystemd { asked: String },
-    #[error(
-        "{asked} asks for the systemd cgroup driver, which tidal supports on the unified (v2) \
-         hierarchy only; this node mounts cgroup v1 at /sys/fs/cgroup: use kubelet's cgroupDriver: cgroupfs"
-    )]
-    SystemdNeedsUnified { asked: String },
 }
 
 /// The driver for a container: `systemd_cgroup` is the runtime options'
@@ -194,11 +189,6 @@ pub fn check(driver: &Driver, node: Node, asked: &str) -> Result<(), DriverError
     }
     if !node.systemd {
         return Err(DriverError::NoSystemd {
-            asked: asked.into(),
-        });
-    }
-    if !node.unified {
-        return Err(DriverError::SystemdNeedsUnified {
             asked: asked.into(),
         });
     }
@@ -287,7 +277,7 @@ mod tests {
     }
 
     #[test]
-    fn the_systemd_driver_needs_systemd_and_the_unified_hierarchy() {
+    fn the_systemd_driver_needs_systemd_on_either_hierarchy() {
         let d = choose(None, Some("kubepods.slice:cri-containerd:abc")).unwrap();
         let asked = "container abc's cgroupsPath";
         let both = Node {
@@ -305,16 +295,11 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("systemd is not running"), "{e}");
-        let e = check(
-            &d,
-            Node {
-                systemd: true,
-                unified: false,
-            },
-            asked,
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("cgroup v1"), "{e}");
+        let legacy = Node {
+            systemd: true,
+            unified: false,
+        };
+        assert_eq!(check(&d, legacy, asked), Ok(()));
         let none = Node {
             systemd: false,
             unified: false,

@@ -140,11 +140,16 @@ pub fn plan_spec(spec: &mut serde_json::Value) -> Result<(Plan, bool), Propagati
 }
 
 /// Rewrites `spec`, read from the bundle's `config.json` at `path`, where
-/// libcontainer would reject it (the file too), and returns what [`apply`]
-/// does after the container is created.
-pub fn prepare(path: &Path, spec: &mut serde_json::Value) -> Result<Plan, PropagationError> {
-    let (plan, changed) = plan_spec(spec)?;
-    if changed {
+/// libcontainer would reject it (the file too, also when the caller has
+/// `changed` the spec already), and returns what [`apply`] does after the
+/// container is created.
+pub fn prepare(
+    path: &Path,
+    spec: &mut serde_json::Value,
+    changed: bool,
+) -> Result<Plan, PropagationError> {
+    let (plan, rewritten) = plan_spec(spec)?;
+    if changed || rewritten {
         let tmp = path.with_file_name(".config.json.tidal");
         let out = serde_json::to_vec(&spec).map_err(PropagationError::Encode)?;
         std::fs::write(&tmp, out)

@@ -235,14 +235,20 @@ fn execute(req: Request) -> Reply {
             // ignores per-mount propagation: see crate::propagation.
             let config = bundle.join("config.json");
             let mut spec = read_spec(&id, &config)?;
-            let propagation = super::propagation::prepare(&config, &mut spec).map_err(|e| {
-                let msg = format!("create container {id}: {e}");
-                if e.is_invalid_spec() {
-                    HelperError::Invalid(msg)
-                } else {
-                    HelperError::Failed(msg)
-                }
-            })?;
+            let legacy_scope = match systemd && !crate::cgroups::driver::Node::here().unified {
+                true => Some(legacy_scope(&id, &mut spec)?),
+                false => None,
+            };
+            let rewritten = legacy_scope.is_some();
+            let propagation =
+                super::propagation::prepare(&config, &mut spec, rewritten).map_err(|e| {
+                    let msg = format!("create container {id}: {e}");
+                    if e.is_invalid_spec() {
+                        HelperError::Invalid(msg)
+                    } else {
+                        HelperError::Failed(msg)
+                    }
+                })?;
             for m in &rootfs {
                 let kind = Some(m.kind.as_str()).filter(|s| !s.is_empty());
                 let source = Some(m.source.as_str()).filter(|s| !s.is_empty());
@@ -256,7 +262,7 @@ fn execute(req: Request) -> Reply {
                 .map(|b| b.with_console_socket(console_socket.as_ref()))
                 .and_then(|b| {
                     b.as_init(&bundle)
-                        .with_systemd(systemd)
+                        .with_systemd(systemd && legacy_scope.is_none())
                         .with_detach(true)
                         .as_sibling(true)
                         .build()
@@ -271,6 +277,10 @@ fn execute(req: Request) -> Reply {
                             true => loopback_up(pid.as_raw()),
                             false => Ok(()),
                         })
+                        .and_then(|_| match &legacy_scope {
+                            Some(scope) => start_legacy_scope(&id, &bundle, scope, pid.as_raw()),
+                            None => Ok(()),
+                        })
                         .map(|_| c),
                     None => Ok(c),
                 });
@@ -281,6 +291,9 @@ fn execute(req: Request) -> Reply {
                     // Leave nothing behind: state, cgroup and rootfs mounts.
                     if let Ok(mut c) = load(&root, &id) {
                         let _ = c.delete(true);
+                    }
+                    if let Some(scope) = &legacy_scope {
+                        let _ = crate::cgroups::systemd::stop_unit(&scope.unit);
                     }
                     unmount_rootfs(&target);
                     Err(HelperError::Failed(msg))
@@ -312,6 +325,7 @@ fn execute(req: Request) -> Reply {
                 });
             drop(process);
             let pid = built.map_err(|e| lc_error("exec in", &id, e))?;
+            join_init(&root, &id, pid.as_raw())?;
             Ok(Some(pid.as_raw()))
         }
         Request::Kill {
@@ -349,6 +363,127 @@ fn read_spec(id: &str, config: &Path) -> Result<serde_json::Value, HelperError> 
         |e: &dyn std::fmt::Display| format!("create container {id}: {}: {e}", config.display());
     let text = std::fs::read(config).map_err(|e| HelperError::Failed(what(&e)))?;
     serde_json::from_slice(&text).map_err(|e| HelperError::Invalid(what(&e)))
+}
+
+/// The systemd driver on the legacy (v1) hierarchy, where libcontainer
+/// ignores systemd: the scope that `spec`'s `slice:prefix:name` cgroupsPath
+/// names, with the path rewritten to the scope's cgroup (where systemd will
+/// find the container's cgroup in each controller's hierarchy).
+fn legacy_scope(
+    id: &str,
+    spec: &mut serde_json::Value,
+) -> Result<crate::cgroups::driver::Scope, HelperError> {
+    let path = spec
+        .pointer("/linux/cgroupsPath")
+        .and_then(|p| p.as_str())
+        .unwrap_or("");
+    let scope = match crate::cgroups::driver::Scope::parse(path) {
+        Some(Ok(scope)) => scope,
+        Some(Err(e)) => return Err(HelperError::Invalid(format!("create container {id}: {e}"))),
+        None => {
+            return Err(HelperError::Invalid(format!(
+                "create container {id}: the systemd cgroup driver needs cgroupsPath as slice:prefix:name, not {path:?}"
+            )))
+        }
+    };
+    spec["linux"]["cgroupsPath"] = serde_json::Value::String(scope.cgroup());
+    Ok(scope)
+}
+
+/// Hands the created container `pid` (its cgroup made by libcontainer at
+/// the scope's path) to systemd as a transient scope, with the values
+/// libcontainer wrote, so that systemd writes the same ones.
+fn start_legacy_scope(
+    id: &str,
+    bundle: &Path,
+    scope: &crate::cgroups::driver::Scope,
+    pid: i32,
+) -> Result<(), String> {
+    use crate::cgroups::{systemd, Cgroup};
+    let cg = Cgroup::of_pid(pid).map_err(|e| format!("cgroup of {pid}: {e}"))?;
+    let mut props = systemd::properties_of(&cg);
+    // systemd manages the scope's devices and blkio cgroups too: with any
+    // controller it supports left out, it would move the container out of
+    // that cgroup and remove it whenever it applies the unit. So it gets
+    // the device rules libcontainer wrote, as the kernel lists them.
+    let devices = cg
+        .dir("devices")
+        .ok_or("no devices cgroup")?
+        .join("devices.list");
+    let list =
+        std::fs::read_to_string(&devices).map_err(|e| format!("{}: {e}", devices.display()))?;
+    let proc_devices =
+        std::fs::read_to_string("/proc/devices").map_err(|e| format!("/proc/devices: {e}"))?;
+    props.extend(systemd::device_properties(&list, &proc_devices)?);
+    props.push(("BlockIOAccounting".into(), crate::dbus::Value::Bool(true)));
+    systemd::start_scope(
+        &scope.unit,
+        &scope.slice,
+        pid,
+        &format!("tidal container {id}"),
+        props,
+    )
+    .map_err(|e| format!("start systemd scope {scope}: {e}"))?;
+    rejoin(bundle, &scope.cgroup(), pid)
+        .map_err(|e| format!("return {pid} to its cgroups after systemd took {scope}: {e}"))
+}
+
+/// Puts `pid` back into the cgroup at `path`, as libcontainer made it, in
+/// every v1 hierarchy, with the spec's values written again. Taking a scope
+/// over on the legacy hierarchy, systemd moves its processes up to the
+/// slice in the hierarchies it does not manage for the unit (devices,
+/// blkio) and removes the scope's cgroup there: the container would lose
+/// its device rules, and libcontainer (which lists a container's processes
+/// from its devices cgroup) its processes. runc joins them again after
+/// starting the unit, too.
+fn rejoin(bundle: &Path, path: &str, pid: i32) -> Result<(), String> {
+    use libcgroups::common::{CgroupManager, ControllerOpt};
+    let spec = oci_spec::runtime::Spec::load(bundle.join("config.json"))
+        .map_err(|e| format!("read the spec: {e}"))?;
+    let resources = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().clone())
+        .unwrap_or_default();
+    let manager =
+        libcgroups::v1::manager::Manager::new(Path::new(path)).map_err(|e| e.to_string())?;
+    manager
+        .add_task(nix::unistd::Pid::from_raw(pid))
+        .map_err(|e| e.to_string())?;
+    manager
+        .apply(&ControllerOpt {
+            resources: &resources,
+            disable_oom_killer: false,
+            oom_score_adj: None,
+            freezer_state: None,
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// Puts exec `pid` where its container's init is in the hierarchies
+/// libcontainer leaves alone (on the legacy hierarchy under the systemd
+/// driver: systemd's own, where the container's scope is). A process that
+/// has ended already is no error; one that could not be moved is ended.
+fn join_init(root: &Path, id: &str, pid: i32) -> Result<(), HelperError> {
+    if crate::cgroups::driver::Node::here().unified {
+        return Ok(());
+    }
+    let Some(init) = load(root, id)?.pid() else {
+        return Ok(());
+    };
+    match crate::cgroups::systemd::follow(pid, init.as_raw()) {
+        Err(e)
+            if e.raw_os_error() != Some(libc::ESRCH)
+                && e.kind() != std::io::ErrorKind::NotFound =>
+        {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+            Err(HelperError::Failed(format!(
+                "exec in container {id}: join the container's cgroups: {e}"
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Whether the container gets a network namespace of its own (one with no

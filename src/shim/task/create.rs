@@ -179,6 +179,21 @@ impl Tasks {
     pub(super) async fn remove_container_state(&self, c: &Container) -> Result<()> {
         let _state = c.state_lock.write().await;
         self.helpers.delete(&c.id, &self.root, &c.bundle).await?;
+        // On v1 the helper started the container's scope, not libcontainer
+        // (which stops it on v2): stop it here. An empty scope stops by
+        // itself; this makes it so before Delete returns.
+        if let Some(unit) = c.unit.clone() {
+            let stopped = super::blocking(move || {
+                if driver::Node::here().unified {
+                    return Ok(());
+                }
+                crate::cgroups::systemd::stop_unit(&unit).map_err(|e| format!("{unit}: {e}"))
+            })
+            .await?;
+            if let Err(e) = stopped {
+                log::warn!("stop the systemd scope of {}: {e}", c.id);
+            }
+        }
         Ok(())
     }
 

@@ -141,14 +141,14 @@ impl Resize {
         // The files hold the change; the unit learns it too, or systemd's
         // next reload of the unit would write its old values back. A failure
         // is told once the revision is recorded: the change is in place.
-        let unit_synced = match (&self.unit, cg.procs_dir()) {
-            (Some(unit), Some(dir)) => crate::cgroups::systemd::sync(unit, dir).map_err(|e| {
+        let unit_synced = match &self.unit {
+            Some(unit) => crate::cgroups::systemd::sync(unit, cg).map_err(|e| {
                 Error::Internal(format!(
                     "{} is resized, but systemd's {unit} keeps its old values and would restore them on its next reload: {e}",
                     self.id
                 ))
             }),
-            _ => Ok(()),
+            None => Ok(()),
         };
         let time = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
