@@ -320,19 +320,21 @@ fn join(pid: i32, ctrls: &str, path: &str, mountinfo: &str) -> std::io::Result<(
     })?;
     let below = path.strip_prefix(root.as_str()).unwrap_or(path);
     let dir = point.join(below.trim_start_matches('/'));
+    // The error as it came, so that a caller can tell ESRCH (the process
+    // ended) apart.
     std::fs::write(dir.join("cgroup.procs"), pid.to_string())
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))
 }
 
-/// Moves `pid` into `leader`'s cgroup in every hierarchy where they
-/// differ: an exec into a legacy-hierarchy systemd container, which
+/// Moves `pid` into `leader`'s cgroup in the hierarchies without
+/// controllers (`name=systemd`, the unified one on a hybrid host) where
+/// they differ: an exec into a legacy-hierarchy systemd container, which
 /// libcontainer puts in the container's controller cgroups but not in
-/// systemd's own hierarchies (`name=systemd`, the unified one), where its
-/// scope is.
+/// systemd's own hierarchies, where its scope is.
 pub fn follow(pid: i32, leader: i32) -> std::io::Result<()> {
     let now: std::collections::HashMap<String, String> = hierarchies(pid)?.into_iter().collect();
     let differ: Vec<(String, String)> = hierarchies(leader)?
         .into_iter()
+        .filter(|(ctrls, _)| ctrls.is_empty() || ctrls.starts_with("name="))
         .filter(|(ctrls, path)| now.get(ctrls) != Some(path))
         .collect();
     if differ.is_empty() {
