@@ -16,7 +16,7 @@ pub(crate) mod ids;
 pub mod paths;
 pub mod proto;
 pub(crate) mod quantity;
-pub(crate) mod resize;
+pub mod resize;
 pub mod shim;
 pub(crate) mod sys;
 #[cfg(test)]

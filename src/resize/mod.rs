@@ -17,6 +17,31 @@ pub use crate::cgroups::Files;
 pub use request::{Change, Notes};
 pub use update::{Limit, Update};
 
+/// The shim's resize path for one Task.Update payload, up to the writes:
+/// `resources` as containerd sends it (the request's `Any` value, OCI
+/// LinuxResources as JSON) parsed, validated against a node whose online
+/// CPUs and memory nodes are `node`, then planned and checked against `cg`
+/// as a non-reclaiming update is, without writing anything. The writes it
+/// would make, or the refusal as the client would read it. The fuzz target
+/// `resize_request` drives it.
+pub fn check_request(
+    resources: &[u8],
+    node: (&str, &str),
+    cg: &crate::cgroups::Cgroup,
+) -> Result<Vec<crate::cgroups::Write>, String> {
+    let oci: oci_spec::runtime::LinuxResources =
+        serde_json::from_slice(resources).map_err(|e| format!("resources: {e}"))?;
+    let facts = || update::Node {
+        cpus: node.0.to_string(),
+        mems: node.1.to_string(),
+    };
+    let u = Update::from_oci(&oci, facts).map_err(|e| e.to_string())?;
+    if u.is_empty() {
+        return Err("the update changes nothing".into());
+    }
+    apply::check_with(cg, &u, false, &mut Files::default()).map_err(|e| e.to_string())
+}
+
 /// Why a resize was refused or failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ResizeError {

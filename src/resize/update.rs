@@ -234,8 +234,11 @@ impl Update {
                     "must name a controller file such as memory.high",
                 ));
             }
-            if v.len() > 4096 || v.contains('\n') {
-                return Err(invalid("unified value", k, "must be one line"));
+            // The kernel takes a write of nothing, or of a second line, as
+            // an error or as something else than asked: refused here, with
+            // the key named, before anything is written.
+            if v.len() > 4096 || v.trim().is_empty() || v.chars().any(|c| c.is_control()) {
+                return Err(invalid("unified value", k, "must be one line with a value"));
             }
             u.unified.insert(k.clone(), v.clone());
         }
@@ -304,6 +307,14 @@ mod tests {
         assert!(err(r#"{"blockIO":{"weight":5}}"#).contains("10..=1000"));
         assert!(err(r#"{"unified":{"../../etc/passwd":"x"}}"#).contains("controller file"));
         assert!(err(r#"{"unified":{"cgroup.procs":"1"}}"#).contains("controller file"));
+        // Found by the fuzz target resize_request: a write of nothing.
+        for v in [r#""""#, r#"" ""#, r#""1\n2""#, r#""1\r""#, r#""\u0000""#] {
+            let e = err(&format!(r#"{{"unified":{{"memory.high":{v}}}}}"#));
+            assert!(
+                e.contains("memory.high") && e.contains("one line"),
+                "{v}: {e}"
+            );
+        }
     }
 
     #[test]
