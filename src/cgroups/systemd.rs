@@ -32,12 +32,7 @@ pub fn properties(dir: &Path) -> Vec<(String, Value)> {
         let quota = parts.next().and_then(limit);
         let period: Option<u64> = parts.next().and_then(|p| p.parse().ok());
         if let (Some(quota), Some(period)) = (quota, period.filter(|p| *p > 0)) {
-            // systemd keeps a quota per second and writes quota * period /
-            // 1s back: rounded up, it gives the same quota again.
-            let per_sec = match quota {
-                u64::MAX => u64::MAX,
-                q => (q * 1_000_000).div_ceil(period),
-            };
+            let per_sec = quota_per_sec((quota != u64::MAX).then_some(quota), period);
             put("CPUQuotaPerSecUSec", Value::U64(per_sec));
             put("CPUQuotaPeriodUSec", Value::U64(period));
         }
@@ -68,6 +63,28 @@ pub fn properties(dir: &Path) -> Vec<(String, Value)> {
         }
     }
     props
+}
+
+/// A CFS quota per `period` (None: no quota) as systemd's
+/// `CPUQuotaPerSecUSec`. systemd keeps a quota per second and writes quota *
+/// period / 1s back: rounded up, it gives the same quota again.
+fn quota_per_sec(quota: Option<u64>, period: u64) -> u64 {
+    match quota {
+        Some(q) => (q * 1_000_000).div_ceil(period),
+        None => u64::MAX,
+    }
+}
+
+/// Calls `member` of systemd's Manager over a new system bus connection.
+fn manager(member: &str, args: &[Arg]) -> Result<(), dbus::DbusError> {
+    Connection::system()?.call(
+        "org.freedesktop.systemd1",
+        "/org/freedesktop/systemd1",
+        "org.freedesktop.systemd1.Manager",
+        member,
+        args,
+    )?;
+    Ok(())
 }
 
 /// A cpu list (`0-2,5`) as systemd's bitmask: bit `n % 8` of byte `n / 8`
@@ -112,11 +129,11 @@ pub fn properties_v1<'a>(dir: impl Fn(&str) -> Option<&'a Path>) -> Vec<(String,
     let quota = read("cpu", "cpu.cfs_quota_us").and_then(|v| v.parse::<i64>().ok());
     let period = read("cpu", "cpu.cfs_period_us").and_then(|v| v.parse::<u64>().ok());
     if let (Some(quota), Some(period)) = (quota, period.filter(|p| *p > 0)) {
-        let per_sec = match u64::try_from(quota) {
-            Ok(q) => (q * 1_000_000).div_ceil(period),
-            Err(_) => u64::MAX, // -1: no quota
-        };
-        put("CPUQuotaPerSecUSec", per_sec);
+        // -1: no quota.
+        put(
+            "CPUQuotaPerSecUSec",
+            quota_per_sec(u64::try_from(quota).ok(), period),
+        );
         put("CPUQuotaPeriodUSec", period);
     }
     // The kernel's "no limit" is the largest page multiple below 2^63.
@@ -245,11 +262,7 @@ pub fn start_scope(
         ("TasksAccounting".to_string(), Value::Bool(true)),
     ];
     all.extend(props);
-    let mut bus = Connection::system()?;
-    bus.call(
-        "org.freedesktop.systemd1",
-        "/org/freedesktop/systemd1",
-        "org.freedesktop.systemd1.Manager",
+    manager(
         "StartTransientUnit",
         &[
             Arg::Str(unit.to_string()),
@@ -351,11 +364,7 @@ pub fn follow(pid: i32, leader: i32) -> std::io::Result<()> {
 
 /// Stops `unit`; one that is gone already is no error.
 pub fn stop_unit(unit: &str) -> Result<(), dbus::DbusError> {
-    let mut bus = Connection::system()?;
-    let stopped = bus.call(
-        "org.freedesktop.systemd1",
-        "/org/freedesktop/systemd1",
-        "org.freedesktop.systemd1.Manager",
+    let stopped = manager(
         "StopUnit",
         &[Arg::Str(unit.to_string()), Arg::Str("replace".to_string())],
     );
@@ -365,7 +374,7 @@ pub fn stop_unit(unit: &str) -> Result<(), dbus::DbusError> {
         {
             Ok(())
         }
-        r => r.map(drop),
+        r => r,
     }
 }
 
@@ -375,19 +384,14 @@ pub fn sync(unit: &str, cg: &Cgroup) -> Result<(), dbus::DbusError> {
     if props.is_empty() {
         return Ok(());
     }
-    let mut bus = Connection::system()?;
-    bus.call(
-        "org.freedesktop.systemd1",
-        "/org/freedesktop/systemd1",
-        "org.freedesktop.systemd1.Manager",
+    manager(
         "SetUnitProperties",
         &[
             Arg::Str(unit.to_string()),
             Arg::Bool(true),
             Arg::Props(props),
         ],
-    )?;
-    Ok(())
+    )
 }
 
 #[cfg(test)]
