@@ -46,3 +46,7 @@ pub const RESIZE_RECLAIM: &str = "tidal.dev/reclaim";
 pub const RESIZE_ROLLBACK: &str = "tidal.dev/rollback-to";
 /// `true`: validate only, change nothing.
 pub const RESIZE_DRY_RUN: &str = "tidal.dev/dry-run";
+/// A revision number: apply only if it is still the container's last one
+/// (the change was decided from the container as it was then); otherwise
+/// the update is refused with ABORTED and nothing changes.
+pub const RESIZE_EXPECT: &str = "tidal.dev/expect-revision";

@@ -246,27 +246,86 @@ fn the_api_resizes_records_and_rolls_back() {
         assert_eq!(history.revisions[0].reason, "load test");
         assert_eq!(history.revisions[0].source, "operator");
 
-        let back = api
-            .rollback(pb::RollbackRequest {
+        // A change decided from revision 0 is refused: revision 1 landed
+        // since. Nothing is written, and the client can tell it apart.
+        let stale = api
+            .update_resources(pb::UpdateResourcesRequest {
                 container: target("svc"),
-                revision: 0,
-                reason: String::new(),
+                cpu_millis: Some(400),
+                expect_revision: Some(0),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(stale.code(), tonic::Code::Aborted, "{stale:?}");
+        assert!(
+            stale.message().contains("changed since revision 0"),
+            "{stale:?}"
+        );
+        // Decided from revision 1, it is written, and says whose value it
+        // displaced.
+        let policy = api
+            .update_resources(pb::UpdateResourcesRequest {
+                container: target("svc"),
+                source: "policy".into(),
+                reason: "squeeze".into(),
+                cpu_millis: Some(250),
+                expect_revision: Some(1),
+                ..Default::default()
             })
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(back.revision, 2);
+        assert_eq!(policy.revision, 2);
+        assert_eq!(
+            policy.container.unwrap().live.unwrap().cpu_millis,
+            Some(250)
+        );
+
+        // The operator's rollback restores the CPU limit the engine held,
+        // and its revision says so.
+        let back = api
+            .rollback(pb::RollbackRequest {
+                container: target("svc"),
+                revision: 0,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(back.revision, 3);
+        let history = api
+            .history(pb::HistoryRequest {
+                container: target("svc"),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let reasons: Vec<&str> = history
+            .revisions
+            .iter()
+            .map(|r| r.reason.as_str())
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                "load test",
+                "squeeze (displaces operator)",
+                "rollback to revision 0 (displaces policy)"
+            ]
+        );
         // Back to before the first revision: the declared limits, no overlay.
         let c = back.container.unwrap();
         assert_eq!(cpu_mem(&c.live), declared);
         assert_eq!(cpu_mem(&c.declared), declared);
         assert!(c.overlays.is_empty(), "{c:?}");
     });
-    // The update and the rollback succeeded, the shrink below usage did not;
-    // dry runs and requests refused before reaching a shim are not resizes.
+    // The two updates and the rollback succeeded, the shrink below usage and
+    // the stale change did not; dry runs and requests refused before
+    // reaching a shim are not resizes.
     let metrics = agent.scrape();
     assert!(
-        metrics.contains("tidal_resizes_total{outcome=\"ok\"} 2"),
+        metrics.contains("tidal_resizes_total{outcome=\"ok\"} 3"),
         "{metrics}"
     );
     assert!(
@@ -274,7 +333,11 @@ fn the_api_resizes_records_and_rolls_back() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("tidal_resize_seconds_count 3"),
+        metrics.contains("tidal_resizes_total{outcome=\"Aborted\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tidal_resize_seconds_count 5"),
         "{metrics}"
     );
     env.remove("svc");

@@ -234,17 +234,21 @@ impl<S: Signals + Clone + Send + Sync + 'static> Autoscaler<S> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        for (key, change, why) in steps {
+        for (key, change, why, basis) in steps {
             let name = Name {
                 namespace: Some(key.namespace.clone()),
                 id: key.id.clone(),
             };
+            // It yields to every other writer, even one whose change lands
+            // between this plan and its write.
             let notes = Notes {
                 source: SOURCE.to_string(),
                 reason: why.clone(),
+                expect_revision: Some(basis),
                 ..Default::default()
             };
             let last = match self.resizer.resize(&name, &change, notes).await {
+                Err(e) if e.code() == tonic::Code::Aborted => continue,
                 Ok(r) => (now, format!("{why}: revision {}", r.revision), false),
                 Err(e) => {
                     tracing::warn!(
@@ -266,7 +270,9 @@ impl<S: Signals + Clone + Send + Sync + 'static> Autoscaler<S> {
         }
     }
 
-    fn plan(&self) -> Vec<(Key, Change, String)> {
+    /// Each step: the container, the change, why, and the revision it was
+    /// decided at.
+    fn plan(&self) -> Vec<(Key, Change, String, u64)> {
         let views = match self.inventory.list() {
             Ok(v) => v,
             Err(e) => {
@@ -339,7 +345,7 @@ impl<S: Signals + Clone + Send + Sync + 'static> Autoscaler<S> {
             e.recommendation = Some(rec);
             // One resource per container per window, as the engine.
             if auto && !change.is_empty() {
-                steps.push((key, change, why));
+                steps.push((key, change, why, v.last_revision));
             }
         }
         steps

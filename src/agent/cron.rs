@@ -130,6 +130,9 @@ struct Step {
     resource: Resource,
     act: Act,
     change: Change,
+    /// For a job's end (a give-back): the revision it was decided at, so
+    /// that it is written only if no one changed the container since.
+    expect_revision: Option<u64>,
 }
 
 /// The controller: its containers' state, shared with the API.
@@ -218,9 +221,11 @@ impl Controller {
                         continue;
                     }
                 }
+                let mut expect_revision = None;
                 let change = match w {
                     Wanted::Set { job, .. } => set(job, r),
                     _ => {
+                        expect_revision = Some(v.last_revision);
                         if !owner::holds(&v.declared.writers, SOURCE, resource_name(r)) {
                             // Another writer's value (or none of ours):
                             // theirs to keep.
@@ -242,6 +247,7 @@ impl Controller {
                     resource: r,
                     act,
                     change,
+                    expect_revision,
                 });
             }
         }
@@ -252,10 +258,23 @@ impl Controller {
         let notes = Notes {
             source: SOURCE.to_string(),
             reason: s.act.reason(),
+            expect_revision: s.expect_revision,
             ..Default::default()
         };
         let what = describe(&s.change, s.resource);
         let outcome = match self.resizer.resize(&name(&s.key), &s.change, notes).await {
+            Err(e) if e.code() == tonic::Code::Aborted => {
+                // Another writer changed the container after this job's end
+                // was decided: the next pass decides it again, from the
+                // writers as they are then.
+                tracing::debug!(
+                    "cron-vertical-scaler: {}/{} job {}: {e}",
+                    s.key.0,
+                    s.key.1,
+                    s.act.job
+                );
+                return;
+            }
             Ok(r) => Outcome {
                 at: now,
                 text: format!("{what}: revision {}", r.revision),

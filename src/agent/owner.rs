@@ -25,10 +25,15 @@
 //!    below its `qos` floor; a trait's next firing sets the trait's value
 //!    again (rule 2), and the engine squeezes again only if the service
 //!    still suffers, at most once per window.
+//! 5. A change is written only over what its writer saw: it names the
+//!    container's last revision when it was decided
+//!    (`Notes::expect_revision`), and the shim refuses it (ABORTED) if
+//!    another landed since; the writer decides again (the resizer does it
+//!    for a change that names none, so that `displaced` is exact).
 
 use std::collections::BTreeMap;
 
-use crate::resize::Change;
+use crate::resize::{Change, Update};
 
 /// kubelet: the declared base, displaced by no one's revision note.
 const KUBELET: &str = "kubelet";
@@ -63,19 +68,39 @@ pub fn unclaimed_or_own(
             .is_none_or(|w| w == KUBELET || w == source)
 }
 
-/// The writers `change` by `source` displaces (rule 2): the latest writer
-/// of each resource it sets, unless that is kubelet (the base) or `source`
-/// itself; each once.
-pub fn displaced(writers: &BTreeMap<String, String>, source: &str, change: &Change) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let sets = [
+/// The limits `change` sets (a lift sets its value too).
+pub fn set_by(change: &Change) -> Vec<&'static str> {
+    [
         (CPU, change.cpu_millis.is_some() || change.lift_cpu),
         (CPU_WEIGHT, change.cpu_shares.is_some()),
         (MEMORY, change.memory_bytes.is_some() || change.lift_memory),
         (MEMORY_HIGH, change.memory_high.is_some()),
-    ];
-    for (resource, set) in sets {
-        let Some(w) = writers.get(resource).filter(|_| set) else {
+    ]
+    .into_iter()
+    .filter_map(|(resource, set)| set.then_some(resource))
+    .collect()
+}
+
+/// The limits a write of `update` sets: a rollback's target.
+pub fn set_by_update(update: &Update) -> Vec<&'static str> {
+    [
+        (CPU, update.cpu_quota.is_some()),
+        (CPU_WEIGHT, update.cpu_shares.is_some()),
+        (MEMORY, update.memory_limit.is_some()),
+        (MEMORY_HIGH, update.unified.contains_key("memory.high")),
+    ]
+    .into_iter()
+    .filter_map(|(resource, set)| set.then_some(resource))
+    .collect()
+}
+
+/// The writers a change by `source` that sets `sets` displaces (rule 2):
+/// the latest writer of each of them, unless that is kubelet (the base) or
+/// `source` itself; each once.
+pub fn displaced(writers: &BTreeMap<String, String>, source: &str, sets: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for resource in sets {
+        let Some(w) = writers.get(*resource) else {
             continue;
         };
         if w != KUBELET && w != source && !out.contains(w) {
@@ -163,28 +188,28 @@ mod tests {
             ..cpu.clone()
         };
         assert_eq!(
-            displaced(&w, "operator", &cpu),
+            displaced(&w, "operator", &set_by(&cpu)),
             ["trait:cron-vertical-scaler"]
         );
         assert_eq!(
-            displaced(&w, "operator", &both),
+            displaced(&w, "operator", &set_by(&both)),
             ["trait:cron-vertical-scaler", "policy"]
         );
         // Its own value, kubelet's base, or a value it does not set: none.
-        assert!(displaced(&w, "trait:cron-vertical-scaler", &cpu).is_empty());
-        assert!(displaced(&writers(&[(CPU, "kubelet")]), "policy", &cpu).is_empty());
+        assert!(displaced(&w, "trait:cron-vertical-scaler", &set_by(&cpu)).is_empty());
+        assert!(displaced(&writers(&[(CPU, "kubelet")]), "policy", &set_by(&cpu)).is_empty());
         let memory_only = Change {
             memory_bytes: Some(1 << 30),
             ..Default::default()
         };
-        assert_eq!(displaced(&w, "operator", &memory_only), ["policy"]);
+        assert_eq!(displaced(&w, "operator", &set_by(&memory_only)), ["policy"]);
         // A lift sets the value too.
         let lift = Change {
             lift_cpu: true,
             ..Default::default()
         };
         assert_eq!(
-            displaced(&w, "policy", &lift),
+            displaced(&w, "policy", &set_by(&lift)),
             ["trait:cron-vertical-scaler"]
         );
         // memory.high and the weight are values of their own.
@@ -196,10 +221,42 @@ mod tests {
             memory_high: Some(crate::cgroups::Limit::Value(1 << 30)),
             ..Default::default()
         };
-        assert_eq!(displaced(&w, "policy", &high), ["operator"]);
+        assert_eq!(displaced(&w, "policy", &set_by(&high)), ["operator"]);
         // Each writer once.
         let same = writers(&[(CPU, "operator"), (MEMORY, "operator")]);
-        assert_eq!(displaced(&same, "policy", &both), ["operator"]);
+        assert_eq!(displaced(&same, "policy", &set_by(&both)), ["operator"]);
+    }
+
+    #[test]
+    fn a_rollback_displaces_the_writers_of_what_it_restores() {
+        use crate::resize::Limit;
+        let w = writers(&[
+            (CPU, "trait:cron-vertical-scaler"),
+            (CPU_WEIGHT, "policy"),
+            (MEMORY, "operator"),
+        ]);
+        // Back to a revision after which only the CFS quota changed.
+        let target = Update {
+            cpu_quota: Some(Limit::Value(50_000)),
+            cpu_period: Some(100_000),
+            ..Default::default()
+        };
+        assert_eq!(set_by_update(&target), [CPU]);
+        assert_eq!(
+            displaced(&w, "operator", &set_by_update(&target)),
+            ["trait:cron-vertical-scaler"]
+        );
+        let all = Update {
+            cpu_shares: Some(1024),
+            memory_limit: Some(Limit::Max),
+            unified: [("memory.high".to_string(), "max".to_string())].into(),
+            ..target
+        };
+        assert_eq!(set_by_update(&all), [CPU, CPU_WEIGHT, MEMORY, MEMORY_HIGH]);
+        assert_eq!(
+            displaced(&w, "policy", &set_by_update(&all)),
+            ["trait:cron-vertical-scaler", "operator"]
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use super::error::{Error, Result};
-use super::inventory::{Inventory, Name, View};
+use super::inventory::{Inventory, Name, Route, View};
 use super::metrics::Metrics;
 use super::owner;
 use super::shimclient::{self, Refusal, Shims};
@@ -38,7 +38,9 @@ impl Resizer {
     }
 
     /// Changes container `name`'s limits by `change`; `notes` say who asks
-    /// (never kubelet: its changes come through CRI), why and how.
+    /// (never kubelet: its changes come through CRI), why and how, and, for
+    /// a writer that decided from the container as it was at some revision,
+    /// which (`expect_revision`: ABORTED if another writer changed it since).
     pub async fn resize(&self, name: &Name, change: &Change, notes: Notes) -> Result<Resized> {
         check_source(&notes.source)?;
         if change.is_empty() {
@@ -54,19 +56,22 @@ impl Resizer {
     }
 
     /// Restores container `name`'s limits as they were right after
-    /// `revision` (0: before the first), as a new revision by `source`.
+    /// `revision` (0: before the first), as a new revision by `source`; if
+    /// `expect_revision` is given, only while that is still the last one.
     pub async fn rollback(
         &self,
         name: &Name,
         revision: u64,
         source: &str,
         reason: String,
+        expect_revision: Option<u64>,
     ) -> Result<Resized> {
         check_source(source)?;
         let notes = Notes {
             source: source.to_string(),
             reason,
             rollback_to: Some(revision),
+            expect_revision,
             ..Default::default()
         };
         self.send(name, None, notes).await
@@ -79,22 +84,55 @@ impl Resizer {
 
     /// Sends `change` (None: a rollback, which `notes` names) to the
     /// container's shim, its reason noting the writers it displaces
-    /// (`owner::displaced`).
+    /// (`owner::displaced`), on the condition that the container's last
+    /// revision is still the one the change was decided from. A writer that
+    /// names that revision (`notes.expect_revision`) learns of a change
+    /// since as ABORTED and decides again; for one that does not, the
+    /// revision is the one the note was read at, and a race only makes the
+    /// resizer read the writers again (at most `RACES` times), so that the
+    /// note names exactly whom the change displaced.
     async fn send(&self, name: &Name, change: Option<&Change>, notes: Notes) -> Result<Resized> {
-        let t = self.inventory.route(name)?;
-        let notes = match change {
-            Some(c) => Notes {
-                reason: owner::noted(
-                    &notes.reason,
-                    &owner::displaced(&t.writers, &notes.source, c),
-                ),
-                ..notes
-            },
-            None => notes,
+        let reason = match (change, notes.rollback_to) {
+            (None, Some(to)) if notes.reason.is_empty() => format!("rollback to revision {to}"),
+            _ => notes.reason.clone(),
         };
+        let mut races = 0;
+        loop {
+            let t = self.inventory.route(name)?;
+            let sets = match (change, notes.rollback_to) {
+                (Some(c), _) => owner::set_by(c),
+                (None, Some(to)) => self.restored(name, to)?,
+                (None, None) => Vec::new(),
+            };
+            let attempt = Notes {
+                reason: owner::noted(&reason, &owner::displaced(&t.writers, &notes.source, &sets)),
+                expect_revision: notes.expect_revision.or(Some(t.last_revision)),
+                ..notes.clone()
+            };
+            match self.write(&t, change, &attempt).await {
+                Err(Error::Shim(r))
+                    if r.code == shimclient::ABORTED
+                        && notes.expect_revision.is_none()
+                        && races < RACES =>
+                {
+                    races += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// The limits a rollback of container `name` to revision `to` restores.
+    fn restored(&self, name: &Name, to: u64) -> Result<Vec<&'static str>> {
+        let all = self.inventory.history(name)?;
+        Ok(owner::set_by_update(&history::rollback_target(&all, to)?))
+    }
+
+    /// One Task.Update of the container `t` routes to.
+    async fn write(&self, t: &Route, change: Option<&Change>, notes: &Notes) -> Result<Resized> {
         let resources = change.map_or_else(|| serde_json::json!({}), Change::resources);
         if t.stopped {
-            return Err(Error::NotRunning { id: t.id });
+            return Err(Error::NotRunning { id: t.id.clone() });
         }
         let address = t.address.clone().map_err(|e| {
             Error::Shim(Refusal {
@@ -113,7 +151,7 @@ impl Resizer {
             self.metrics.record(&outcome, start.elapsed().as_secs_f64());
         }
         result?;
-        let container = self.inventory.after(&t)?;
+        let container = self.inventory.after(t)?;
         Ok(Resized {
             revision: if notes.dry_run {
                 0
@@ -124,6 +162,11 @@ impl Resizer {
         })
     }
 }
+
+/// How many times a change that names no revision of its own is sent again
+/// after another writer's change landed between reading the writers and
+/// writing.
+const RACES: u32 = 3;
 
 /// Who may ask through tidald: anyone but kubelet, whose changes are
 /// CRI's UpdateContainerResources.

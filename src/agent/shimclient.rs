@@ -20,6 +20,9 @@ impl std::fmt::Display for Refusal {
 
 /// gRPC's UNAVAILABLE: the shim could not be reached.
 pub const UNAVAILABLE: i32 = tonic::Code::Unavailable as i32;
+/// gRPC's ABORTED: the container changed since the revision the change
+/// named (`tidal.dev/expect-revision`).
+pub const ABORTED: i32 = tonic::Code::Aborted as i32;
 /// gRPC's INTERNAL.
 const INTERNAL: i32 = tonic::Code::Internal as i32;
 

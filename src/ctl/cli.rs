@@ -92,6 +92,10 @@ pub enum Command {
         target: Target,
         /// The revision to return to (see `history`)
         revision: u64,
+        /// Only if REV is still the container's last revision (refused,
+        /// changing nothing, if anyone changed it since)
+        #[arg(long, value_name = "REV")]
+        if_revision: Option<u64>,
     },
     /// Print revisions as they are recorded, by anyone (all containers
     /// without ID)
@@ -270,6 +274,10 @@ pub struct Resize {
     /// otherwise)
     #[arg(long)]
     pub reclaim: bool,
+    /// Only if REV is still the container's last revision (refused,
+    /// changing nothing, if anyone changed it since: see `history`)
+    #[arg(long, value_name = "REV")]
+    pub if_revision: Option<u64>,
 }
 
 /// `-o`: how a command prints.
@@ -366,6 +374,7 @@ mod tests {
                 cpuset: None,
                 reason: None,
                 reclaim: false,
+                if_revision: None,
             })
         );
         let (_, cmd) = parse(args("resize web --cpuset 0-1 --reclaim --reason x")).unwrap();
@@ -387,9 +396,19 @@ mod tests {
                     namespace: Some("k8s.io".into()),
                     id: "web".into()
                 },
-                revision: 3
+                revision: 3,
+                if_revision: None,
             }
         );
+        let (_, cmd) = parse(args("rollback web 3 --if-revision 5")).unwrap();
+        assert!(matches!(
+            cmd,
+            Command::Rollback {
+                revision: 3,
+                if_revision: Some(5),
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -73,13 +73,18 @@ pub async fn run(socket: PathBuf, cmd: Command) -> Result<(), CtlError> {
             }
             Ok(())
         }
-        Command::Rollback { target, revision } => {
+        Command::Rollback {
+            target,
+            revision,
+            if_revision,
+        } => {
             let target = named(&mut api, target).await?;
             let resp = api
                 .rollback(pb::RollbackRequest {
                     container: reference(target.namespace.clone(), &target.id),
                     revision,
                     reason: String::new(),
+                    expect_revision: if_revision,
                 })
                 .await
                 .map_err(|s| CtlError::Refused {
@@ -153,6 +158,7 @@ async fn resize(api: &mut Api, target: Target, r: &Resize) -> Result<(), CtlErro
         cpuset: r.cpuset.clone(),
         reclaim: r.reclaim,
         dry_run: false,
+        expect_revision: r.if_revision,
     };
     match api.update_resources(req).await {
         Ok(resp) => {

@@ -139,7 +139,6 @@ impl Log {
         })
     }
 
-    #[cfg(test)]
     /// The number of the last revision recorded.
     pub fn last(&self) -> u64 {
         self.last

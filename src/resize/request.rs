@@ -87,6 +87,9 @@ pub struct Notes {
     pub dry_run: bool,
     /// Restore the limits as they were right after this revision.
     pub rollback_to: Option<u64>,
+    /// The container's last revision when the change was decided: the
+    /// shim applies it only if that is still the last one (ABORTED if not).
+    pub expect_revision: Option<u64>,
 }
 
 impl Notes {
@@ -104,6 +107,9 @@ impl Notes {
         }
         if let Some(n) = self.rollback_to {
             out.push((annotations::RESIZE_ROLLBACK, n.to_string()));
+        }
+        if let Some(n) = self.expect_revision {
+            out.push((annotations::RESIZE_EXPECT, n.to_string()));
         }
         out
     }
@@ -155,6 +161,7 @@ mod tests {
             source: "policy".into(),
             dry_run: true,
             rollback_to: Some(3),
+            expect_revision: Some(7),
             ..Default::default()
         };
         assert_eq!(
@@ -163,6 +170,7 @@ mod tests {
                 ("tidal.dev/source", "policy".to_string()),
                 ("tidal.dev/dry-run", "true".to_string()),
                 ("tidal.dev/rollback-to", "3".to_string()),
+                ("tidal.dev/expect-revision", "7".to_string()),
             ]
         );
     }

@@ -14,6 +14,9 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     Unimplemented(String),
+    /// Lost a race: what the request was decided from changed meanwhile.
+    #[error("{0}")]
+    Aborted(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -67,6 +70,7 @@ impl From<Error> for containerd_shim::protos::ttrpc::Error {
             Error::InvalidArgument(_) => Code::INVALID_ARGUMENT,
             Error::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
             Error::Unimplemented(_) => Code::UNIMPLEMENTED,
+            Error::Aborted(_) => Code::ABORTED,
             Error::Internal(_) => Code::INTERNAL,
         };
         containerd_shim::protos::ttrpc::Error::RpcStatus(get_status(code, e.to_string()))
@@ -100,6 +104,7 @@ mod tests {
             Code::FAILED_PRECONDITION
         );
         assert_eq!(code(Error::Unimplemented("x".into())), Code::UNIMPLEMENTED);
+        assert_eq!(code(Error::Aborted("x".into())), Code::ABORTED);
         assert_eq!(code(Error::Internal("x".into())), Code::INTERNAL);
     }
 

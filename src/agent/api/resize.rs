@@ -215,6 +215,7 @@ impl pb::resize_server::Resize for ResizeService {
             reclaim: r.reclaim,
             dry_run: r.dry_run,
             rollback_to: None,
+            expect_revision: r.expect_revision,
         };
         let done = self.resizer.resize(&name, &change, notes).await?;
         Ok(Response::new(done.into()))
@@ -239,7 +240,7 @@ impl pb::resize_server::Resize for ResizeService {
         let name = name(r.container)?;
         let done = self
             .resizer
-            .rollback(&name, r.revision, "operator", r.reason)
+            .rollback(&name, r.revision, "operator", r.reason, r.expect_revision)
             .await?;
         Ok(Response::new(done.into()))
     }

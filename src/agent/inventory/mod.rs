@@ -50,6 +50,8 @@ pub struct Route {
     /// Who set each resource last, its history caught up
     /// (`Declared::writers`).
     pub writers: std::collections::BTreeMap<String, String>,
+    /// The number of the last revision those writers were read from.
+    pub last_revision: u64,
 }
 
 /// A container as tidald shows it: as found now (live limits and usage),
@@ -289,6 +291,7 @@ impl Inventory {
                 address: k.address.clone(),
                 stopped: k.info.status == "stopped" || !k.process.alive(),
                 writers: k.layers.writers(),
+                last_revision: k.tail.last,
             }
         })
     }

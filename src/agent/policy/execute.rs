@@ -18,7 +18,9 @@ use crate::agent::resizer::Resizer;
 use crate::resize::{Change, Notes};
 
 /// How the executor changes a container: tidald's `Resizer`, or a fake in
-/// tests. Both answer the revision the change made.
+/// tests. Both answer the revision the change made, and write only while
+/// the container's last revision is still `basis`, the one the change was
+/// decided at (ABORTED otherwise).
 #[async_trait::async_trait]
 pub trait Apply: Send + Sync {
     async fn resize(
@@ -27,10 +29,11 @@ pub trait Apply: Send + Sync {
         change: &Change,
         reclaim: bool,
         reason: String,
+        basis: u64,
     ) -> Result<u64, Error>;
     /// Restores the container's limits as they were right after revision
     /// `to`, as a new revision.
-    async fn rollback(&self, key: &Key, to: u64, reason: String) -> Result<u64, Error>;
+    async fn rollback(&self, key: &Key, to: u64, reason: String, basis: u64) -> Result<u64, Error>;
 }
 
 fn name(key: &Key) -> Name {
@@ -48,11 +51,13 @@ impl Apply for Resizer {
         change: &Change,
         reclaim: bool,
         reason: String,
+        basis: u64,
     ) -> Result<u64, Error> {
         let notes = Notes {
             source: SOURCE.into(),
             reason,
             reclaim,
+            expect_revision: Some(basis),
             ..Default::default()
         };
         Ok(Resizer::resize(self, &name(key), change, notes)
@@ -60,10 +65,12 @@ impl Apply for Resizer {
             .revision)
     }
 
-    async fn rollback(&self, key: &Key, to: u64, reason: String) -> Result<u64, Error> {
-        Ok(Resizer::rollback(self, &name(key), to, SOURCE, reason)
-            .await?
-            .revision)
+    async fn rollback(&self, key: &Key, to: u64, reason: String, basis: u64) -> Result<u64, Error> {
+        Ok(
+            Resizer::rollback(self, &name(key), to, SOURCE, reason, Some(basis))
+                .await?
+                .revision,
+        )
     }
 }
 
@@ -75,11 +82,12 @@ impl<A: Apply + ?Sized> Apply for std::sync::Arc<A> {
         change: &Change,
         reclaim: bool,
         reason: String,
+        basis: u64,
     ) -> Result<u64, Error> {
-        (**self).resize(key, change, reclaim, reason).await
+        (**self).resize(key, change, reclaim, reason, basis).await
     }
-    async fn rollback(&self, key: &Key, to: u64, reason: String) -> Result<u64, Error> {
-        (**self).rollback(key, to, reason).await
+    async fn rollback(&self, key: &Key, to: u64, reason: String, basis: u64) -> Result<u64, Error> {
+        (**self).rollback(key, to, reason, basis).await
     }
 }
 
@@ -195,10 +203,14 @@ impl<A: Apply> Executor<A> {
                 let result = match &d.action {
                     Action::Set { change, reclaim } => {
                         self.apply
-                            .resize(&d.key, change, *reclaim, reason.clone())
+                            .resize(&d.key, change, *reclaim, reason.clone(), d.basis)
                             .await
                     }
-                    Action::Lift { to } => self.apply.rollback(&d.key, *to, reason.clone()).await,
+                    Action::Lift { to } => {
+                        self.apply
+                            .rollback(&d.key, *to, reason.clone(), d.basis)
+                            .await
+                    }
                 };
                 match result {
                     Ok(revision) => {
@@ -206,10 +218,16 @@ impl<A: Apply> Executor<A> {
                         Outcome::Applied { revision }
                     }
                     Err(e) => {
-                        memory.held.insert(
-                            (d.rule, Some(d.key.clone())),
-                            now + p.rules.self_heal.hold.0,
-                        );
+                        // Lost to another writer's change since the decision
+                        // (ABORTED): nothing was written and the rule is not
+                        // at fault; the next window decides from the new
+                        // values.
+                        if e.code() != tonic::Code::Aborted {
+                            memory.held.insert(
+                                (d.rule, Some(d.key.clone())),
+                                now + p.rules.self_heal.hold.0,
+                            );
+                        }
                         Outcome::Failed {
                             error: e.to_string(),
                         }
@@ -379,7 +397,11 @@ impl<A: Apply> Executor<A> {
                 }
             } else {
                 let to = x.revision.saturating_sub(1);
-                match self.apply.rollback(&x.key, to, why.clone()).await {
+                match self
+                    .apply
+                    .rollback(&x.key, to, why.clone(), c.last_revision)
+                    .await
+                {
                     Ok(revision_now) => {
                         undone.insert(x.key.clone(), x.revision);
                         self.rolled_back(&x, revision_now, memory);
@@ -564,6 +586,38 @@ mod tests {
         assert_eq!(world.world().calls.len(), 1, "held for 60 s");
         drive(&mut engine, &mut src, 74, 74, stuck).await;
         assert_eq!(world.world().calls.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_decision_overtaken_by_another_writer_is_not_written_and_decided_again() {
+        let (mut engine, mut src, world) = setup(None, Policy::default());
+        // An operator sets 1800m between the engine's decision (from
+        // 2000m) and its write.
+        world.world().race = Some((
+            key("batch"),
+            limits(Some(1800), Some(1 << 30)),
+            "operator".into(),
+        ));
+        let records = drive(&mut engine, &mut src, 0, 14, stuck).await;
+        assert!(
+            matches!(&records[..], [Record { outcome: Outcome::Failed { error }, .. }]
+                if error.contains("changed since revision 0")),
+            "{records:?}"
+        );
+        assert_eq!(
+            cpu_of(&world, "batch"),
+            Some(1800),
+            "the operator's value stays"
+        );
+        // Not the rule's fault: it is not held, and the next trigger window
+        // decides again from the operator's value.
+        let records = drive(&mut engine, &mut src, 15, 19, stuck).await;
+        assert!(
+            matches!(&records[..], [Record { outcome: Outcome::Applied { revision: 2 }, reason, .. }]
+                if reason.starts_with("throttle-offline: cpu 1800m -> 1350m")),
+            "{records:?}"
+        );
+        assert_eq!(cpu_of(&world, "batch"), Some(1350));
     }
 
     #[tokio::test]

@@ -235,6 +235,9 @@ pub struct World {
     pub calls: Vec<Call>,
     /// Writes fail while set.
     pub fail: bool,
+    /// Another writer's change that lands just before the engine's next
+    /// write, after the engine decided it: (container, limits, source).
+    pub race: Option<(Key, Limits, String)>,
 }
 
 impl World {
@@ -268,6 +271,22 @@ impl World {
         }
         self.history.get_mut(key).unwrap().push(live);
         c.last_revision
+    }
+
+    /// What the shim does with `tidal.dev/expect-revision`: ABORTED when the
+    /// container changed since the change was decided.
+    fn check_basis(&self, key: &Key, basis: u64) -> Result<(), Error> {
+        let last = self.view.containers[key].last_revision;
+        if basis == last {
+            return Ok(());
+        }
+        Err(Error::Shim(crate::agent::shimclient::Refusal {
+            code: crate::agent::shimclient::ABORTED,
+            message: format!(
+                "{} changed since revision {basis} (its last revision is {last})",
+                key.id
+            ),
+        }))
     }
 
     fn set(&mut self, key: &Key, live: Limits) -> u64 {
@@ -310,6 +329,7 @@ impl Apply for FakeWorld {
         change: &Change,
         reclaim: bool,
         reason: String,
+        basis: u64,
     ) -> Result<u64, Error> {
         let mut w = self.world();
         w.calls.push(Call::Resize {
@@ -321,6 +341,10 @@ impl Apply for FakeWorld {
         if w.fail {
             return Err(Error::NotRunning { id: key.id.clone() });
         }
+        if let Some((k, live, source)) = w.race.take() {
+            w.revise(&k, live, &source);
+        }
+        w.check_basis(key, basis)?;
         let mut live = w.view.containers[key].live.clone();
         if let Some(m) = change.cpu_millis {
             live.cpu_quota_us = Some(m * 100);
@@ -341,7 +365,7 @@ impl Apply for FakeWorld {
         Ok(w.set(key, live))
     }
 
-    async fn rollback(&self, key: &Key, to: u64, reason: String) -> Result<u64, Error> {
+    async fn rollback(&self, key: &Key, to: u64, reason: String, basis: u64) -> Result<u64, Error> {
         let mut w = self.world();
         w.calls.push(Call::Rollback {
             id: key.id.clone(),
@@ -351,6 +375,10 @@ impl Apply for FakeWorld {
         if w.fail {
             return Err(Error::NotRunning { id: key.id.clone() });
         }
+        if let Some((k, live, source)) = w.race.take() {
+            w.revise(&k, live, &source);
+        }
+        w.check_basis(key, basis)?;
         let live = w.history[key][to as usize].clone();
         Ok(w.set(key, live))
     }

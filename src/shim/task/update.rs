@@ -7,7 +7,7 @@ use containerd_shim::api;
 use super::super::error::{Error, Result};
 use super::Tasks;
 use crate::annotations::{
-    RESIZE_DRY_RUN, RESIZE_REASON, RESIZE_RECLAIM, RESIZE_ROLLBACK, RESIZE_SOURCE,
+    RESIZE_DRY_RUN, RESIZE_EXPECT, RESIZE_REASON, RESIZE_RECLAIM, RESIZE_ROLLBACK, RESIZE_SOURCE,
 };
 
 impl Tasks {
@@ -15,7 +15,10 @@ impl Tasks {
     /// whoever asks (kubelet through CRI, or tidal's tools). Annotations on the
     /// request say who and why (`tidal.dev/source`, `tidal.dev/reason`), ask
     /// to reclaim memory before shrinking (`tidal.dev/reclaim`), or ask for a
-    /// rollback (`tidal.dev/rollback-to`). Every change becomes a revision.
+    /// rollback (`tidal.dev/rollback-to`), or make the change conditional on
+    /// the container's last revision (`tidal.dev/expect-revision`: a writer
+    /// that decided from the container as it was then). Every change becomes
+    /// a revision.
     pub async fn update(&self, req: &api::UpdateTaskRequest) -> Result<()> {
         use crate::resize::{self, history};
         let c = self.container(&req.id)?;
@@ -37,15 +40,17 @@ impl Tasks {
                 )))
             }
         };
-        let rollback = note(RESIZE_ROLLBACK)
-            .map(|to| {
-                to.parse::<u64>().map_err(|_| {
-                    Error::InvalidArgument(format!(
-                        "{RESIZE_ROLLBACK} {to:?} is not a revision number"
-                    ))
+        let revision = |key: &str| {
+            note(key)
+                .map(|n| {
+                    n.parse::<u64>().map_err(|_| {
+                        Error::InvalidArgument(format!("{key} {n:?} is not a revision number"))
+                    })
                 })
-            })
-            .transpose()?;
+                .transpose()
+        };
+        let rollback = revision(RESIZE_ROLLBACK)?;
+        let expect = revision(RESIZE_EXPECT)?;
         let change = match rollback {
             Some(to) => Change::Rollback(to),
             None => {
@@ -73,6 +78,7 @@ impl Tasks {
             reason: reason.to_string(),
             reclaim,
             dry_run: note(RESIZE_DRY_RUN) == Some("true"),
+            expect,
             unit: c.unit.clone(),
         };
         // Off the runtime thread: a shrink with reclaim (or any cgroup v1
@@ -104,6 +110,8 @@ struct Resize {
     reason: String,
     reclaim: bool,
     dry_run: bool,
+    /// Apply only if this is still the last revision.
+    expect: Option<u64>,
     /// The systemd unit holding the cgroup (systemd driver).
     unit: Option<String>,
 }
@@ -113,6 +121,31 @@ impl Resize {
     /// records it as a revision.
     fn run(self, cg: &crate::cgroups::Cgroup, kept: &mut crate::resize::Kept) -> Result<()> {
         use crate::resize::{self, history};
+        if kept.history.is_none() {
+            kept.history = history::Log::open(&self.history)
+                .map_err(|e| log::error!("history of {}: {e}", self.id))
+                .ok();
+        }
+        if let Some(expect) = self.expect {
+            // Under the resize lock: nothing records a revision between
+            // this check and the change's own.
+            let last = kept
+                .history
+                .as_ref()
+                .map(history::Log::last)
+                .ok_or_else(|| {
+                    Error::Internal(format!(
+                        "{} names revision {expect}, but the history cannot be read",
+                        self.id
+                    ))
+                })?;
+            if last != expect {
+                return Err(Error::Aborted(format!(
+                    "{} changed since revision {expect} (its last revision is {last}): decide again from the container as it is now",
+                    self.id
+                )));
+            }
+        }
         let (update, reason) = match self.change {
             Change::Rollback(to) => {
                 let all = history::read(&self.history)

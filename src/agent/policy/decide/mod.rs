@@ -166,6 +166,11 @@ pub struct Decision {
     pub shares: Option<(u64, u64)>,
     /// Its cpuset changed along with it: (before, after).
     pub cpuset: Option<(String, String)>,
+    /// The container's last revision when this was decided: the change is
+    /// written only if it still is (`agent::owner`: a writer's change that
+    /// lands meanwhile is never overwritten by a decision that did not see
+    /// it).
+    pub basis: u64,
 }
 
 impl Decision {
@@ -476,6 +481,7 @@ impl Deciding<'_> {
             ends_overlay: false,
             shares: None,
             cpuset: None,
+            basis: c.last_revision,
         });
     }
 
