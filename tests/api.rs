@@ -674,3 +674,72 @@ fn a_metrics_scrape_does_not_delay_resizes() {
         env.remove(id);
     }
 }
+
+/// Eight operators resizing one container at once: every change lands (a
+/// change that names no revision is never refused for a race), each is one
+/// revision, numbered without a gap or a repeat, and the last one recorded
+/// is the value the cgroup holds.
+#[test]
+fn concurrent_operators_on_one_container_all_land_as_one_revision_each() {
+    let env = Env::start("apirace");
+    env.run_detached(TIDAL, "raced", &[], &["sleep", "1000"]);
+    let agent = env.start_agent();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        const CLIENTS: u64 = 8;
+        const EACH: u64 = 25;
+        let mut tasks = Vec::new();
+        for c in 0..CLIENTS {
+            let mut api = tidal::proto::connect(&agent.socket).await.unwrap();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..EACH {
+                    api.update_resources(pb::UpdateResourcesRequest {
+                        container: target("raced"),
+                        reason: format!("client {c} call {i}"),
+                        cpu_millis: Some(100 + 10 * c + i),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("client {c} call {i}: {e:?}"));
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let mut api = tidal::proto::connect(&agent.socket).await.unwrap();
+        let revs = api
+            .history(pb::HistoryRequest {
+                container: target("raced"),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .revisions;
+        let numbers: Vec<u64> = revs.iter().map(|r| r.revision).collect();
+        assert_eq!(numbers, (1..=CLIENTS * EACH).collect::<Vec<_>>());
+        let last: serde_json::Value =
+            serde_json::from_str(&revs.last().unwrap().after_json).unwrap();
+        let live = api
+            .get_resources(pb::GetResourcesRequest {
+                container: target("raced"),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .live
+            .unwrap()
+            .cpu_millis
+            .unwrap();
+        assert_eq!(
+            last["cpu_quota"]["value"],
+            serde_json::json!(live * 100),
+            "{last}"
+        );
+    });
+    env.remove("raced");
+}

@@ -89,8 +89,9 @@ impl Resizer {
     /// names that revision (`notes.expect_revision`) learns of a change
     /// since as ABORTED and decides again; for one that does not, the
     /// revision is the one the note was read at, and a race only makes the
-    /// resizer read the writers again (at most `RACES` times), so that the
-    /// note names exactly whom the change displaced.
+    /// resizer read the writers again (`RACES` times, then it sends without
+    /// the condition), so that the note names exactly whom the change
+    /// displaced.
     async fn send(&self, name: &Name, change: Option<&Change>, notes: Notes) -> Result<Resized> {
         let reason = match (change, notes.rollback_to) {
             (None, Some(to)) if notes.reason.is_empty() => format!("rollback to revision {to}"),
@@ -106,7 +107,12 @@ impl Resizer {
             };
             let attempt = Notes {
                 reason: owner::noted(&reason, &owner::displaced(&t.writers, &notes.source, &sets)),
-                expect_revision: notes.expect_revision.or(Some(t.last_revision)),
+                // The last try sends unconditionally: a change that names
+                // no revision is never refused for a race, only its note
+                // may then miss a writer.
+                expect_revision: notes
+                    .expect_revision
+                    .or((races < RACES).then_some(t.last_revision)),
                 ..notes.clone()
             };
             match self.write(&t, change, &attempt).await {
@@ -163,9 +169,9 @@ impl Resizer {
     }
 }
 
-/// How many times a change that names no revision of its own is sent again
-/// after another writer's change landed between reading the writers and
-/// writing.
+/// How many times a change that names no revision of its own is sent again,
+/// with the writers read again, after another writer's change landed between
+/// reading them and writing; the last time without the condition.
 const RACES: u32 = 3;
 
 /// Who may ask through tidald: anyone but kubelet, whose changes are
