@@ -130,8 +130,12 @@ pub struct Log {
 }
 
 impl Log {
-    /// The history in `file` (which need not exist yet).
+    /// The history in `file` (which need not exist yet). A last line cut
+    /// short (a shim killed in the middle of its write, on a filesystem
+    /// that tore it) is dropped, so that the next revision starts a line of
+    /// its own instead of being glued to the fragment.
     pub fn open(file: &Path) -> std::io::Result<Log> {
+        repair(file)?;
         Ok(Log {
             file: file.to_path_buf(),
             last: last(file)?,
@@ -165,7 +169,11 @@ impl Log {
         let out = self.out.as_mut().expect("opened above");
         // One write of one line: a shim that crashes after it keeps the record.
         // No fsync: like the rest of the runtime state it lives in /run.
+        let len = out.metadata()?.len();
         if let Err(e) = out.write_all(&line) {
+            // A full disk may take part of the line: take it back, so that
+            // the file ends with a whole revision.
+            let _ = out.set_len(len);
             self.out = None;
             return Err(e);
         }
@@ -187,8 +195,34 @@ fn compact(file: &Path, drop_through: u64) -> std::io::Result<()> {
         }
     }
     let tmp = file.with_extension("jsonl.tmp");
-    std::fs::write(&tmp, kept)?;
-    std::fs::rename(tmp, file)
+    let written = std::fs::write(&tmp, kept).and_then(|()| std::fs::rename(&tmp, file));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Drops a last line without its newline from `file`: a write that was cut
+/// short. A missing file is fine.
+fn repair(file: &Path) -> std::io::Result<()> {
+    let text = match std::fs::read(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if text.is_empty() || text.ends_with(b"\n") {
+        return Ok(());
+    }
+    let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    log::warn!(
+        "{}: dropping a last line cut short ({} bytes)",
+        file.display(),
+        text.len() - whole
+    );
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(file)?
+        .set_len(whole as u64)
 }
 
 /// The values that bring the container back to how it was right after
@@ -348,6 +382,39 @@ mod tests {
         assert_eq!(log.last(), 1100);
         assert_eq!(log.append(rev(0, mem(1), mem(2))).unwrap(), 1101);
         assert_eq!(last(&f).unwrap(), 1101);
+    }
+
+    #[test]
+    fn a_last_line_cut_short_is_dropped_and_numbering_goes_on() {
+        let dir = crate::testfs::FakeDir::new("torn", &[]);
+        let f = path(&dir);
+        let mut log = Log::open(&f).unwrap();
+        for i in 0..2 {
+            log.append(rev(0, mem(i), mem(i + 1))).unwrap();
+        }
+        drop(log);
+        // A shim killed in the middle of writing revision 3.
+        let whole = std::fs::read(&f).unwrap();
+        let third = serde_json::to_vec(&rev(3, mem(2), mem(3))).unwrap();
+        let mut torn = whole.clone();
+        torn.extend_from_slice(&third[..third.len() / 2]);
+        std::fs::write(&f, &torn).unwrap();
+        assert_eq!(read(&f).unwrap().len(), 2, "the fragment is no revision");
+
+        let mut log = Log::open(&f).unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), whole, "the fragment is gone");
+        assert_eq!(log.last(), 2);
+        assert_eq!(log.append(rev(0, mem(2), mem(7))).unwrap(), 3);
+        let all = read(&f).unwrap();
+        let numbers: Vec<u64> = all.iter().map(|r| r.revision).collect();
+        assert_eq!(numbers, [1, 2, 3]);
+        assert_eq!(all[2].after, mem(7));
+        // A whole file, and an empty one, are left as they are.
+        let before = std::fs::read(&f).unwrap();
+        Log::open(&f).unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), before);
+        std::fs::write(&f, b"").unwrap();
+        assert_eq!(Log::open(&f).unwrap().last(), 0);
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub enum Error {
     /// Lost a race: what the request was decided from changed meanwhile.
     #[error("{0}")]
     Aborted(String),
+    /// Out of a resource the node must free first (space for the state).
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -71,6 +74,7 @@ impl From<Error> for containerd_shim::protos::ttrpc::Error {
             Error::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
             Error::Unimplemented(_) => Code::UNIMPLEMENTED,
             Error::Aborted(_) => Code::ABORTED,
+            Error::ResourceExhausted(_) => Code::RESOURCE_EXHAUSTED,
             Error::Internal(_) => Code::INTERNAL,
         };
         containerd_shim::protos::ttrpc::Error::RpcStatus(get_status(code, e.to_string()))
@@ -105,6 +109,10 @@ mod tests {
         );
         assert_eq!(code(Error::Unimplemented("x".into())), Code::UNIMPLEMENTED);
         assert_eq!(code(Error::Aborted("x".into())), Code::ABORTED);
+        assert_eq!(
+            code(Error::ResourceExhausted("x".into())),
+            Code::RESOURCE_EXHAUSTED
+        );
         assert_eq!(code(Error::Internal("x".into())), Code::INTERNAL);
     }
 

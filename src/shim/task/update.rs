@@ -171,18 +171,6 @@ impl Resize {
             return Ok(());
         }
         let (before, after) = resize::apply::recorded(cg, &update, self.reclaim, files)?;
-        // The files hold the change; the unit learns it too, or systemd's
-        // next reload of the unit would write its old values back. A failure
-        // is told once the revision is recorded: the change is in place.
-        let unit_synced = match &self.unit {
-            Some(unit) => crate::cgroups::systemd::sync(unit, cg).map_err(|e| {
-                Error::Internal(format!(
-                    "{} is resized, but systemd's {unit} keeps its old values and would restore them on its next reload: {e}",
-                    self.id
-                ))
-            }),
-            None => Ok(()),
-        };
         let time = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
@@ -192,7 +180,7 @@ impl Resize {
             time,
             source: self.source,
             reason,
-            before,
+            before: before.clone(),
             after,
         };
         if kept.history.is_none() {
@@ -200,12 +188,57 @@ impl Resize {
                 .map_err(|e| log::error!("history of {}: {e}", self.id))
                 .ok();
         }
-        if let Some(Err(e)) = kept.history.as_mut().map(|l| l.append(rev)) {
-            // The change is in place; losing its record must not undo it.
-            // The history is opened afresh for the next one.
-            log::error!("record revision of {}: {e}", self.id);
+        let recorded = match kept.history.as_mut() {
+            Some(log) => log.append(rev),
+            None => Err(std::io::Error::other("it could not be opened")),
+        };
+        if let Err(e) = recorded {
+            // No limit changes without its revision: the change is undone
+            // and refused. The history is opened afresh for the next one.
             kept.history = None;
+            return Err(unrecorded(&self.id, &self.history, cg, &before, files, e));
         }
-        unit_synced
+        // The files hold the change; the unit learns it too, or systemd's
+        // next reload of the unit would write its old values back.
+        match &self.unit {
+            Some(unit) => crate::cgroups::systemd::sync(unit, cg).map_err(|e| {
+                Error::Internal(format!(
+                    "{} is resized, but systemd's {unit} keeps its old values and would restore them on its next reload: {e}",
+                    self.id
+                ))
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The error for a change whose revision could not be written (`e`),
+/// once the values it changed are put back as they were (`before`).
+/// A full disk is RESOURCE_EXHAUSTED: free space, and ask again.
+fn unrecorded(
+    id: &str,
+    history: &std::path::Path,
+    cg: &crate::cgroups::Cgroup,
+    before: &crate::resize::Update,
+    files: &mut crate::resize::Files,
+    e: std::io::Error,
+) -> Error {
+    let why = format!(
+        "{} is not resized: its revision could not be recorded in {}: {e}",
+        id,
+        history.display()
+    );
+    // With reclaim: a limit raised and now used above its old value is
+    // brought back down if the kernel can.
+    if let Err(undo) = crate::resize::apply::apply_with(cg, before, true, files) {
+        log::error!("{why}; undoing the change failed: {undo}");
+        return Error::Internal(format!(
+            "{why}; undoing the change failed, so the new limits stay unrecorded: {undo}"
+        ));
+    }
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        Error::ResourceExhausted(format!("{why}; the limits are as they were"))
+    } else {
+        Error::Internal(format!("{why}; the limits are as they were"))
     }
 }
