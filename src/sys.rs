@@ -119,6 +119,30 @@ pub fn pass_fd(cmd: &mut std::process::Command, fd: std::os::fd::RawFd, target: 
     }
 }
 
+/// Makes the child that `cmd` starts die (SIGKILL) when the thread starting
+/// it ends. The shim starts its helpers from its one runtime thread, which
+/// ends only with the shim, so a helper never outlives its shim: a helper
+/// left running after a shim was killed went on joining the container's
+/// cgroups after containerd had removed them, and made one again. A parent
+/// that died before the child could ask is caught by its parent pid.
+pub fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // prctl and getppid, which are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(io::Error::other("the shim ended before its helper started"));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Registers an owned descriptor with the async runtime.
 pub fn async_fd(
     fd: OwnedFd,

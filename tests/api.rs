@@ -677,8 +677,8 @@ fn a_metrics_scrape_does_not_delay_resizes() {
 
 /// Eight operators resizing one container at once: every change lands (a
 /// change that names no revision is never refused for a race), each is one
-/// revision, numbered without a gap or a repeat, and the last one recorded
-/// is the value the cgroup holds.
+/// revision, numbered without a gap or a repeat, each answer names its own
+/// revision, and the last one recorded is the value the cgroup holds.
 #[test]
 fn concurrent_operators_on_one_container_all_land_as_one_revision_each() {
     let env = Env::start("apirace");
@@ -696,20 +696,26 @@ fn concurrent_operators_on_one_container_all_land_as_one_revision_each() {
         for c in 0..CLIENTS {
             let mut api = tidal::proto::connect(&agent.socket).await.unwrap();
             tasks.push(tokio::spawn(async move {
+                let mut answers = Vec::new();
                 for i in 0..EACH {
-                    api.update_resources(pb::UpdateResourcesRequest {
-                        container: target("raced"),
-                        reason: format!("client {c} call {i}"),
-                        cpu_millis: Some(100 + 10 * c + i),
-                        ..Default::default()
-                    })
-                    .await
-                    .unwrap_or_else(|e| panic!("client {c} call {i}: {e:?}"));
+                    let reason = format!("client {c} call {i}");
+                    let r = api
+                        .update_resources(pb::UpdateResourcesRequest {
+                            container: target("raced"),
+                            reason: reason.clone(),
+                            cpu_millis: Some(100 + 10 * c + i),
+                            ..Default::default()
+                        })
+                        .await
+                        .unwrap_or_else(|e| panic!("{reason}: {e:?}"));
+                    answers.push((r.into_inner().revision, reason));
                 }
+                answers
             }));
         }
+        let mut answers = Vec::new();
         for t in tasks {
-            t.await.unwrap();
+            answers.extend(t.await.unwrap());
         }
         let mut api = tidal::proto::connect(&agent.socket).await.unwrap();
         let revs = api
@@ -722,6 +728,10 @@ fn concurrent_operators_on_one_container_all_land_as_one_revision_each() {
             .revisions;
         let numbers: Vec<u64> = revs.iter().map(|r| r.revision).collect();
         assert_eq!(numbers, (1..=CLIENTS * EACH).collect::<Vec<_>>());
+        // Each answer names the revision that recorded that call.
+        for (revision, reason) in &answers {
+            assert_eq!(&revs[*revision as usize - 1].reason, reason);
+        }
         let last: serde_json::Value =
             serde_json::from_str(&revs.last().unwrap().after_json).unwrap();
         let live = api

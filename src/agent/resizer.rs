@@ -26,7 +26,15 @@ pub struct Resizer {
     inventory: Arc<Inventory>,
     shims: Shims,
     metrics: Arc<Metrics>,
+    /// One turn at a time per container, by (namespace, id): tidald's own
+    /// writers of a container never race each other between reading its
+    /// writers and writing, so a conditional write is refused only for a
+    /// writer outside tidald (kubelet).
+    turns: Turns,
 }
+
+type Turns =
+    std::sync::Mutex<std::collections::HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>;
 
 impl Resizer {
     pub fn new(inventory: Arc<Inventory>, metrics: Arc<Metrics>) -> Resizer {
@@ -34,6 +42,7 @@ impl Resizer {
             inventory,
             shims: Shims::default(),
             metrics,
+            turns: Turns::default(),
         }
     }
 
@@ -91,12 +100,40 @@ impl Resizer {
     /// revision is the one the note was read at, and a race only makes the
     /// resizer read the writers again (`RACES` times, then it sends without
     /// the condition), so that the note names exactly whom the change
-    /// displaced.
+    /// displaced. tidald's writers of one container take turns (`turns`),
+    /// so such a race is with kubelet alone, and the answer names the
+    /// change's own revision (the expected one plus one).
     async fn send(&self, name: &Name, change: Option<&Change>, notes: Notes) -> Result<Resized> {
         let reason = match (change, notes.rollback_to) {
             (None, Some(to)) if notes.reason.is_empty() => format!("rollback to revision {to}"),
             _ => notes.reason.clone(),
         };
+        let first = self.inventory.route(name)?;
+        let key = (first.namespace, first.id);
+        let turn = {
+            let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+            turns.entry(key.clone()).or_default().clone()
+        };
+        let done = {
+            let _turn = turn.lock().await;
+            self.send_in_turn(name, change, &notes, &reason).await
+        };
+        let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+        // Forgotten when no one else waits for it.
+        if Arc::strong_count(&turn) == 2 {
+            turns.remove(&key);
+        }
+        done
+    }
+
+    /// `send`, in the container's turn.
+    async fn send_in_turn(
+        &self,
+        name: &Name,
+        change: Option<&Change>,
+        notes: &Notes,
+        reason: &str,
+    ) -> Result<Resized> {
         let mut races = 0;
         loop {
             let t = self.inventory.route(name)?;
@@ -106,7 +143,7 @@ impl Resizer {
                 (None, None) => Vec::new(),
             };
             let attempt = Notes {
-                reason: owner::noted(&reason, &owner::displaced(&t.writers, &notes.source, &sets)),
+                reason: owner::noted(reason, &owner::displaced(&t.writers, &notes.source, &sets)),
                 // The last try sends unconditionally: a change that names
                 // no revision is never refused for a race, only its note
                 // may then miss a writer.
@@ -158,12 +195,16 @@ impl Resizer {
         }
         result?;
         let container = self.inventory.after(t)?;
+        // Written on the condition that `expect` was the last revision, the
+        // change is the next one, whoever wrote after it; unconditionally
+        // (an operator's after repeated races), the last one read back.
+        let revision = match notes.expect_revision {
+            _ if notes.dry_run => 0,
+            Some(expect) => expect + 1,
+            None => container.last_revision,
+        };
         Ok(Resized {
-            revision: if notes.dry_run {
-                0
-            } else {
-                container.last_revision
-            },
+            revision,
             container,
         })
     }

@@ -54,6 +54,7 @@ impl Helpers {
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             );
         crate::sys::pass_fd(&mut cmd, reply_w.as_raw_fd(), REPLY_FD);
+        crate::sys::die_with_parent(&mut cmd);
         let since = Instant::now();
         let child = cmd
             .spawn()

@@ -264,6 +264,9 @@ pub struct Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::SIGTERM,
@@ -273,6 +276,12 @@ impl Drop for Agent {
 }
 
 impl Agent {
+    /// Kills tidald with SIGKILL, as a crash or the OOM killer would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Stops tidald with SIGTERM; true when it exited cleanly.
     pub fn stop(mut self) -> bool {
         let _ = nix::sys::signal::kill(
