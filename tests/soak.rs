@@ -171,10 +171,13 @@ fn tidald_killed_under_resize_load_loses_and_repeats_no_revision() {
                 .lines()
                 .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{id}: {l:?}: {e}")))
                 .collect();
+            // The history keeps the last 1000 revisions or more: numbered
+            // without a gap from the oldest kept.
+            let first = parsed[0].revision;
             let numbers: Vec<u64> = parsed.iter().map(|r| r.revision).collect();
             assert_eq!(
                 numbers,
-                (1..=parsed.len() as u64).collect::<Vec<_>>(),
+                (first..first + parsed.len() as u64).collect::<Vec<_>>(),
                 "{id}"
             );
             let by_reason: HashMap<&str, u64> = parsed
@@ -198,6 +201,8 @@ fn tidald_killed_under_resize_load_loses_and_repeats_no_revision() {
             for s in &mine {
                 match (s.answered, by_reason.get(s.reason.as_str())) {
                     (Some(n), Some(&m)) => assert_eq!(n, m, "{}", s.reason),
+                    // Compacted away.
+                    (Some(n), None) if n < first => {}
                     (Some(n), None) => {
                         panic!("{}: answered as revision {n}, not recorded", s.reason)
                     }
@@ -205,17 +210,17 @@ fn tidald_killed_under_resize_load_loses_and_repeats_no_revision() {
                     (None, None) => {}
                 }
             }
-            // A rollback over the whole history still works.
+            // A rollback over the whole kept history still works.
             let back = api
                 .rollback(pb::RollbackRequest {
                     container: reference(id),
-                    revision: 1,
+                    revision: first,
                     ..Default::default()
                 })
                 .await
                 .unwrap()
                 .into_inner();
-            assert_eq!(back.revision, parsed.len() as u64 + 1);
+            assert_eq!(back.revision, first + parsed.len() as u64);
             let want = parsed[0].after["cpu_quota"]["value"].as_u64().unwrap() / 100;
             assert_eq!(
                 back.container.unwrap().live.unwrap().cpu_millis,
@@ -338,6 +343,7 @@ fn shim_killed_at_random_moments_leaves_nothing() {
         );
         let _ = env.ctr(&["task", "delete", &id]);
         let _ = env.ctr(&["container", "rm", &id]);
+        println!("soak: {id}: killed {moment:?} after {delay:?}");
         env.assert_no_leftovers(&id);
         *seen.entry(format!("{moment:?}")).or_default() += 1;
     }
@@ -459,4 +465,90 @@ fn a_helper_dies_with_its_shim() {
     let _ = env.ctr(&["container", "rm", "hd"]);
     assert!(died, "helper {helper} outlived its shim");
     env.assert_no_leftovers("hd");
+}
+
+/// A create cut short (its helper killed with its shim, as the kill soak
+/// does) can leave the container's state directory without libcontainer's
+/// state, and cgroups holding a process. containerd's cleanup, the shim's
+/// `delete`, removes them all: seen as a state directory left once in 50
+/// shim kills before it did.
+#[test]
+fn the_shims_delete_cleans_up_a_create_cut_short() {
+    require_root();
+    let base = std::path::PathBuf::from(format!("/tmp/tidal-it-cutshort-{}", std::process::id()));
+    let state = base.join("tidal");
+    let dir = state.join(NS).join("cs");
+    let bundle = base.join("bundle");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::fs::write(dir.join("notify.sock"), b"").unwrap();
+    let path = format!("/tidal-cutshort-{}", std::process::id());
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::json!({"ociVersion": "1.0.2", "linux": {"cgroupsPath": path}}).to_string(),
+    )
+    .unwrap();
+    // The cgroups libcontainer would have made, with a process inside.
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let cgroups: Vec<std::path::PathBuf> = mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let fstype = post.split(' ').next()?;
+            let mount = pre.split(' ').nth(4)?;
+            (fstype == "cgroup" || fstype == "cgroup2")
+                .then(|| std::path::Path::new(mount).join(&path[1..]))
+        })
+        .collect();
+    for cg in &cgroups {
+        std::fs::create_dir_all(cg).unwrap();
+        // A new cpuset cgroup has no CPUs or memory nodes until given some.
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            if let Ok(v) = std::fs::read_to_string(cg.parent().unwrap().join(f)) {
+                let _ = std::fs::write(cg.join(f), v.trim());
+            }
+        }
+        if let Err(e) = std::fs::write(cg.join("cgroup.procs"), sleeper.id().to_string()) {
+            let _ = sleeper.kill();
+            panic!("{}: {e}", cg.display());
+        }
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_containerd-shim-tidal-v2"))
+        .args([
+            "-namespace",
+            NS,
+            "-id",
+            "cs",
+            "-address",
+            "/nonexistent.sock",
+            "delete",
+        ])
+        .current_dir(&bundle)
+        .env("TIDAL_STATE_DIR", &state)
+        .output()
+        .unwrap();
+    let killed = eventually(Duration::from_secs(5), || {
+        sleeper.try_wait().unwrap().is_some()
+    });
+    if !killed {
+        let _ = sleeper.kill();
+    }
+    let status = sleeper.wait().unwrap();
+    let left: Vec<_> = cgroups.iter().filter(|c| c.exists()).collect();
+    for c in &left {
+        let _ = std::fs::remove_dir(c);
+    }
+    let state_left = dir.exists();
+    let _ = std::fs::remove_dir_all(&base);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        killed && std::os::unix::process::ExitStatusExt::signal(&status) == Some(9),
+        "the process in the container's cgroup was not killed"
+    );
+    assert!(left.is_empty(), "cgroups left: {left:?}");
+    assert!(!state_left, "state directory left");
 }
