@@ -552,3 +552,139 @@ fn the_shims_delete_cleans_up_a_create_cut_short() {
     assert!(left.is_empty(), "cgroups left: {left:?}");
     assert!(!state_left, "state directory left");
 }
+
+/// 8 clients resize, through tidald, containers that are meanwhile paused
+/// and resumed, deleted and made again, and OOM-killed. No call may fail in
+/// a way a client cannot act on (every refusal is NOT_FOUND, a
+/// FAILED_PRECONDITION, or UNAVAILABLE while a shim goes away; never INTERNAL
+/// or UNKNOWN), tidald and the shims stay up, and once everything is
+/// removed no cgroup directory comes back (a late resize must not make one).
+#[test]
+fn a_resize_storm_on_containers_that_come_and_go() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const CLIENTS: usize = 8;
+    let seconds = count("TIDAL_SOAK_STORM_SECONDS", 10) as u64;
+    let ids = ["st0", "st1", "st2", "st3", "oom"];
+    let env = Env::start("storm");
+    let run = |id: &str| {
+        if id == "oom" {
+            // Over its 32 MiB within a second: OOM-killed, made again.
+            env.ctr(&[
+                "run",
+                "-d",
+                "--runtime",
+                TIDAL,
+                "--memory-limit",
+                "33554432",
+                IMAGE,
+                id,
+                "sh",
+                "-c",
+                "sleep 0.5; tail /dev/zero",
+            ]);
+        } else {
+            env.ctr(&[
+                "run",
+                "-d",
+                "--runtime",
+                TIDAL,
+                IMAGE,
+                id,
+                "sleep",
+                "100000",
+            ]);
+        }
+    };
+    for id in ids {
+        run(id);
+    }
+    let agent = env.start_agent();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (socket, stop) = (agent.socket.clone(), stop.clone());
+            rt.spawn(async move {
+                let mut codes: HashMap<String, usize> = HashMap::new();
+                let mut api = tidal::proto::connect(&socket).await.unwrap();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let id = ids[(c + i as usize) % ids.len()];
+                    let req = pb::UpdateResourcesRequest {
+                        container: reference(id),
+                        cpu_millis: Some(100 + (i * 37 % 10) * 100),
+                        memory_bytes: Some((48 + (i * 13 % 5) * 32) << 20),
+                        reclaim: i % 3 == 0,
+                        ..Default::default()
+                    };
+                    let code = match api.update_resources(req).await {
+                        Ok(_) => tonic::Code::Ok,
+                        Err(e) => {
+                            assert!(
+                                matches!(
+                                    e.code(),
+                                    tonic::Code::NotFound
+                                        | tonic::Code::FailedPrecondition
+                                        | tonic::Code::Unavailable
+                                ),
+                                "{id}: {e:?}"
+                            );
+                            e.code()
+                        }
+                    };
+                    *codes.entry(format!("{code:?}")).or_default() += 1;
+                    i += 1;
+                }
+                codes
+            })
+        })
+        .collect();
+    let mut rng = Rng::new();
+    let mut actions: HashMap<&str, usize> = HashMap::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(seconds) {
+        let id = ids[rng.below(4) as usize];
+        match rng.below(3) {
+            0 => {
+                env.ctr(&["task", "pause", id]);
+                std::thread::sleep(Duration::from_millis(rng.below(100)));
+                env.ctr(&["task", "resume", id]);
+                *actions.entry("pause").or_default() += 1;
+            }
+            1 => {
+                env.remove(id);
+                run(id);
+                *actions.entry("delete").or_default() += 1;
+            }
+            _ => std::thread::sleep(Duration::from_millis(rng.below(200))),
+        }
+        if env.task("oom").is_none_or(|t| t.1 == "STOPPED") {
+            env.remove("oom");
+            run("oom");
+            *actions.entry("oom-killed").or_default() += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut codes: HashMap<String, usize> = HashMap::new();
+    for c in clients {
+        for (code, n) in rt.block_on(c).unwrap() {
+            *codes.entry(code).or_default() += n;
+        }
+    }
+    assert!(codes.get("Ok").copied().unwrap_or(0) > 0, "{codes:?}");
+    for id in ids {
+        env.remove(id);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for id in ids {
+        assert!(cgroup_dirs(id).is_empty(), "{id}: {:?}", cgroup_dirs(id));
+        env.assert_no_leftovers(id);
+    }
+    assert!(agent.stop(), "tidald did not stop cleanly");
+    println!("soak: resize storm for {seconds} s, {CLIENTS} clients: answers {codes:?}; meanwhile {actions:?}");
+}
