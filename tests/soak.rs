@@ -688,3 +688,138 @@ fn a_resize_storm_on_containers_that_come_and_go() {
     assert!(agent.stop(), "tidald did not stop cleanly");
     println!("soak: resize storm for {seconds} s, {CLIENTS} clients: answers {codes:?}; meanwhile {actions:?}");
 }
+
+/// containerd's view of task `id`: (status, exit code), through Tasks.Get.
+fn task_state(env: &Env, id: &str) -> Option<(i32, u32)> {
+    use containerd_client::services::v1::tasks_client::TasksClient;
+    use containerd_client::services::v1::GetRequest;
+    use containerd_client::tonic::Request;
+    use containerd_client::with_namespace;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let channel = containerd_client::connect(env.socket()).await.ok()?;
+        let req = GetRequest {
+            container_id: id.into(),
+            ..Default::default()
+        };
+        let p = TasksClient::new(channel)
+            .get(with_namespace!(req, NS))
+            .await
+            .ok()?
+            .into_inner()
+            .process?;
+        Some((p.status, p.exit_status))
+    })
+}
+
+/// containerd restarted again and again under running containers, while
+/// short-lived containers exit (some while containerd is down), execs run
+/// and tidald resizes. After each restart: every container that exited is
+/// STOPPED with its own exit code, the long-lived one still runs and can be
+/// exec'd into and resized, and its history is whole and in order.
+#[test]
+fn containerd_restarted_under_running_exiting_and_resized_containers() {
+    let restarts = count("TIDAL_SOAK_CONTAINERD_RESTARTS", 3);
+    let env = Env::start("soakrestart");
+    env.run_detached(TIDAL, "keep", &[], &["sleep", "100000"]);
+    let agent = env.start_agent();
+    let mut rng = Rng::new();
+    let mut resized = 0u64;
+    let state_stopped = 3; // containerd's api.types.task.Status STOPPED
+    for r in 0..restarts {
+        // A container that exits with its own code 0-300 ms from now,
+        // maybe while containerd is down.
+        let id = format!("ex{r}");
+        let code = (r % 7 + 1) as u32;
+        let sleep = format!("{:.3}", rng.below(300) as f64 / 1000.0);
+        env.run_detached(
+            TIDAL,
+            &id,
+            &[],
+            &["sh", "-c", &format!("sleep {sleep}; exit {code}")],
+        );
+        // An exec and a resize in flight.
+        let mut exec = env
+            .ctr_with(&[
+                "task",
+                "exec",
+                "--exec-id",
+                &format!("x{r}"),
+                "keep",
+                "sleep",
+                "0.2",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = env.tidalctl(&[
+            "resize",
+            "keep",
+            "--cpu",
+            &format!("{}m", 200 + 10 * (r % 20)),
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        resized += 1;
+        std::thread::sleep(Duration::from_millis(rng.below(100)));
+        let ctl = |what: &str| {
+            let status = std::process::Command::new(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/containerd-env"),
+            )
+            .arg(what)
+            .arg(&env.dir)
+            .status()
+            .unwrap();
+            assert!(status.success(), "containerd-env {what}");
+        };
+        ctl("stop-daemon");
+        // Resizes go on while containerd is down: they do not need it.
+        let out = env.tidalctl(&["resize", "keep", "--memory", "200Mi"]);
+        assert!(out.status.success(), "{out:?}");
+        resized += 1;
+        std::thread::sleep(Duration::from_millis(rng.below(300)));
+        ctl("start-daemon");
+        let _ = exec.wait();
+        assert!(
+            eventually(Duration::from_secs(10), || task_state(&env, &id)
+                .is_some_and(|(s, _)| s == state_stopped)),
+            "{id}: {:?} after restart {r}",
+            task_state(&env, &id)
+        );
+        assert_eq!(task_state(&env, &id).map(|t| t.1), Some(code), "{id}");
+        env.remove(&id);
+        assert_eq!(env.task("keep").map(|t| t.1), Some("RUNNING".into()));
+        let out = env.ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            &format!("y{r}"),
+            "keep",
+            "sh",
+            "-c",
+            "exit 5",
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(5),
+            "an exec after restart {r}: {out:?}"
+        );
+    }
+    let history = tidalctl_json(&env, &["history", "keep", "-o", "json"]);
+    let numbers: Vec<u64> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["revision"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, (1..=resized).collect::<Vec<_>>());
+    drop(agent);
+    env.remove("keep");
+    env.assert_no_leftovers("keep");
+    println!(
+        "soak: containerd restarted {restarts} times: every exit kept its code, {resized} resizes recorded in order, the running container kept running"
+    );
+}
