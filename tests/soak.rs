@@ -619,7 +619,7 @@ fn a_resize_storm_on_containers_that_come_and_go() {
                         container: reference(id),
                         cpu_millis: Some(100 + (i * 37 % 10) * 100),
                         memory_bytes: Some((48 + (i * 13 % 5) * 32) << 20),
-                        reclaim: i % 3 == 0,
+                        reclaim: i.is_multiple_of(3),
                         ..Default::default()
                     };
                     let code = match api.update_resources(req).await {
