@@ -282,7 +282,7 @@ fn shim_killed_at_random_moments_leaves_nothing() {
         match moment {
             Moment::Create => {
                 ctr = Some(
-                    env.ctr_with(&["run", "-d", "--runtime", TIDAL, IMAGE, &id, "sleep", "1000"])
+                    env.ctr_with(&["run", "-d", "--runtime", TIDAL, IMAGE, &id, "sleep", "7777"])
                         .stdout(Stdio::null())
                         .stderr(Stdio::null())
                         .spawn()
@@ -291,9 +291,9 @@ fn shim_killed_at_random_moments_leaves_nothing() {
                 caught += usize::from(helper_at_work("create", &id).is_some());
             }
             Moment::Exec => {
-                env.run_detached(TIDAL, &id, &[], &["sleep", "1000"]);
+                env.run_detached(TIDAL, &id, &[], &["sleep", "7777"]);
                 ctr = Some(
-                    env.ctr_with(&["task", "exec", "--exec-id", "x", &id, "sleep", "1000"])
+                    env.ctr_with(&["task", "exec", "--exec-id", "x", &id, "sleep", "7777"])
                         .stdout(Stdio::null())
                         .stderr(Stdio::null())
                         .spawn()
@@ -302,18 +302,20 @@ fn shim_killed_at_random_moments_leaves_nothing() {
                 caught += usize::from(helper_at_work("exec", &id).is_some());
             }
             Moment::Resize => {
-                env.run_detached(TIDAL, &id, &[], &["sleep", "1000"]);
+                env.run_detached(TIDAL, &id, &[], &["sleep", "7777"]);
                 let (socket, target) = (env.socket(), id.clone());
                 std::thread::spawn(move || resize_until_refused(socket, &target));
             }
             Moment::Idle => {
-                env.run_detached(TIDAL, &id, &[], &["sleep", "1000"]);
+                env.run_detached(TIDAL, &id, &[], &["sleep", "7777"]);
             }
         }
         std::thread::sleep(delay);
-        let pids: Vec<i32> = processes_with("sleep 1000")
+        // The container's processes (this test's alone: others run `sleep`
+        // too).
+        let pids: Vec<i32> = processes_with("sleep 7777")
             .into_iter()
-            .filter(|p| !cmdline(*p).starts_with("ctr"))
+            .filter(|p| cmdline(*p) == "sleep 7777 ")
             .collect();
         // While creating, `shim start` and the shim it spawns may both be
         // there: each is killed.
