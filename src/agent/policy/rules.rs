@@ -344,6 +344,12 @@ impl Policy {
         if text.trim().is_empty() {
             return Ok(Policy::default());
         }
+        if let Some((line, name)) = hidden_line_break(text) {
+            return Err(fail(
+                Some(line),
+                format!("{name} breaks a line in YAML but not in most editors, so the lines named in errors would not be the ones you see: use a plain line break"),
+            ));
+        }
         let policy: Policy = serde_norway::from_str(text).map_err(|e| {
             let mut problem = e.to_string();
             // The line goes in front, as compilers put it.
@@ -498,6 +504,25 @@ impl Policy {
         }
         Ok(())
     }
+}
+
+/// The first character of `text` that YAML reads as a line break and an
+/// editor does not (NEL, LINE SEPARATOR, PARAGRAPH SEPARATOR): the line it
+/// is on, as an editor counts lines (a newline, a CRLF or a lone CR), and
+/// its name.
+fn hidden_line_break(text: &str) -> Option<(usize, &'static str)> {
+    let (at, c) = text
+        .char_indices()
+        .find(|(_, c)| matches!(c, '\u{85}' | '\u{2028}' | '\u{2029}'))?;
+    let before = &text[..at];
+    let breaks = before.matches('\n').count() + before.matches('\r').count()
+        - before.matches("\r\n").count();
+    let name = match c {
+        '\u{85}' => "U+0085 (NEXT LINE)",
+        '\u{2028}' => "U+2028 (LINE SEPARATOR)",
+        _ => "U+2029 (PARAGRAPH SEPARATOR)",
+    };
+    Some((breaks + 1, name))
 }
 
 /// The 1-based line of the key at `path` in the YAML `text` (each key

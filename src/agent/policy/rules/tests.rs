@@ -93,3 +93,25 @@ fn an_unreadable_or_huge_file_is_refused_with_its_name() {
     std::fs::write(&path, "#".repeat(MAX_FILE + 1)).unwrap();
     assert!(Policy::load(&path).unwrap_err().problem.contains("bytes"));
 }
+
+/// Found by the policy_file fuzz target (10M-run soak): YAML breaks lines
+/// at NEL, LS and PS too, so its line numbers ran past the file's lines as
+/// an editor shows them. Such a file is refused, naming the line the
+/// character is on.
+#[test]
+fn a_line_break_editors_do_not_show_is_refused_with_its_line() {
+    for (c, name) in [
+        ('\u{85}', "U+0085"),
+        ('\u{2028}', "U+2028"),
+        ('\u{2029}', "U+2029"),
+    ] {
+        let text = format!("interval: 1s\r\nmode: enforce\nmax_step: 0.5{c}rules: x\n");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.problem.contains(name), "{e}");
+    }
+    // The crash input itself.
+    let input = include_bytes!("../../../../tests/fuzz/corpus/policy_file/nel-line-break");
+    let e = parse(&String::from_utf8_lossy(input)).unwrap_err();
+    assert!(e.problem.contains("U+0085"), "{e}");
+}
