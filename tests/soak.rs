@@ -825,3 +825,180 @@ fn containerd_restarted_under_running_exiting_and_resized_containers() {
         "soak: containerd restarted {restarts} times: every exit kept its code, {resized} resizes recorded in order, the running container kept running"
     );
 }
+
+/// What a process holds: open descriptors, threads, resident KiB.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Held {
+    fds: usize,
+    threads: usize,
+    rss_kib: u64,
+}
+
+fn held(pid: i32) -> Held {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    Held {
+        fds: std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count()),
+        threads: field("Threads:") as usize,
+        rss_kib: field("VmRSS:"),
+    }
+}
+
+/// Files and directories under `dir`, recursively.
+fn entries(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| {
+        d.flatten()
+            .map(|e| {
+                1 + if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    entries(&e.path())
+                } else {
+                    0
+                }
+            })
+            .sum()
+    })
+}
+
+/// One sample of everything churn could leak.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    cycle: usize,
+    containerd: Held,
+    shim: Held,
+    tidald: Held,
+    mounts: usize,
+    cgroups: usize,
+    state: usize,
+}
+
+/// Containers made, exec'd into, resized, stopped and deleted, cycle after
+/// cycle, in one pod's shim (the pod's sandbox stays) with tidald watching.
+/// containerd's, the pod shim's and tidald's descriptors, threads and
+/// resident memory, the node's mounts, cgroup directories and tidal's state
+/// files are sampled before, during and after: flat means back where they
+/// started, with no upward trend.
+#[test]
+fn churn_leaves_every_count_flat() {
+    let cycles = count("TIDAL_SOAK_CHURN_CYCLES", 20);
+    let env = Env::start("churn");
+    let pod = ["--annotation", "io.kubernetes.cri.sandbox-id=churn-pod"];
+    env.run_detached(TIDAL, "anchor", &pod, &["sleep", "100000"]);
+    let shim = env.shims()[0];
+    let agent = env.start_agent();
+    let containerd: i32 = std::fs::read_to_string(env.dir.join("containerd.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let state = env.dir.join("tidal");
+    let sample = |cycle| Sample {
+        cycle,
+        containerd: held(containerd),
+        shim: held(shim),
+        tidald: held(agent.pid()),
+        mounts: std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .count(),
+        cgroups: entries(
+            std::path::Path::new("/sys/fs/cgroup/memory")
+                .join(NS)
+                .as_path(),
+        ),
+        state: entries(&state),
+    };
+    let cycle = |i: usize| {
+        let id = format!("ch{i}");
+        env.run_detached(TIDAL, &id, &pod, &["sleep", "100000"]);
+        let out = env.ctr(&["task", "exec", "--exec-id", "e", &id, "sh", "-c", "exit 3"]);
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        let out = env.tidalctl(&["resize", &id, "--cpu", "300m", "--memory", "96Mi"]);
+        assert!(out.status.success(), "{out:?}");
+        env.remove(&id);
+    };
+    // Warm up: the first containers start what stays (pools, connections).
+    for i in 0..3 {
+        cycle(i);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let before = sample(0);
+    let mut samples = vec![before];
+    let every = (cycles / 10).max(1);
+    for i in 1..=cycles {
+        cycle(i + 3);
+        if i % every == 0 {
+            samples.push(sample(i));
+        }
+    }
+    // The shim's blocking threads end after idling 10 s.
+    std::thread::sleep(Duration::from_secs(11));
+    let after = sample(cycles);
+    samples.push(after);
+    for s in &samples {
+        println!(
+            "soak: churn {:>5}: containerd fds {} threads {} rss {} KiB | shim fds {} threads {} rss {} KiB | tidald fds {} threads {} rss {} KiB | mounts {} cgroups {} state {}",
+            s.cycle,
+            s.containerd.fds,
+            s.containerd.threads,
+            s.containerd.rss_kib,
+            s.shim.fds,
+            s.shim.threads,
+            s.shim.rss_kib,
+            s.tidald.fds,
+            s.tidald.threads,
+            s.tidald.rss_kib,
+            s.mounts,
+            s.cgroups,
+            s.state
+        );
+    }
+    // Exactly back: what a cycle makes, it removes.
+    assert_eq!(after.mounts, before.mounts, "mounts");
+    assert_eq!(after.cgroups, before.cgroups, "cgroup directories");
+    assert_eq!(
+        after.state, before.state,
+        "files under tidal's state directory"
+    );
+    assert_eq!(
+        after.shim.fds, before.shim.fds,
+        "the pod shim's descriptors"
+    );
+    // Its blocking threads end after idling: never more than before.
+    assert!(
+        after.shim.threads <= before.shim.threads,
+        "the pod shim's threads: {before:?} -> {after:?}"
+    );
+    assert!(
+        after.tidald.fds <= before.tidald.fds + 2,
+        "tidald's descriptors: {before:?} -> {after:?}"
+    );
+    assert!(
+        after.containerd.fds <= before.containerd.fds + 4,
+        "containerd's descriptors: {before:?} -> {after:?}"
+    );
+    // Resident memory: allocators keep some; a leak grows with the cycles.
+    // The second half of the run may not add more than 1 MiB to the shim or
+    // tidald.
+    let mid = samples[samples.len() / 2];
+    assert!(
+        after.shim.rss_kib <= mid.shim.rss_kib + 1024,
+        "the shim grew from {} to {} KiB in the second half",
+        mid.shim.rss_kib,
+        after.shim.rss_kib
+    );
+    assert!(
+        after.tidald.rss_kib <= mid.tidald.rss_kib + 1024,
+        "tidald grew from {} to {} KiB in the second half",
+        mid.tidald.rss_kib,
+        after.tidald.rss_kib
+    );
+    drop(agent);
+    env.remove("anchor");
+    env.assert_no_leftovers("anchor");
+}

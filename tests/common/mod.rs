@@ -276,6 +276,11 @@ impl Drop for Agent {
 }
 
 impl Agent {
+    /// tidald's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
     /// Kills tidald with SIGKILL, as a crash or the OOM killer would.
     pub fn kill(mut self) {
         let _ = self.child.kill();
