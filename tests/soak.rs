@@ -897,20 +897,21 @@ fn churn_leaves_every_count_flat() {
         .parse()
         .unwrap();
     let state = env.dir.join("tidal");
-    let sample = |cycle| Sample {
+    let sample = |cycle: usize| Sample {
         cycle,
         containerd: held(containerd),
         shim: held(shim),
         tidald: held(agent.pid()),
+        // This test's own: the other tests of the file run beside it.
         mounts: std::fs::read_to_string("/proc/self/mountinfo")
             .unwrap()
             .lines()
+            .filter(|l| l.contains(&*env.dir.to_string_lossy()))
             .count(),
-        cgroups: entries(
-            std::path::Path::new("/sys/fs/cgroup/memory")
-                .join(NS)
-                .as_path(),
-        ),
+        cgroups: (0..cycle + 3)
+            .map(|i| cgroup_dirs(&format!("ch{i}")).len())
+            .sum::<usize>()
+            + cgroup_dirs("anchor").len(),
         state: entries(&state),
     };
     let cycle = |i: usize| {

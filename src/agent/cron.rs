@@ -130,9 +130,11 @@ struct Step {
     resource: Resource,
     act: Act,
     change: Change,
-    /// For a job's end (a give-back): the revision it was decided at, so
-    /// that it is written only if no one changed the container since.
-    expect_revision: Option<u64>,
+    /// The container's last revision when this was decided.
+    basis: u64,
+    /// A job's end (a give-back) is written only if no one else changed the
+    /// container since `basis`.
+    conditional: bool,
 }
 
 /// The controller: its containers' state, shared with the API.
@@ -179,8 +181,18 @@ impl Controller {
                 return;
             }
         };
+        // A later step on a container that this pass changed is decided
+        // from the container as this pass left it, as long as only this
+        // pass wrote to it since the plan read it.
+        let mut wrote: HashMap<Key, u64> = HashMap::new();
         for s in steps {
-            self.apply(s, now).await;
+            let key = s.key.clone();
+            let basis = wrote.get(&key).copied().unwrap_or(s.basis);
+            if let Some(revision) = self.apply(s, basis, now).await {
+                if revision == basis + 1 {
+                    wrote.insert(key, revision);
+                }
+            }
         }
     }
 
@@ -221,11 +233,9 @@ impl Controller {
                         continue;
                     }
                 }
-                let mut expect_revision = None;
                 let change = match w {
                     Wanted::Set { job, .. } => set(job, r),
                     _ => {
-                        expect_revision = Some(v.last_revision);
                         if !owner::holds(&v.declared.writers, SOURCE, resource_name(r)) {
                             // Another writer's value (or none of ours):
                             // theirs to keep.
@@ -246,22 +256,26 @@ impl Controller {
                     key: key.clone(),
                     resource: r,
                     act,
+                    conditional: !matches!(w, Wanted::Set { .. }),
                     change,
-                    expect_revision,
+                    basis: v.last_revision,
                 });
             }
         }
         steps
     }
 
-    async fn apply(&self, s: Step, now: i64) {
+    /// Applies step `s` (a job's end only while the container's last
+    /// revision is `basis`); the revision it made.
+    async fn apply(&self, s: Step, basis: u64, now: i64) -> Option<u64> {
         let notes = Notes {
             source: SOURCE.to_string(),
             reason: s.act.reason(),
-            expect_revision: s.expect_revision,
+            expect_revision: s.conditional.then_some(basis),
             ..Default::default()
         };
         let what = describe(&s.change, s.resource);
+        let mut made = 0;
         let outcome = match self.resizer.resize(&name(&s.key), &s.change, notes).await {
             Err(e) if e.code() == tonic::Code::Aborted => {
                 // Another writer changed the container after this job's end
@@ -273,13 +287,16 @@ impl Controller {
                     s.key.1,
                     s.act.job
                 );
-                return;
+                return None;
             }
-            Ok(r) => Outcome {
-                at: now,
-                text: format!("{what}: revision {}", r.revision),
-                failed: false,
-            },
+            Ok(r) => {
+                made = r.revision;
+                Outcome {
+                    at: now,
+                    text: format!("{what}: revision {}", r.revision),
+                    failed: false,
+                }
+            }
             Err(e) => {
                 tracing::warn!(
                     "cron-vertical-scaler: {}/{} job {}: {what}: {e}",
@@ -290,11 +307,13 @@ impl Controller {
                 failed(now, format!("{what}: {e}"))
             }
         };
+        let revision = (!outcome.failed).then_some(made);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(e) = entries.get_mut(&s.key) {
             e.outcomes.insert(s.act.job.clone(), outcome);
             e.done.insert(s.resource, s.act);
         }
+        revision
     }
 
     /// Each container carrying the trait, its jobs and their outcomes, at
