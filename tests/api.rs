@@ -7,20 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use common::*;
-use tidal::proto::pb::{self, ContainerRef};
-
-fn target(id: &str) -> Option<ContainerRef> {
-    Some(ContainerRef {
-        namespace: NS.into(),
-        id: id.into(),
-    })
-}
-
-/// (cpu millis, memory bytes) of some limits.
-fn cpu_mem(l: &Option<pb::Limits>) -> (Option<u64>, Option<u64>) {
-    let l = l.clone().expect("limits");
-    (l.cpu_millis, l.memory_bytes)
-}
+use tidal::proto::pb;
 
 /// The container as `tidalctl ps -o json` lists it.
 fn ps_json(env: &Env, id: &str) -> serde_json::Value {

@@ -49,13 +49,6 @@ impl Rng {
     }
 }
 
-fn reference(id: &str) -> Option<pb::ContainerRef> {
-    Some(pb::ContainerRef {
-        namespace: NS.into(),
-        id: id.into(),
-    })
-}
-
 /// A line of a container's history, as the shim writes it.
 #[derive(serde::Deserialize)]
 struct Line {
@@ -112,7 +105,7 @@ fn tidald_killed_under_resize_load_loses_and_repeats_no_revision() {
                         let id = ids[(c + i) % ids.len()];
                         let reason = format!("round {round} client {c} call {i}");
                         let req = pb::UpdateResourcesRequest {
-                            container: reference(id),
+                            container: target(id),
                             reason: reason.clone(),
                             cpu_millis: Some(100 + 10 * ((c * 7 + i) % 20) as u64),
                             ..Default::default()
@@ -213,7 +206,7 @@ fn tidald_killed_under_resize_load_loses_and_repeats_no_revision() {
             // A rollback over the whole kept history still works.
             let back = api
                 .rollback(pb::RollbackRequest {
-                    container: reference(id),
+                    container: target(id),
                     revision: first,
                     ..Default::default()
                 })
@@ -618,7 +611,7 @@ fn a_resize_storm_on_containers_that_come_and_go() {
                 while !stop.load(Ordering::Relaxed) {
                     let id = ids[(c + i as usize) % ids.len()];
                     let req = pb::UpdateResourcesRequest {
-                        container: reference(id),
+                        container: target(id),
                         cpu_millis: Some(100 + (i * 37 % 10) * 100),
                         memory_bytes: Some((48 + (i * 13 % 5) * 32) << 20),
                         reclaim: i.is_multiple_of(3),

@@ -9,20 +9,7 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use tidal::proto::pb::{self, ContainerRef};
-
-fn target(id: &str) -> Option<ContainerRef> {
-    Some(ContainerRef {
-        namespace: NS.into(),
-        id: id.into(),
-    })
-}
-
-/// (cpu millis, memory bytes) of some limits.
-fn cpu_mem(l: &Option<pb::Limits>) -> (Option<u64>, Option<u64>) {
-    let l = l.clone().expect("limits");
-    (l.cpu_millis, l.memory_bytes)
-}
+use tidal::proto::pb;
 
 /// Eight operators resizing one container at once: every change lands (a
 /// change that names no revision is never refused for a race), each is one

@@ -108,8 +108,15 @@ impl Resizer {
             (None, Some(to)) if notes.reason.is_empty() => format!("rollback to revision {to}"),
             _ => notes.reason.clone(),
         };
-        let first = self.inventory.route(name)?;
-        let key = (first.namespace, first.id);
+        // Every writer inside tidald names the namespace: the turn's key is
+        // then known without a lookup on the write path.
+        let key = match &name.namespace {
+            Some(ns) => (ns.clone(), name.id.clone()),
+            None => {
+                let t = self.inventory.route(name)?;
+                (t.namespace, t.id)
+            }
+        };
         let turn = {
             let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
             turns.entry(key.clone()).or_default().clone()

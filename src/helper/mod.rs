@@ -13,6 +13,7 @@
 //! The shim's side (starting helpers, the protected executable they run
 //! from) lives in `crate::shim`; nothing here imports from it.
 
+mod cleanup;
 pub mod propagation;
 pub mod worker;
 

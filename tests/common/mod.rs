@@ -516,3 +516,17 @@ pub fn unified() -> bool {
     std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
         .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"))
 }
+
+/// Container `id` of this environment's namespace, as tidald's API names it.
+pub fn target(id: &str) -> Option<tidal::proto::pb::ContainerRef> {
+    Some(tidal::proto::pb::ContainerRef {
+        namespace: NS.into(),
+        id: id.into(),
+    })
+}
+
+/// (cpu millis, memory bytes) of some limits.
+pub fn cpu_mem(l: &Option<tidal::proto::pb::Limits>) -> (Option<u64>, Option<u64>) {
+    let l = l.clone().expect("limits");
+    (l.cpu_millis, l.memory_bytes)
+}
