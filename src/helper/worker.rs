@@ -341,9 +341,15 @@ fn execute(req: Request) -> Reply {
             Ok(None)
         }
         Request::Pause { id, root } => {
-            load(&root, &id)?
-                .pause()
-                .map_err(|e| lc_error("pause", &id, e))?;
+            let mut c = load(&root, &id)?;
+            if let Err(e) = c.pause() {
+                // A freeze that did not complete (cgroup v2 waits for every
+                // task to stop, and gives up after 10 s) leaves the cgroup
+                // half frozen while the container is still called running:
+                // thaw it, as runc does, so a failed pause changes nothing.
+                thaw(&c);
+                return Err(lc_error("pause", &id, e));
+            }
             Ok(None)
         }
         Request::Resume { id, root } => {
@@ -353,6 +359,24 @@ fn execute(req: Request) -> Reply {
             Ok(None)
         }
         Request::Delete { id, root, bundle } => delete(&id, &root, &bundle),
+    }
+}
+
+/// Thaws `c`'s cgroup, whatever libcontainer's state says of it.
+fn thaw(c: &libcontainer::container::Container) {
+    use libcgroups::common::{CgroupConfig, CgroupManager, FreezerState};
+    let Ok(spec) = c.spec() else { return };
+    let manager = libcgroups::common::create_cgroup_manager(CgroupConfig {
+        cgroup_path: spec.cgroup_path,
+        systemd_cgroup: c.systemd(),
+        container_name: c.id().to_string(),
+    });
+    let thawed = match manager {
+        Ok(m) => m.freeze(FreezerState::Thawed).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = thawed {
+        tracing::warn!(id = c.id(), "thaw after a failed pause: {e}");
     }
 }
 
