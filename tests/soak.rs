@@ -862,6 +862,8 @@ fn entries(dir: &std::path::Path) -> usize {
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     cycle: usize,
+    /// Seconds since the first sample.
+    at: f64,
     containerd: Held,
     shim: Held,
     tidald: Held,
@@ -876,9 +878,14 @@ struct Sample {
 /// resident memory, the node's mounts, cgroup directories and tidal's state
 /// files are sampled before, during and after: flat means back where they
 /// started, with no upward trend.
+///
+/// With TIDAL_SOAK_CHURN_SECONDS it churns for that long instead of a count
+/// (`hack/soak long`: an hour), sampling every minute, and reports the
+/// resident memory slope of the shim and tidald over the second half.
 #[test]
 fn churn_leaves_every_count_flat() {
     let cycles = count("TIDAL_SOAK_CHURN_CYCLES", 20);
+    let seconds = count("TIDAL_SOAK_CHURN_SECONDS", 0) as u64;
     let env = Env::start("churn");
     let pod = ["--annotation", "io.kubernetes.cri.sandbox-id=churn-pod"];
     env.run_detached(TIDAL, "anchor", &pod, &["sleep", "100000"]);
@@ -890,8 +897,10 @@ fn churn_leaves_every_count_flat() {
         .parse()
         .unwrap();
     let state = env.dir.join("tidal");
+    let start = Instant::now();
     let sample = |cycle: usize| Sample {
         cycle,
+        at: start.elapsed().as_secs_f64(),
         containerd: held(containerd),
         shim: held(shim),
         tidald: held(agent.pid()),
@@ -924,20 +933,38 @@ fn churn_leaves_every_count_flat() {
     let before = sample(0);
     let mut samples = vec![before];
     let every = (cycles / 10).max(1);
-    for i in 1..=cycles {
+    let (mut i, mut sampled) = (0, Instant::now());
+    loop {
+        let done = if seconds > 0 {
+            start.elapsed() >= Duration::from_secs(seconds)
+        } else {
+            i == cycles
+        };
+        if done {
+            break;
+        }
+        i += 1;
         cycle(i + 3);
-        if i % every == 0 {
+        let due = if seconds > 0 {
+            sampled.elapsed() >= Duration::from_secs(60)
+        } else {
+            i % every == 0
+        };
+        if due {
             samples.push(sample(i));
+            sampled = Instant::now();
         }
     }
+    let cycles = i;
     // The shim's blocking threads end after idling 10 s.
     std::thread::sleep(Duration::from_secs(11));
     let after = sample(cycles);
     samples.push(after);
     for s in &samples {
         println!(
-            "soak: churn {:>5}: containerd fds {} threads {} rss {} KiB | shim fds {} threads {} rss {} KiB | tidald fds {} threads {} rss {} KiB | mounts {} cgroups {} state {}",
+            "soak: churn {:>5} at {:>5.0} s: containerd fds {} threads {} rss {} KiB | shim fds {} threads {} rss {} KiB | tidald fds {} threads {} rss {} KiB | mounts {} cgroups {} state {}",
             s.cycle,
+            s.at,
             s.containerd.fds,
             s.containerd.threads,
             s.containerd.rss_kib,
@@ -952,6 +979,21 @@ fn churn_leaves_every_count_flat() {
             s.state
         );
     }
+    // The trend of the second half (while churning: the idle sample left
+    // out), fitted by least squares.
+    let half = &samples[samples.len() / 2..samples.len() - 1];
+    let rss = |pick: fn(&Sample) -> u64| {
+        let per_cycle = slope(half.iter().map(|s| (s.cycle as f64, pick(s) as f64)));
+        let per_hour = slope(half.iter().map(|s| (s.at / 3600.0, pick(s) as f64)));
+        format!("{per_cycle:+.3} KiB per cycle, {per_hour:+.0} KiB per hour")
+    };
+    println!(
+        "soak: churn: {cycles} cycles in {:.0} s; resident memory over the second half: shim {}, tidald {}, containerd {}",
+        after.at,
+        rss(|s| s.shim.rss_kib),
+        rss(|s| s.tidald.rss_kib),
+        rss(|s| s.containerd.rss_kib)
+    );
     // Exactly back: what a cycle makes, it removes.
     assert_eq!(after.mounts, before.mounts, "mounts");
     assert_eq!(after.cgroups, before.cgroups, "cgroup directories");
@@ -995,4 +1037,24 @@ fn churn_leaves_every_count_flat() {
     drop(agent);
     env.remove("anchor");
     env.assert_no_leftovers("anchor");
+}
+
+/// The least-squares slope of `points` (0 for fewer than two).
+fn slope(points: impl Iterator<Item = (f64, f64)> + Clone) -> f64 {
+    let n = points.clone().count() as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let (sx, sy) = points
+        .clone()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (mx, my) = (sx / n, sy / n);
+    let (num, den) = points.fold((0.0, 0.0), |(a, b), (x, y)| {
+        (a + (x - mx) * (y - my), b + (x - mx) * (x - mx))
+    });
+    if den == 0.0 {
+        0.0
+    } else {
+        num / den
+    }
 }
