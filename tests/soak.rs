@@ -710,20 +710,38 @@ fn task_state(env: &Env, id: &str) -> Option<(i32, u32)> {
     })
 }
 
+/// TaskExit events containerd has passed on to its subscribers, by its own
+/// debug log: those a shim forwarded and those containerd published itself
+/// (for a shim that died). Each containerd started in `env` appends to it.
+fn task_exits_sent(env: &Env) -> usize {
+    std::fs::read_to_string(env.dir.join("containerd.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            (l.contains("msg=\"event forwarded\"") || l.contains("msg=\"event published\""))
+                && l.contains("type=containerd.events.TaskExit")
+        })
+        .count()
+}
+
 /// containerd restarted again and again under running containers, while
 /// short-lived containers exit (some while containerd is down), execs run
 /// and tidald resizes. After each restart: every container that exited is
 /// STOPPED with its own exit code, the long-lived one still runs and can be
-/// exec'd into and resized, and its history is whole and in order.
+/// exec'd into and resized, and its history is whole and in order. Over the
+/// whole run containerd received exactly one TaskExit per process that
+/// exited: none lost while it was down, none sent twice.
 #[test]
 fn containerd_restarted_under_running_exiting_and_resized_containers() {
     let restarts = count("TIDAL_SOAK_CONTAINERD_RESTARTS", 3);
-    let env = Env::start("soakrestart");
+    let env = Env::start_with("soakrestart", &[("TIDAL_CONTAINERD_LOG_LEVEL", "debug")]);
     env.run_detached(TIDAL, "keep", &[], &["sleep", "100000"]);
     let agent = env.start_agent();
     let mut rng = Rng::new();
     let mut resized = 0u64;
     let state_stopped = 3; // containerd's api.types.task.Status STOPPED
+                           // Processes that exited, each owed one TaskExit.
+    let mut exited = 0;
     for r in 0..restarts {
         // A container that exits with its own code 0-300 ms from now,
         // maybe while containerd is down.
@@ -745,12 +763,21 @@ fn containerd_restarted_under_running_exiting_and_resized_containers() {
                 &format!("x{r}"),
                 "keep",
                 "sleep",
-                "0.2",
+                "0.5",
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // Started before containerd goes down (so that it is owed a
+        // TaskExit), or already done.
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                env.ctr_ok(&["task", "ps", "keep"]).lines().count() > 2
+                    || exec.try_wait().unwrap().is_some()
+            }),
+            "exec x{r} did not start"
+        );
         let out = env.tidalctl(&[
             "resize",
             "keep",
@@ -778,6 +805,7 @@ fn containerd_restarted_under_running_exiting_and_resized_containers() {
         std::thread::sleep(Duration::from_millis(rng.below(300)));
         ctl("start-daemon");
         let _ = exec.wait();
+        exited += 2; // the short-lived container and the exec
         assert!(
             eventually(Duration::from_secs(10), || task_state(&env, &id)
                 .is_some_and(|(s, _)| s == state_stopped)),
@@ -802,6 +830,7 @@ fn containerd_restarted_under_running_exiting_and_resized_containers() {
             Some(5),
             "an exec after restart {r}: {out:?}"
         );
+        exited += 1;
     }
     let history = tidalctl_json(&env, &["history", "keep", "-o", "json"]);
     let numbers: Vec<u64> = history
@@ -813,9 +842,19 @@ fn containerd_restarted_under_running_exiting_and_resized_containers() {
     assert_eq!(numbers, (1..=resized).collect::<Vec<_>>());
     drop(agent);
     env.remove("keep");
+    exited += 1;
     env.assert_no_leftovers("keep");
+    // A shim resends what containerd did not take, within half a second of
+    // its return.
+    eventually(Duration::from_secs(10), || task_exits_sent(&env) >= exited);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        task_exits_sent(&env),
+        exited,
+        "TaskExit events containerd received for {exited} exits"
+    );
     println!(
-        "soak: containerd restarted {restarts} times: every exit kept its code, {resized} resizes recorded in order, the running container kept running"
+        "soak: containerd restarted {restarts} times: every exit kept its code, {exited} TaskExit for {exited} exits, {resized} resizes recorded in order, the running container kept running"
     );
 }
 

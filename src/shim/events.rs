@@ -52,10 +52,14 @@ named!(
     TaskOOM
 );
 
-/// Tries per event before it is dropped (containerd gone for good): the
-/// waits between them double from 250 ms, about 16 s in all, long enough
-/// for containerd to restart.
-const ATTEMPTS: u32 = 7;
+/// How long an event is tried before it is dropped (containerd gone for
+/// good): long enough for containerd to restart. The waits between tries
+/// double from [`FIRST_WAIT`] up to [`LONGEST_WAIT`], so that an event made
+/// while containerd was away goes out within half a second of its return
+/// (a shim that containerd deletes meanwhile has only its last flush left).
+const GIVE_UP: Duration = Duration::from_secs(30);
+const FIRST_WAIT: Duration = Duration::from_millis(25);
+const LONGEST_WAIT: Duration = Duration::from_millis(400);
 
 enum Queued {
     Event(Envelope),
@@ -114,6 +118,19 @@ impl Events {
     }
 }
 
+/// containerd answered and said no: sending it again would get the same
+/// answer (and hold every later event back).
+fn refused(e: &ttrpc::error::Error) -> bool {
+    use ttrpc::proto::Code;
+    match e {
+        ttrpc::error::Error::RpcStatus(status) => !matches!(
+            status.code(),
+            Code::DEADLINE_EXCEEDED | Code::UNAVAILABLE | Code::CANCELLED | Code::UNKNOWN
+        ),
+        _ => false,
+    }
+}
+
 fn dial(address: &str) -> std::io::Result<EventsClient> {
     let path = address.strip_prefix("unix://").unwrap_or(address);
     let stream = std::os::unix::net::UnixStream::connect(path)?;
@@ -138,28 +155,41 @@ async fn send_all(
         };
         let mut req = ForwardRequest::new();
         req.envelope = MessageField::some(envelope);
-        for attempt in 1..=ATTEMPTS {
+        let topic = req.envelope.topic.clone();
+        let (first, mut wait) = (std::time::Instant::now(), FIRST_WAIT);
+        for attempt in 1.. {
             let ctx = ttrpc::context::with_timeout(Duration::from_secs(5).as_nanos() as i64);
             match client.forward(ctx, &req).await {
-                Ok(_) => break,
-                Err(e) if attempt == ATTEMPTS => {
-                    log::error!(
-                        "publish {}: {e}; dropped after {ATTEMPTS} tries",
-                        req.envelope.topic
-                    );
+                Ok(_) => {
+                    if attempt > 1 {
+                        log::info!("published {topic} at try {attempt}");
+                    }
+                    break;
+                }
+                Err(e) if refused(&e) => {
+                    log::error!("publish {topic}: {e}; containerd refused it");
+                    break;
+                }
+                Err(e) if first.elapsed() >= GIVE_UP => {
+                    log::error!("publish {topic}: {e}; dropped after {attempt} tries");
+                    break;
                 }
                 Err(e) => {
-                    log::warn!("publish {} (try {attempt}): {e}", req.envelope.topic);
-                    tokio::time::sleep(Duration::from_millis(250 << (attempt - 1))).await;
-                    if matches!(
-                        e,
-                        ttrpc::error::Error::RemoteClosed | ttrpc::error::Error::LocalClosed
-                    ) || matches!(e, ttrpc::error::Error::Socket(_))
-                    {
-                        match dial(&address) {
-                            Ok(c) => client = c,
-                            Err(e) => log::warn!("reconnect to containerd at {address}: {e}"),
+                    if attempt == 1 {
+                        log::warn!("publish {topic}: {e}; trying again");
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(LONGEST_WAIT);
+                    // Whatever broke (containerd restarted, the connection
+                    // or its client task closed), the next try goes over a
+                    // new connection: the old one's errors are not worth
+                    // telling apart, and a dial costs one connect.
+                    match dial(&address) {
+                        Ok(c) => client = c,
+                        Err(e) if attempt == 1 => {
+                            log::warn!("reconnect to containerd at {address}: {e}")
                         }
+                        Err(_) => {}
                     }
                 }
             }
@@ -232,6 +262,10 @@ mod tests {
 
         server.shutdown().await.unwrap();
         drop(server);
+        // Long enough for the client to see its connection end: a send over
+        // it then fails with an error of the client's own, not the socket's
+        // (as for a shim whose containerd restarted while it was idle).
+        tokio::time::sleep(Duration::from_millis(200)).await;
         events.send(TaskDelete::default()).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         let (_again, second) = serve(&path).await;

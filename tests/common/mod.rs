@@ -29,6 +29,12 @@ fn repo() -> PathBuf {
 impl Env {
     /// Starts a private containerd under a fresh temporary directory.
     pub fn start(name: &str) -> Env {
+        Env::start_with(name, &[])
+    }
+
+    /// As [`Env::start`], with these variables for `hack/containerd-env`
+    /// (TIDAL_CONTAINERD_LOG_LEVEL, for one).
+    pub fn start_with(name: &str, vars: &[(&str, &str)]) -> Env {
         require_root();
         let dir = PathBuf::from(format!("/tmp/tidal-it-{name}-{}", std::process::id()));
         let _ = Command::new(repo().join("hack/containerd-env"))
@@ -40,6 +46,7 @@ impl Env {
             .arg("up")
             .arg(&dir)
             .arg(shim.parent().unwrap())
+            .envs(vars.iter().copied())
             .output()
             .expect("run hack/containerd-env");
         assert!(
