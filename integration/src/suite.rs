@@ -454,6 +454,13 @@ pub fn run_for(
         .block_on(crate::cri::connect(&env.socket()))
         .expect("connect to containerd's CRI")
         .0;
+    // Each case's time limit: 120 s, or TIDAL_CASE_SECONDS (long soaks).
+    let limit = Duration::from_secs(
+        std::env::var("TIDAL_CASE_SECONDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(120),
+    );
     let cgroup_root = format!("tidal-{suite}-{}", std::process::id());
     let shared = Arc::new(Shared::new(&env, &cgroup_root));
     for case in selected {
@@ -468,15 +475,12 @@ pub fn run_for(
                     env: env.clone(),
                 };
                 let run = async move {
-                    let body = tokio::spawn(tokio::time::timeout(
-                        Duration::from_secs(120),
-                        body_fn(ctx.clone()),
-                    ))
-                    .await;
+                    let body =
+                        tokio::spawn(tokio::time::timeout(limit, body_fn(ctx.clone()))).await;
                     let cleaned = ctx.cleanup().await;
                     let outcome = match body {
                         Ok(Ok(())) => Ok(()),
-                        Ok(Err(_)) => Err("timed out after 120 s".to_string()),
+                        Ok(Err(_)) => Err(format!("timed out after {} s", limit.as_secs())),
                         Err(e) => Err(panic_text(e)),
                     };
                     outcome.and(cleaned.map_err(|e| format!("cleanup: {e}")))
