@@ -160,6 +160,16 @@ fn a_full_state_disk_refuses_resizes_and_changes_nothing() {
         for words in ["No space left on device", "the limits are as they were"] {
             assert!(refused.message().contains(words), "{refused:?}");
         }
+        // The next one opens the history afresh, and is refused too.
+        let again = api
+            .update_resources(resize(450, 80 << 20))
+            .await
+            .unwrap_err();
+        assert_eq!(again.code(), tonic::Code::ResourceExhausted, "{again:?}");
+        assert!(
+            again.message().contains("No space left on device"),
+            "{again:?}"
+        );
         let last = 300 + 10 * ((recorded + 1) % 2);
         let c = api
             .get_resources(pb::GetResourcesRequest {

@@ -121,24 +121,28 @@ impl Resize {
     /// records it as a revision.
     fn run(self, cg: &crate::cgroups::Cgroup, kept: &mut crate::resize::Kept) -> Result<()> {
         use crate::resize::{self, history};
-        if kept.history.is_none() {
-            kept.history = history::Log::open(&self.history)
-                .map_err(|e| log::error!("history of {}: {e}", self.id))
-                .ok();
-        }
+        // No limit changes without its revision: a history that cannot be
+        // opened refuses the change before anything is written.
+        let log = match kept.history.take() {
+            Some(log) => log,
+            None => history::Log::open(&self.history).map_err(|e| {
+                let why = format!(
+                    "{} is not resized: its history {} cannot be opened: {e}",
+                    self.id,
+                    self.history.display()
+                );
+                log::error!("{why}");
+                match e.raw_os_error() {
+                    Some(libc::ENOSPC) => Error::ResourceExhausted(why),
+                    _ => Error::Internal(why),
+                }
+            })?,
+        };
+        let log = kept.history.insert(log);
         if let Some(expect) = self.expect {
             // Under the resize lock: nothing records a revision between
             // this check and the change's own.
-            let last = kept
-                .history
-                .as_ref()
-                .map(history::Log::last)
-                .ok_or_else(|| {
-                    Error::Internal(format!(
-                        "{} names revision {expect}, but the history cannot be read",
-                        self.id
-                    ))
-                })?;
+            let last = log.last();
             if last != expect {
                 return Err(Error::Aborted(format!(
                     "{} changed since revision {expect} (its last revision is {last}): decide again from the container as it is now",
@@ -183,14 +187,9 @@ impl Resize {
             before: before.clone(),
             after,
         };
-        if kept.history.is_none() {
-            kept.history = history::Log::open(&self.history)
-                .map_err(|e| log::error!("history of {}: {e}", self.id))
-                .ok();
-        }
         let recorded = match kept.history.as_mut() {
             Some(log) => log.append(rev),
-            None => Err(std::io::Error::other("it could not be opened")),
+            None => Err(std::io::Error::other("it is not open")),
         };
         if let Err(e) = recorded {
             // No limit changes without its revision: the change is undone
