@@ -148,6 +148,11 @@ fn a_shrink_below_usage_reclaims_or_is_refused_and_never_oom_kills() {
     // Below what cannot be reclaimed (the tmpfs) it is refused, even asked.
     let out = env.tidalctl(&["resize", "cache", "--memory", "4Mi", "--reclaim"]);
     assert!(!out.status.success(), "a 4Mi limit over 8 MB of tmpfs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("even after reclaiming") && !err.contains("--reclaim"),
+        "the refusal says reclaiming was tried, not to try it: {err}"
+    );
     assert_eq!(read(&cg, "memory.max"), (24u64 << 20).to_string());
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(keyed(&cg, "memory.events", "oom_kill"), 0);

@@ -442,8 +442,6 @@ pub fn run_for(
         selected.len() * handlers.len() + usize::from(after.is_some()),
         (cases.len() - selected.len()) * handlers.len(),
     );
-    // Failures are reported per case below, with their message.
-    std::panic::set_hook(Box::new(|_| {}));
     let env = Arc::new(CriEnv::start(suite));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -463,6 +461,9 @@ pub fn run_for(
     );
     let cgroup_root = format!("tidal-{suite}-{}", std::process::id());
     let shared = Arc::new(Shared::new(&env, &cgroup_root));
+    // Failures are reported per case below, with their message (set once
+    // the environment is up, whose own failure must be seen).
+    std::panic::set_hook(Box::new(|_| {}));
     for case in selected {
         let (body_fn, name) = (case.run, case.name);
         let results: Vec<_> = rt.block_on(async {

@@ -128,6 +128,16 @@ fn runc_shim_socket(ctx: &Ctx, pod: &str) -> PathBuf {
     PathBuf::from("/run/containerd/s").join(hex)
 }
 
+/// A path outside the test's directory, removed when this is dropped (also
+/// when the case fails before its end).
+struct Removed(PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 async fn shim_killed(ctx: Ctx) {
     let config = ctx.pod_config("pod");
     let pod = ctx.run_pod(&config).await;
@@ -135,8 +145,8 @@ async fn shim_killed(ctx: Ctx) {
         .run(&pod, &config, ctx.container("app", &["sleep", "3600"]))
         .await;
     let shim = shim_pid(ctx.handler, &pod);
-    let runc_socket = (ctx.handler == "runc").then(|| runc_shim_socket(&ctx, &pod));
-    if let Some(socket) = &runc_socket {
+    let runc_socket = (ctx.handler == "runc").then(|| Removed(runc_shim_socket(&ctx, &pod)));
+    if let Some(Removed(socket)) = &runc_socket {
         assert!(
             socket.exists(),
             "runc's shim socket is not {}",
@@ -160,9 +170,12 @@ async fn shim_killed(ctx: Ctx) {
         .await
         .expect("RemovePodSandbox after the shim died");
     // A killed shim cannot remove its socket, and containerd does not: the
-    // one place outside the test's directory where something stays.
-    if let Some(socket) = &runc_socket {
-        let _ = std::fs::remove_file(socket);
+    // one place outside the test's directory where something stays. The
+    // guard removes it however the case ends.
+    if let Some(socket) = runc_socket {
+        let path = socket.0.clone();
+        drop(socket);
+        assert!(!path.exists(), "{} is left", path.display());
     }
     // Nothing of the pod is left.
     let end = Instant::now() + Duration::from_secs(10);

@@ -88,7 +88,7 @@ pub fn check_with(
             // lower limit is written, or refuses it (`refused_below_usage`).
             if cg.reclaim(usage - limit, files) {
                 if let Some(usage) = cg.memory_usage(files).filter(|&usage| usage > limit) {
-                    return Err(ResizeError::BelowUsage {
+                    return Err(ResizeError::NotReclaimed {
                         requested: limit,
                         usage,
                     });
@@ -205,7 +205,7 @@ mod tests {
         std::fs::write(dir.join("memory.reclaim"), "").unwrap();
         assert!(matches!(
             apply(&cg, &u, true),
-            Err(ResizeError::BelowUsage { .. })
+            Err(ResizeError::NotReclaimed { .. })
         ));
         assert_eq!(
             get(&dir, "memory.reclaim"),
@@ -374,7 +374,7 @@ mod tests {
 
         assert!(matches!(
             apply(v2.cgroup(), &u, true),
-            Err(ResizeError::BelowUsage { .. })
+            Err(ResizeError::NotReclaimed { .. })
         ));
         assert_eq!(
             v2.get("memory.reclaim"),

@@ -55,6 +55,10 @@ pub enum ResizeError {
     /// Memory below what the container uses now.
     #[error("memory limit {requested} is below current usage {usage}; to shrink it anyway, ask to reclaim memory first (tidalctl resize --reclaim)")]
     BelowUsage { requested: u64, usage: u64 },
+    /// Memory below what the container still uses after the kernel was
+    /// asked to reclaim the rest.
+    #[error("memory limit {requested} is below usage {usage} even after reclaiming: the kernel could not free enough (memory a process holds or a tmpfs keeps cannot be reclaimed)")]
+    NotReclaimed { requested: u64, usage: u64 },
     /// The container's cgroup is gone: it exited or is being deleted.
     #[error("the container's cgroup is gone: {0}")]
     Gone(String),

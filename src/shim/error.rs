@@ -35,7 +35,9 @@ impl From<crate::resize::ResizeError> for Error {
         use crate::resize::ResizeError as R;
         match e {
             R::Invalid { .. } => Error::InvalidArgument(e.to_string()),
-            R::BelowUsage { .. } => Error::FailedPrecondition(e.to_string()),
+            R::BelowUsage { .. } | R::NotReclaimed { .. } => {
+                Error::FailedPrecondition(e.to_string())
+            }
             R::Gone(_) => Error::NotFound(e.to_string()),
             R::Write { .. } => Error::Internal(e.to_string()),
         }

@@ -124,21 +124,32 @@ pub fn parse_properties(def: &TraitDefinition, text: &str) -> Result<AppliedTrai
 
 /// [`parse_properties`] for a value already parsed (from an OAM YAML file).
 pub fn properties(def: &TraitDefinition, value: Value) -> Result<AppliedTrait, String> {
+    every_property(def, value).map_err(|problems| problems.join("; "))
+}
+
+/// [`properties`], with each problem on its own (`tidalctl check` lists
+/// them all).
+pub fn every_property(def: &TraitDefinition, value: Value) -> Result<AppliedTrait, Vec<String>> {
     if depth(&value) > MAX_DEPTH {
-        return Err(format!("properties nest deeper than {MAX_DEPTH} levels"));
+        return Err(vec![format!(
+            "properties nest deeper than {MAX_DEPTH} levels"
+        )]);
     }
     let value = match value {
         Value::Null => Value::Object(Default::default()),
         v => v,
     };
     if !value.is_object() {
-        return Err(format!(
+        return Err(vec![format!(
             "the properties must be a JSON object, like {{\"key\": value}}, not {}",
             schema::shorten(&value.to_string())
-        ));
+        )]);
     }
     let schema = def.schema();
-    schema::validate(&value, schema, "")?;
+    let problems = schema::problems(&value, schema, "");
+    if !problems.is_empty() {
+        return Err(problems);
+    }
     let Value::Object(mut properties) = value else {
         unreachable!("checked above")
     };
@@ -151,7 +162,7 @@ pub fn properties(def: &TraitDefinition, value: Value) -> Result<AppliedTrait, S
         name: def.name().to_string(),
         properties,
     };
-    semantics(&applied)?;
+    semantics(&applied).map_err(|e| vec![e])?;
     Ok(applied)
 }
 

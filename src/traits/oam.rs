@@ -204,8 +204,10 @@ fn component_problems(catalogue: &Catalogue, f: &Found) -> Vec<String> {
             continue;
         }
         names.push(ty);
-        if let Err(e) = super::properties(def, props.clone()) {
-            problems.push(format!("{at}: trait {ty}: {e}"));
+        if let Err(found) = super::every_property(def, props.clone()) {
+            for e in found {
+                problems.push(format!("{at}: trait {ty}: {e}"));
+            }
         }
         if let Some(w) = workload {
             if let Err(e) = catalogue.check_combination(w, &[ty]) {
@@ -298,6 +300,36 @@ kind: Pod
         );
         assert!(has("document 2: kind \"Pod\""), "{problems:#?}");
         assert_eq!(problems.len(), 6, "{problems:#?}");
+    }
+
+    #[test]
+    fn every_bad_property_of_a_trait_is_reported() {
+        let c = Catalogue::builtin();
+        // Three bad properties of one trait: an unknown one, one of the
+        // wrong type and one that is not a quantity.
+        let file = r#"
+apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata: {name: shop}
+spec:
+  components:
+    - name: web
+      type: webservice
+      traits:
+        - type: vertical-autoscaler
+          properties: {maxCPU: [2], minMemory: lots, turbo: true}
+"#;
+        let problems = check(&c, file).unwrap_err();
+        for what in ["turbo", "maxCPU", "minMemory"] {
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.starts_with("component web: trait vertical-autoscaler:")
+                        && p.contains(what)),
+                "{what}: {problems:#?}"
+            );
+        }
+        assert_eq!(problems.len(), 3, "{problems:#?}");
     }
 
     #[test]

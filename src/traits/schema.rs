@@ -223,18 +223,38 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-/// Validates `value` against `schema`; `at` names the value in the error,
-/// e.g. `seccompProfile` or `jobs[2].schedule`.
+/// Checks `value` against `schema`; `at` names where it is (for messages).
+/// Every problem found is reported, joined by "; " ([`problems`] lists
+/// them one by one).
 pub fn validate(value: &Value, schema: &Schema, at: &str) -> Result<(), String> {
-    let wrong = |want: &str| Err(format!("{at} must be {want}, not {}", type_name(value)));
+    let found = problems(value, schema, at);
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(found.join("; "))
+    }
+}
+
+/// Every way `value` breaks `schema`, in document order: a value of the
+/// wrong type is one problem (its contents are not looked into); an object
+/// reports each unknown, missing and bad property.
+pub fn problems(value: &Value, schema: &Schema, at: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    check(value, schema, at, &mut found);
+    found
+}
+
+fn check(value: &Value, schema: &Schema, at: &str, found: &mut Vec<String>) {
+    let before = found.len();
+    let wrong = |want: &str| format!("{at} must be {want}, not {}", type_name(value));
+    let here = if at.is_empty() { "properties" } else { at };
     match (schema.kind, value) {
         (Kind::Object, Value::Object(map)) => {
             for key in map.keys() {
                 if !schema.properties.contains_key(key) {
                     let known: Vec<&str> = schema.properties.keys().map(String::as_str).collect();
-                    return Err(format!(
-                        "{}: unknown property {:?} (known: {})",
-                        if at.is_empty() { "properties" } else { at },
+                    found.push(format!(
+                        "{here}: unknown property {:?} (known: {})",
                         shorten(key),
                         known.join(", ")
                     ));
@@ -242,78 +262,81 @@ pub fn validate(value: &Value, schema: &Schema, at: &str) -> Result<(), String> 
             }
             for r in &schema.required {
                 if !map.contains_key(r) {
-                    return Err(format!(
-                        "{}: property {r:?} is required",
-                        if at.is_empty() { "properties" } else { at }
-                    ));
+                    found.push(format!("{here}: property {r:?} is required"));
                 }
             }
             for (key, v) in map {
+                let Some(child_schema) = schema.properties.get(key) else {
+                    continue;
+                };
                 let child = if at.is_empty() {
                     key.clone()
                 } else {
                     format!("{at}.{key}")
                 };
-                validate(v, &schema.properties[key], &child)?;
+                check(v, child_schema, &child, found);
             }
         }
-        (Kind::Object, _) => return wrong("an object"),
+        (Kind::Object, _) => found.push(wrong("an object")),
         (Kind::Boolean, Value::Bool(_)) => {}
-        (Kind::Boolean, _) => return wrong("true or false"),
-        (Kind::Integer, Value::Number(n)) => {
-            let Some(i) = n.as_i64() else {
-                return wrong("an integer");
-            };
-            if let Some(lo) = schema.minimum.filter(|lo| i < *lo) {
-                return Err(format!("{at} must be at least {lo}, not {i}"));
+        (Kind::Boolean, _) => found.push(wrong("true or false")),
+        (Kind::Integer, Value::Number(n)) => match n.as_i64() {
+            None => found.push(wrong("an integer")),
+            Some(i) => {
+                if let Some(lo) = schema.minimum.filter(|lo| i < *lo) {
+                    found.push(format!("{at} must be at least {lo}, not {i}"));
+                }
+                if let Some(hi) = schema.maximum.filter(|hi| i > *hi) {
+                    found.push(format!("{at} must be at most {hi}, not {i}"));
+                }
             }
-            if let Some(hi) = schema.maximum.filter(|hi| i > *hi) {
-                return Err(format!("{at} must be at most {hi}, not {i}"));
-            }
-        }
-        (Kind::Integer, _) => return wrong("an integer"),
+        },
+        (Kind::Integer, _) => found.push(wrong("an integer")),
         (Kind::String, Value::String(s)) => {
             let max = schema.max_length.unwrap_or(MAX_STRING).min(MAX_STRING);
             if s.len() > max {
-                return Err(format!(
+                found.push(format!(
                     "{at} is {} bytes long, at most {max} are allowed",
                     s.len()
                 ));
-            }
-            if let Some(f) = schema.format {
-                check_format(s, f).map_err(|e| format!("{at}: {e}"))?;
+            } else if let Some(f) = schema.format {
+                if let Err(e) = check_format(s, f) {
+                    found.push(format!("{at}: {e}"));
+                }
             }
         }
-        (Kind::String, _) => return wrong("a string"),
+        (Kind::String, _) => found.push(wrong("a string")),
         (Kind::Array, Value::Array(items)) => {
             let max = schema.max_items.unwrap_or(MAX_ITEMS).min(MAX_ITEMS);
             if items.len() > max {
-                return Err(format!(
+                found.push(format!(
                     "{at} has {} items, at most {max} are allowed",
                     items.len()
                 ));
-            }
-            let item_schema = schema
-                .items
-                .as_deref()
-                .ok_or_else(|| format!("{at}: schema has no items"))?;
-            for (i, v) in items.iter().enumerate() {
-                validate(v, item_schema, &format!("{at}[{i}]"))?;
+            } else if let Some(item_schema) = schema.items.as_deref() {
+                for (i, v) in items.iter().enumerate() {
+                    check(v, item_schema, &format!("{at}[{i}]"), found);
+                }
+            } else {
+                found.push(format!("{at}: schema has no items"));
             }
         }
-        (Kind::Array, _) => return wrong("an array"),
+        (Kind::Array, _) => found.push(wrong("an array")),
     }
-    if let Some(allowed) = &schema.one_of {
-        if !allowed.contains(value) {
-            let names: Vec<String> = allowed.iter().map(Value::to_string).collect();
-            return Err(format!(
-                "{at} must be one of {}, not {}",
-                names.join(", "),
-                shorten(&value.to_string())
-            ));
+    // A value already wrong in itself is not also held against the list of
+    // allowed values.
+    if found.len() == before {
+        if let Some(allowed) = &schema.one_of {
+            if !allowed.contains(value) {
+                let names: Vec<String> = allowed.iter().map(Value::to_string).collect();
+                found.push(format!(
+                    "{at} must be one of {}, not {}",
+                    names.join(", "),
+                    shorten(&value.to_string())
+                ));
+            }
         }
     }
-    Ok(())
 }
 
 /// A hostile string cut to a size fit for an error message.

@@ -74,12 +74,13 @@ impl Env {
     }
 
     /// ctr with `args`, told to keep its fifos in `fifo_dir` when `args`
-    /// start or attach to a task (`run`, `task exec|start|attach`).
+    /// start a task or a process (`run`, `task exec|start`; ctr's `task
+    /// attach` has no such flag).
     pub fn ctr_with(&self, args: &[&str]) -> Command {
         let mut c = self.ctr_cmd();
         let at = match args {
             ["run", ..] => 1,
-            ["task" | "tasks" | "t", "exec" | "start" | "attach", ..] => 2,
+            ["task" | "tasks" | "t", "exec" | "start", ..] => 2,
             _ => 0,
         };
         c.args(&args[..at]);
@@ -386,7 +387,6 @@ impl Drop for Env {
     }
 }
 
-/// Cgroup directories of container `id` (ctr puts it at /NS/id) that exist.
 /// Fifos of task `id` in the system containerd's fifo directory
 /// (`/run/containerd/fifo/<set>/<id>-std*`), where ctr puts them unless
 /// told otherwise: tests must leave none there.
@@ -405,6 +405,7 @@ pub fn system_fifos(id: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Cgroup directories of container `id` (ctr puts it at /NS/id) that exist.
 pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
     for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
