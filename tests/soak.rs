@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::held::{entries, held, slope, Held};
 use common::*;
 use tidal::proto::pb;
 
@@ -858,45 +859,6 @@ fn containerd_restarted_under_running_exiting_and_resized_containers() {
     );
 }
 
-/// What a process holds: open descriptors, threads, resident KiB.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Held {
-    fds: usize,
-    threads: usize,
-    rss_kib: u64,
-}
-
-fn held(pid: i32) -> Held {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    };
-    Held {
-        fds: std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count()),
-        threads: field("Threads:") as usize,
-        rss_kib: field("VmRSS:"),
-    }
-}
-
-/// Files and directories under `dir`, recursively.
-fn entries(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir).map_or(0, |d| {
-        d.flatten()
-            .map(|e| {
-                1 + if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    entries(&e.path())
-                } else {
-                    0
-                }
-            })
-            .sum()
-    })
-}
-
 /// One sample of everything churn could leak.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
@@ -1076,24 +1038,4 @@ fn churn_leaves_every_count_flat() {
     drop(agent);
     env.remove("anchor");
     env.assert_no_leftovers("anchor");
-}
-
-/// The least-squares slope of `points` (0 for fewer than two).
-fn slope(points: impl Iterator<Item = (f64, f64)> + Clone) -> f64 {
-    let n = points.clone().count() as f64;
-    if n < 2.0 {
-        return 0.0;
-    }
-    let (sx, sy) = points
-        .clone()
-        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
-    let (mx, my) = (sx / n, sy / n);
-    let (num, den) = points.fold((0.0, 0.0), |(a, b), (x, y)| {
-        (a + (x - mx) * (y - my), b + (x - mx) * (x - mx))
-    });
-    if den == 0.0 {
-        0.0
-    } else {
-        num / den
-    }
 }

@@ -19,8 +19,11 @@
 //! TIDAL_SOAK_CRI_CYCLES sets the count (default 5, `hack/soak churn` runs
 //! 1000); TIDAL_CASE_SECONDS lifts the suite's 120 s limit per case.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
+
+#[path = "../../tests/common/held.rs"]
+mod held;
+use held::{entries, held, Held};
 
 use tidal_integration::cri::v1;
 use tidal_integration::suite::{self, Case, CaseFuture, Ctx};
@@ -36,45 +39,6 @@ fn main() {
         None,
     );
     std::process::exit(if ok { 0 } else { 1 });
-}
-
-/// What a process holds: open descriptors, threads, resident KiB.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Held {
-    fds: usize,
-    threads: usize,
-    rss_kib: u64,
-}
-
-fn held(pid: i32) -> Held {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    };
-    Held {
-        fds: std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count()),
-        threads: field("Threads:") as usize,
-        rss_kib: field("VmRSS:"),
-    }
-}
-
-/// Files and directories under `dir`, recursively.
-fn entries(dir: &Path) -> usize {
-    std::fs::read_dir(dir).map_or(0, |d| {
-        d.flatten()
-            .map(|e| {
-                1 + if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    entries(&e.path())
-                } else {
-                    0
-                }
-            })
-            .sum()
-    })
 }
 
 /// Pids of `handler`'s shims serving this environment's containerd.

@@ -322,10 +322,10 @@ spec:
         let problems = check(&c, file).unwrap_err();
         for what in ["turbo", "maxCPU", "minMemory"] {
             assert!(
-                problems
-                    .iter()
-                    .any(|p| p.starts_with("component web: trait vertical-autoscaler:")
-                        && p.contains(what)),
+                problems.iter().any(
+                    |p| p.starts_with("component web: trait vertical-autoscaler:")
+                        && p.contains(what)
+                ),
                 "{what}: {problems:#?}"
             );
         }

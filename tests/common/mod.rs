@@ -2,6 +2,8 @@
 //! Root only: these tests create real containers.
 #![allow(dead_code)]
 
+pub mod held;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
