@@ -131,6 +131,37 @@ fn tidald_exports_metrics_of_running_containers() {
     env.remove("web");
 }
 
+/// The probes a DaemonSet gives tidald: alive, and ready while its API
+/// socket takes connections (here it is removed from under it: not ready,
+/// naming the socket).
+#[test]
+fn tidald_answers_health_and_readiness_probes() {
+    let env = Env::start("probes");
+    let agent = env.start_agent();
+    let healthz = agent.get("/healthz");
+    assert!(healthz.starts_with("HTTP/1.1 200"), "{healthz}");
+    let readyz = agent.get("/readyz");
+    assert!(readyz.starts_with("HTTP/1.1 200"), "{readyz}");
+    assert!(readyz.ends_with("ready\n"), "{readyz}");
+    let other = agent.get("/nosuch");
+    assert!(other.starts_with("HTTP/1.1 404"), "{other}");
+    assert!(other.contains("/healthz and /readyz"), "{other}");
+
+    std::fs::remove_file(&agent.socket).unwrap();
+    let readyz = agent.get("/readyz");
+    assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");
+    assert!(
+        readyz.contains(&format!("not ready: API socket {}", agent.socket.display())),
+        "{readyz}"
+    );
+    let healthz = agent.get("/healthz");
+    assert!(
+        healthz.starts_with("HTTP/1.1 200"),
+        "alive all the same: {healthz}"
+    );
+    assert!(agent.stop(), "tidald did not stop cleanly on SIGTERM");
+}
+
 #[test]
 fn memory_below_usage_is_refused_and_the_container_keeps_running() {
     let env = Env::start("shrink");

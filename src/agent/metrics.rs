@@ -336,11 +336,15 @@ impl Metrics {
     }
 }
 
-/// What a request to the metrics address gets.
+/// What a request to the metrics address gets: `/metrics`, and the probes
+/// a DaemonSet or a supervisor asks, `/healthz` (tidald answers) and
+/// `/readyz` (its API socket takes connections and its state directory
+/// reads).
 async fn answer(
     req: hyper::Request<hyper::body::Incoming>,
     metrics: Arc<Metrics>,
     inventory: Arc<Inventory>,
+    api: Arc<std::path::PathBuf>,
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
     let reply = |status: u16, kind: &str, body: String| {
         hyper::Response::builder()
@@ -349,37 +353,77 @@ async fn answer(
             .body(Full::new(Bytes::from(body)))
             .expect("a valid response")
     };
-    if req.uri().path() != "/metrics" {
-        return Ok(reply(404, "text/plain", "tidald serves /metrics\n".into()));
+    let path = req.uri().path();
+    if !["/metrics", "/healthz", "/readyz"].contains(&path) {
+        return Ok(reply(
+            404,
+            "text/plain",
+            "tidald serves /metrics, /healthz and /readyz\n".into(),
+        ));
     }
     if req.method() != hyper::Method::GET && req.method() != hyper::Method::HEAD {
-        return Ok(reply(405, "text/plain", "GET /metrics\n".into()));
+        return Ok(reply(405, "text/plain", format!("GET {path}\n")));
     }
-    Ok(match metrics.scrape(inventory).await {
-        Ok(text) => reply(
-            200,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            text,
-        ),
-        Err(e) => reply(500, "text/plain", format!("reading containers: {e}\n")),
+    Ok(match path {
+        "/healthz" => reply(200, "text/plain", "ok\n".into()),
+        "/readyz" => match ready(&api, inventory).await {
+            Ok(()) => reply(200, "text/plain", "ready\n".into()),
+            Err(problems) => reply(503, "text/plain", format!("not ready: {problems}\n")),
+        },
+        _ => match metrics.scrape(inventory).await {
+            Ok(text) => reply(
+                200,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                text,
+            ),
+            Err(e) => reply(500, "text/plain", format!("reading containers: {e}\n")),
+        },
     })
 }
 
-/// Serves `/metrics` on `listener` until the task is dropped: one HTTP/1.1
-/// exchange per connection, each on a task of its own.
+/// Whether tidald can serve its API: a connection to its socket (by path,
+/// as a client makes it) and a read of its state directory.
+async fn ready(api: &std::path::Path, inventory: Arc<Inventory>) -> Result<(), String> {
+    let mut problems = Vec::new();
+    let limit = std::time::Duration::from_secs(2);
+    match tokio::time::timeout(limit, tokio::net::UnixStream::connect(api)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => problems.push(format!("API socket {}: {e}", api.display())),
+        Err(_) => problems.push(format!(
+            "API socket {}: no answer in {limit:?}",
+            api.display()
+        )),
+    }
+    match tokio::task::spawn_blocking(move || inventory.list_declared()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => problems.push(format!("state directory: {e}")),
+        Err(e) => problems.push(format!("state directory: {e}")),
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until the task
+/// is dropped: one HTTP/1.1 exchange per connection, each on a task of its
+/// own. `api` is the API socket that `/readyz` tries.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     inventory: Arc<Inventory>,
+    api: std::path::PathBuf,
 ) {
+    let api = Arc::new(api);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let (metrics, inventory) = (metrics.clone(), inventory.clone());
+        let (metrics, inventory, api) = (metrics.clone(), inventory.clone(), api.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                answer(req, metrics.clone(), inventory.clone())
+                answer(req, metrics.clone(), inventory.clone(), api.clone())
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(false)

@@ -180,7 +180,12 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let scraper = tokio::spawn(metrics::serve(listener, metrics.clone(), inventory.clone()));
+    let scraper = tokio::spawn(metrics::serve(
+        listener,
+        metrics.clone(),
+        inventory.clone(),
+        cfg.socket.clone(),
+    ));
     tracing::info!(
         "tidald: API on {}, metrics on http://{metrics_addr}/metrics, state in {}",
         cfg.socket.display(),

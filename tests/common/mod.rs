@@ -308,10 +308,15 @@ impl Agent {
 
     /// GET /metrics.
     pub fn scrape(&self) -> String {
+        self.get("/metrics")
+    }
+
+    /// GET `path` on the metrics address: the whole answer, status line
+    /// and headers included.
+    pub fn get(&self, path: &str) -> String {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(&self.metrics).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         let mut body = String::new();
         s.read_to_string(&mut body).unwrap();
         body
