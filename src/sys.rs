@@ -154,6 +154,13 @@ pub fn async_fd(
         .map_err(|e| e.into_parts().1)
 }
 
+/// Whether descriptor `fd` is open in this process.
+pub fn is_open(fd: std::os::fd::RawFd) -> bool {
+    // SAFETY: F_GETFD reads the descriptor's flags and changes nothing; on
+    // a number that is not open it fails with EBADF.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
 /// Takes ownership of a descriptor this process inherited at a known number.
 ///
 /// # Safety

@@ -230,6 +230,25 @@ fn check_refuses_conflicts_naming_both_traits() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The helper answers --version like the shim, and run by hand says what
+/// it is instead of aborting on the reply pipe it was not given.
+#[test]
+fn the_helper_reports_its_version_and_is_not_run_by_hand() {
+    let helper = env!("CARGO_BIN_EXE_tidal-shim-helper");
+    let out = Command::new(helper).arg("--version").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        concat!("tidal-shim-helper ", env!("CARGO_PKG_VERSION"))
+    );
+    for args in [&[][..], &["--help"], &[r#"{"Kill":{}}"#]] {
+        let out = Command::new(helper).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("it is not run by hand"), "{args:?}: {err}");
+    }
+}
+
 /// `--help` and `-h` are answered, not refused as unknown (issue 17).
 #[test]
 fn help_is_printed_and_exits_0() {

@@ -12,8 +12,26 @@ use super::{restore_process_name, HelperError, Reply, Request, REPLY_FD};
 /// thread exists.
 pub fn main(arg: &str) -> ! {
     restore_process_name();
+    let version = env!("CARGO_PKG_VERSION");
+    match arg {
+        // What an operator (or `tidalctl doctor`) asks: the version, to
+        // match it against the shim's.
+        "-v" | "-V" | "--version" => {
+            println!("{} {version}", super::HELPER_BIN);
+            std::process::exit(0)
+        }
+        a if !a.starts_with('{') || !crate::sys::is_open(REPLY_FD) => {
+            eprintln!(
+                "{} {version}: runs one container operation for containerd-shim-tidal-v2, which starts it with a JSON request and a reply pipe at descriptor {REPLY_FD}; it is not run by hand (--version prints its version)",
+                super::HELPER_BIN
+            );
+            std::process::exit(2)
+        }
+        _ => {}
+    }
     // SAFETY: the shim (`shim::helpers::Helpers::run`) put the reply pipe at
-    // REPLY_FD for this process alone; nothing else here owns or closes it.
+    // REPLY_FD for this process alone (checked open above); nothing else
+    // here owns or closes it.
     let mut reply_fd = std::fs::File::from(unsafe { crate::sys::inherited(REPLY_FD) });
     let _ = crate::sys::set_cloexec(&reply_fd, true);
     let reply = match serde_json::from_str::<Request>(arg) {
