@@ -162,6 +162,73 @@ fn tidald_answers_health_and_readiness_probes() {
     assert!(agent.stop(), "tidald did not stop cleanly on SIGTERM");
 }
 
+/// `tidalctl doctor` on a node set up right (a private containerd with its
+/// CRI plugin and tidal registered, tidald running): every check passes.
+/// Then against a copy of that config with the annotations cut and the
+/// shim given by runtime_path only: each problem, with its fix.
+#[test]
+fn doctor_passes_a_node_set_up_right_and_names_each_problem_with_its_fix() {
+    let env = Env::start_cri("doctor");
+    let agent = env.start_agent();
+    let config = env.dir.join("config.toml");
+    let doctor = |config: &std::path::Path| {
+        let out = tidalctl(
+            &env,
+            &["doctor", "--containerd-config", &config.to_string_lossy()],
+        );
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = doctor(&config);
+    assert_eq!(code, Some(0), "{text}");
+    for line in [
+        "ok       runtime      handler tidal is io.containerd.tidal.v2",
+        "ok       annotations  handler tidal passes tidal's pod annotations",
+        "ok       shim         ",
+        "ok       tidald       answers on ",
+    ] {
+        assert!(text.contains(line), "{line:?} in\n{text}");
+    }
+    assert!(!text.contains("PROBLEM"), "{text}");
+
+    let original = std::fs::read_to_string(&config).unwrap();
+    let broken = original
+        .replace(
+            r#"pod_annotations = ["tidal.dev/*", "trait.tidal.dev/*", "app.oam.dev/*"]"#,
+            r#"pod_annotations = ["tidal.dev/*"]"#,
+        )
+        .replace(
+            r#"runtime_type = "io.containerd.tidal.v2""#,
+            "runtime_type = \"io.containerd.tidal.v2\"\n      runtime_path = \"/opt/tidal/containerd-shim-tidal-v2\"",
+        );
+    assert_ne!(broken, original);
+    let copy = env.dir.join("broken.toml");
+    std::fs::write(&copy, broken).unwrap();
+    let (code, text) = doctor(&copy);
+    assert_eq!(code, Some(1), "{text}");
+    for words in [
+        "PROBLEM  containerd   no running containerd reads",
+        "do not let trait.tidal.dev/security-policy, app.oam.dev/component through",
+        "fix: set pod_annotations = [\"tidal.dev/*\", \"trait.tidal.dev/*\", \"app.oam.dev/*\"]",
+    ] {
+        assert!(text.contains(words), "{words:?} in\n{text}");
+    }
+    // Debian 12's containerd (1.6.20) ignores runtime_path.
+    let version = std::process::Command::new("containerd")
+        .arg("--version")
+        .output()
+        .unwrap();
+    if String::from_utf8_lossy(&version.stdout).contains(" 1.6.20") {
+        assert!(
+            text.contains("which containerd 1.6.20 ignores (fixed in 1.6.21 and 1.7.1)"),
+            "{text}"
+        );
+    }
+    drop(agent);
+}
+
 #[test]
 fn memory_below_usage_is_refused_and_the_container_keeps_running() {
     let env = Env::start("shrink");

@@ -140,6 +140,29 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t, value_name = "FORMAT")]
         output: Output,
     },
+    /// What to check first on a node: containerd and tidal's runtime handler
+    /// in its config, the shim and helper it will start, cgroups and the
+    /// cgroup driver, tidald, the trait catalogue and the policy file
+    ///
+    /// Each problem comes with its fix; the exit code is 1 when there is one.
+    Doctor {
+        /// Print as a table or as json
+        #[arg(short, long, value_enum, default_value_t, value_name = "FORMAT")]
+        output: Output,
+        /// containerd's config file
+        #[arg(
+            long,
+            value_name = "FILE",
+            default_value = "/etc/containerd/config.toml"
+        )]
+        containerd_config: PathBuf,
+        /// The containerd binary
+        #[arg(long, value_name = "BIN", default_value = "containerd")]
+        containerd: PathBuf,
+        /// tidald's policy file [default: /etc/tidal/policy.yaml if it exists]
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+    },
     /// Check an OAM application file against the trait catalogue, offline
     ///
     /// FILE holds OAM Application, ApplicationConfiguration and Component

@@ -13,6 +13,7 @@ use std::path::Path;
 
 pub mod cli;
 mod cron;
+mod doctor;
 mod node;
 mod policy;
 mod policy_render;

@@ -27,6 +27,29 @@ pub async fn run(socket: PathBuf, cmd: Command) -> Result<(), CtlError> {
             print!("{}", super::node::render(&node, output));
             return Ok(());
         }
+        Command::Doctor {
+            output,
+            containerd_config,
+            containerd,
+            policy,
+        } => {
+            let found = super::doctor::run(&super::doctor::Options {
+                containerd,
+                config: containerd_config,
+                policy,
+                socket,
+            })
+            .await;
+            print!("{}", super::doctor::render(&found, output));
+            let problems = found.iter().filter(|f| !f.ok).count();
+            return match problems {
+                0 => Ok(()),
+                n => Err(CtlError::Check(vec![format!(
+                    "{n} problem{} found",
+                    if n == 1 { "" } else { "s" }
+                )])),
+            };
+        }
         Command::Traits { output, describe } => {
             let name = describe.map(|TraitsCommand::Describe { name }| name);
             return traits::show(&socket, name.as_deref(), output).await;
@@ -113,6 +136,7 @@ pub async fn run(socket: PathBuf, cmd: Command) -> Result<(), CtlError> {
         | Command::Completions { .. }
         | Command::Check { .. }
         | Command::Node { .. }
+        | Command::Doctor { .. }
         | Command::Traits { .. }
         | Command::Cron { .. }
         | Command::Policy { .. }

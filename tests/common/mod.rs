@@ -37,6 +37,16 @@ impl Env {
     /// As [`Env::start`], with these variables for `hack/containerd-env`
     /// (TIDAL_CONTAINERD_LOG_LEVEL, for one).
     pub fn start_with(name: &str, vars: &[(&str, &str)]) -> Env {
+        Env::up(name, vars, &[])
+    }
+
+    /// As [`Env::start`], with containerd's CRI plugin on and tidal
+    /// registered as its runtime handler `tidal`, as on a node.
+    pub fn start_cri(name: &str) -> Env {
+        Env::up(name, &[], &["--cri"])
+    }
+
+    fn up(name: &str, vars: &[(&str, &str)], args: &[&str]) -> Env {
         require_root();
         let dir = PathBuf::from(format!("/tmp/tidal-it-{name}-{}", std::process::id()));
         let _ = Command::new(repo().join("hack/containerd-env"))
@@ -48,6 +58,7 @@ impl Env {
             .arg("up")
             .arg(&dir)
             .arg(shim.parent().unwrap())
+            .args(args)
             .envs(vars.iter().copied())
             .output()
             .expect("run hack/containerd-env");
