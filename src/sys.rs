@@ -154,11 +154,15 @@ pub fn async_fd(
         .map_err(|e| e.into_parts().1)
 }
 
-/// Whether descriptor `fd` is open in this process.
-pub fn is_open(fd: std::os::fd::RawFd) -> bool {
-    // SAFETY: F_GETFD reads the descriptor's flags and changes nothing; on
-    // a number that is not open it fails with EBADF.
-    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+/// Whether descriptor `fd` is open in this process and a pipe (a shell's
+/// or make's stray descriptor at the same number is not taken for one).
+pub fn is_pipe(fd: std::os::fd::RawFd) -> bool {
+    // SAFETY: fstat only fills `st`; on a number that is not open it fails
+    // with EBADF, and the descriptor is neither taken nor closed.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `st` is a valid, writable stat buffer.
+    let ok = unsafe { libc::fstat(fd, &mut st) } == 0;
+    ok && st.st_mode & libc::S_IFMT == libc::S_IFIFO
 }
 
 /// Takes ownership of a descriptor this process inherited at a known number.

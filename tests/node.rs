@@ -256,6 +256,13 @@ fn memory_below_usage_is_refused_and_the_container_keeps_running() {
     assert!(err.contains("memory limit 8Mi"), "{err}");
     assert!(!err.contains("8388608"), "{err}");
     assert!(err.contains("tidalctl resize --reclaim"), "{err}");
+    // Asked to reclaim, the kernel cannot free tmpfs pages: refused again,
+    // saying reclaiming was tried rather than suggesting it.
+    let out = tidalctl(&env, &["resize", "holder", "--memory", "8Mi", "--reclaim"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("even after reclaiming"), "{err}");
+    assert!(!err.contains("--reclaim"), "{err}");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         env.task("holder"),

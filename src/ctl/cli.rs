@@ -156,7 +156,7 @@ pub enum Command {
             default_value = "/etc/containerd/config.toml"
         )]
         containerd_config: PathBuf,
-        /// The containerd binary
+        /// The containerd binary, when none runs with that config
         #[arg(long, value_name = "BIN", default_value = "containerd")]
         containerd: PathBuf,
         /// tidald's policy file [default: /etc/tidal/policy.yaml if it exists]

@@ -96,11 +96,8 @@ impl Version {
             .take_while(|c| c.is_ascii_digit() || *c == '.')
             .collect();
         let mut parts = digits.split('.').map(|p| p.parse::<u32>().ok());
-        Some(Version(
-            parts.next()??,
-            parts.next()??,
-            parts.next()?.unwrap_or(0),
-        ))
+        let (major, minor) = (parts.next()??, parts.next()??);
+        Some(Version(major, minor, parts.next().flatten().unwrap_or(0)))
     }
 
     /// containerd 1.6.0 to 1.6.20 and 1.7.0 ignore a runtime's
@@ -116,12 +113,17 @@ impl Version {
 }
 
 /// A runtime handler of tidal's type in containerd's CRI config.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Handler {
     pub name: String,
     pub runtime_path: Option<String>,
     pub pod_annotations: Vec<String>,
-    pub systemd_cgroup: bool,
+    /// `SystemdCgroup` in the handler's options table, if there.
+    pub options_systemd: Option<bool>,
+    /// The options table has keys (containerd 1.7+ then sends it whole).
+    pub has_options: bool,
+    /// `ConfigPath` in the options table: a TOML file of options.
+    pub config_path: Option<String>,
 }
 
 /// What containerd's dumped config says of CRI and tidal.
@@ -164,6 +166,7 @@ impl Cri {
                     continue;
                 }
                 let text = |key: &str| rt.get(key).and_then(|v| v.as_str()).map(String::from);
+                let options = rt.get("options").and_then(|o| o.as_table());
                 handlers.push(Handler {
                     name: name.clone(),
                     runtime_path: text("runtime_path").filter(|p| !p.is_empty()),
@@ -176,11 +179,15 @@ impl Cri {
                                 .collect()
                         })
                         .unwrap_or_default(),
-                    systemd_cgroup: rt
-                        .get("options")
+                    options_systemd: options
                         .and_then(|o| o.get("SystemdCgroup"))
-                        .and_then(|s| s.as_bool())
-                        .unwrap_or(false),
+                        .and_then(|s| s.as_bool()),
+                    has_options: options.is_some_and(|o| !o.is_empty()),
+                    config_path: options
+                        .and_then(|o| o.get("ConfigPath"))
+                        .and_then(|p| p.as_str())
+                        .filter(|p| !p.is_empty())
+                        .map(String::from),
                 });
             }
         }
@@ -210,9 +217,8 @@ pub fn glob(pattern: &str, name: &str) -> bool {
     go(&p, &n)
 }
 
-/// The checks of a handler's own configuration, against containerd
-/// `version` (the binaries are looked for separately).
-pub fn check_handler(h: &Handler, version: Option<Version>) -> Vec<Finding> {
+/// The check of a handler's `pod_annotations`.
+pub fn check_handler(h: &Handler) -> Vec<Finding> {
     let mut found = Vec::new();
     let missing: Vec<&str> = ANNOTATIONS
         .iter()
@@ -243,21 +249,71 @@ pub fn check_handler(h: &Handler, version: Option<Version>) -> Vec<Finding> {
             ),
         ));
     }
-    if let (Some(path), Some(v)) = (&h.runtime_path, version) {
-        if !v.honours_runtime_path() {
-            found.push(problem(
-                "runtime_path",
-                format!(
-                    "handler {} sets runtime_path = {path:?}, which containerd {v} ignores (fixed in 1.6.21 and 1.7.1): every RunPodSandbox fails with 'binary not installed \"{SHIM}\"' unless the shim is also on containerd's PATH",
-                    h.name
-                ),
-                format!(
-                    "install {SHIM} and tidal-shim-helper into a directory on containerd's PATH (/usr/local/bin) or beside the containerd binary, or upgrade containerd"
-                ),
-            ));
+    found
+}
+
+/// What to say of `h`'s `runtime_path`, given the shim containerd will
+/// really start (`shim`): nothing without one or where containerd honours
+/// it; where containerd ignores it, a problem only if that leaves no shim.
+pub fn runtime_path_finding(
+    h: &Handler,
+    version: Option<Version>,
+    shim: Option<&Path>,
+) -> Option<Finding> {
+    let path = h.runtime_path.as_ref()?;
+    let v = version.filter(|v| !v.honours_runtime_path())?;
+    Some(match shim {
+        Some(found) => ok(
+            "runtime_path",
+            format!(
+                "handler {} sets runtime_path = {path:?}, which containerd {v} ignores (fixed in 1.6.21 and 1.7.1); it starts {} instead",
+                h.name,
+                found.display()
+            ),
+        ),
+        None => problem(
+            "runtime_path",
+            format!(
+                "handler {} sets runtime_path = {path:?}, which containerd {v} ignores (fixed in 1.6.21 and 1.7.1), and {SHIM} is not on containerd's PATH: every RunPodSandbox fails with 'binary not installed \"{SHIM}\"'",
+                h.name
+            ),
+            format!(
+                "install {SHIM} and tidal-shim-helper into a directory on containerd's PATH (/usr/local/bin) or beside the containerd binary, or upgrade containerd"
+            ),
+        ),
+    })
+}
+
+/// The `SystemdCgroup` the shim will be told for `h`, as containerd
+/// `version` passes runtime options to a runtime that is not runc's: 1.7
+/// and later send the options table whole, 1.6 only its `ConfigPath` file.
+/// None: nothing said, and the shim follows the cgroupsPath kubelet gives.
+pub fn told_systemd(h: &Handler, version: Option<Version>) -> Result<Option<bool>, String> {
+    let whole_table = version.is_none_or(|v| v >= Version(1, 7, 0));
+    if whole_table && h.has_options {
+        return Ok(h.options_systemd);
+    }
+    match &h.config_path {
+        None => Ok(None),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("ConfigPath {p}: {e}"))?;
+            crate::shim::options::toml_bool(&text, "SystemdCgroup")
+                .map_err(|e| format!("ConfigPath {p}: {e}"))
         }
     }
-    found
+}
+
+/// kubelet's `cgroupDriver` from its config file's text: what the line
+/// says, else kubelet's default, cgroupfs.
+pub fn kubelet_driver(config: &str) -> String {
+    config
+        .lines()
+        .find_map(|l| {
+            let l = l.split('#').next().unwrap_or("").trim();
+            l.strip_prefix("cgroupDriver:")
+                .map(|d| d.trim().trim_matches(|c| c == '"' || c == '\'').to_string())
+        })
+        .unwrap_or_else(|| "cgroupfs".into())
 }
 
 /// The shim containerd starts for `h`: its `runtime_path` when containerd
@@ -311,8 +367,9 @@ fn first_line(bin: &Path, args: &[&str]) -> Result<String, String> {
     }
 }
 
-/// The `PATH` the running containerd that reads `config` has, if one runs.
-fn containerd_path(config: &Path) -> Option<String> {
+/// The running containerd that reads `config`: its `PATH` and its binary
+/// (where containerd also looks for shims), if one runs.
+fn running_containerd(config: &Path) -> Option<(String, Option<PathBuf>)> {
     let default = Path::new("/etc/containerd/config.toml");
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let pid = entry.file_name();
@@ -342,7 +399,8 @@ fn containerd_path(config: &Path) -> Option<String> {
             .split(|b| *b == 0)
             .find_map(|v| v.strip_prefix(b"PATH="))
             .map(|p| String::from_utf8_lossy(p).into_owned());
-        return Some(path.unwrap_or_else(|| SYSTEMD_PATH.to_string()));
+        let exe = std::fs::read_link(proc.join("exe")).ok();
+        return Some((path.unwrap_or_else(|| SYSTEMD_PATH.to_string()), exe));
     }
     None
 }
@@ -362,7 +420,12 @@ fn which(bin: &Path) -> Option<PathBuf> {
 /// Runs every check.
 pub async fn run(opts: &Options) -> Vec<Finding> {
     let mut found = Vec::new();
-    let containerd = which(&opts.containerd);
+    // The binary of the containerd that runs, else the one on PATH.
+    let running = running_containerd(&opts.config);
+    let containerd = running
+        .as_ref()
+        .and_then(|(_, exe)| exe.clone())
+        .or_else(|| which(&opts.containerd));
     let version = match &containerd {
         None => {
             found.push(problem(
@@ -403,7 +466,7 @@ pub async fn run(opts: &Options) -> Vec<Finding> {
             }
         },
     };
-    let running_path = containerd_path(&opts.config);
+    let running_path = running.map(|(path, _)| path);
     if running_path.is_none() {
         found.push(problem(
             "containerd",
@@ -451,6 +514,9 @@ pub async fn run(opts: &Options) -> Vec<Finding> {
         }
     };
     let node = super::node::Report::here();
+    let kubelet = std::fs::read_to_string("/var/lib/kubelet/config.yaml")
+        .ok()
+        .map(|t| kubelet_driver(&t));
     if let Some(cri) = &cri {
         if cri.disabled {
             found.push(problem(
@@ -473,9 +539,16 @@ pub async fn run(opts: &Options) -> Vec<Finding> {
                 "runtime",
                 format!("handler {} is {RUNTIME_TYPE}", h.name),
             ));
-            found.extend(check_handler(h, version));
-            found.extend(binaries(h, resolve_shim(h, version, path, containerd_dir)));
-            found.push(driver(h, &node));
+            found.extend(check_handler(h));
+            let shim = resolve_shim(h, version, path, containerd_dir);
+            found.extend(runtime_path_finding(h, version, shim.as_deref()));
+            found.extend(binaries(h, shim));
+            found.push(driver(
+                h,
+                told_systemd(h, version),
+                kubelet.as_deref(),
+                &node,
+            ));
         }
     }
     found.push(cgroups(&node));
@@ -572,44 +645,74 @@ fn cgroups(node: &super::node::Report) -> Finding {
     }
 }
 
-/// The handler's cgroup driver: usable here, and kubelet's too.
-fn driver(h: &Handler, node: &super::node::Report) -> Finding {
-    let name = if h.systemd_cgroup {
-        "systemd"
-    } else {
-        "cgroupfs"
+/// The handler's cgroup driver: what the shim will be told (`told`, see
+/// [`told_systemd`]), against kubelet's (`kubelet`, when its config is
+/// there) and what this node can do.
+pub fn driver(
+    h: &Handler,
+    told: Result<Option<bool>, String>,
+    kubelet: Option<&str>,
+    node: &super::node::Report,
+) -> Finding {
+    let told = match told {
+        Ok(t) => t,
+        Err(e) => {
+            return problem(
+                "driver",
+                format!("handler {}'s options: {e}", h.name),
+                "fix the file it names: every container create fails on it",
+            )
+        }
     };
-    let kubelet = std::fs::read_to_string("/var/lib/kubelet/config.yaml")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.trim().strip_prefix("cgroupDriver:"))
-                .map(|d| d.trim().trim_matches('"').to_string())
-        });
-    let usable = node.drivers.iter().find(|d| d.name == name);
-    if let Some(why) = usable.and_then(|d| d.why_not.clone()) {
+    let name = match (told, kubelet) {
+        (Some(true), _) => "systemd",
+        (Some(false), _) => "cgroupfs",
+        (None, Some(k)) => k,
+        (None, None) => {
+            return ok(
+                "driver",
+                format!(
+                    "handler {} follows the form of the cgroupsPath it is given (SystemdCgroup not set)",
+                    h.name
+                ),
+            )
+        }
+    };
+    if let Some(why) = node
+        .drivers
+        .iter()
+        .find(|d| d.name == name)
+        .and_then(|d| d.why_not.clone())
+    {
         return problem(
             "driver",
-            format!("handler {} uses the {name} cgroup driver: {why}", h.name),
-            "set SystemdCgroup in the handler's options to what this node can do (tidalctl node)",
+            format!("handler {} gets the {name} cgroup driver: {why}", h.name),
+            "use the driver this node can give (tidalctl node) in kubelet's cgroupDriver and the handler's SystemdCgroup",
         );
     }
-    match kubelet {
-        Some(k) if k != name => problem(
+    match (told, kubelet) {
+        (Some(_), Some(k)) if k != name => problem(
             "driver",
             format!(
-                "handler {} uses the {name} cgroup driver but kubelet's cgroupDriver is {k}",
+                "handler {} is told the {name} cgroup driver but kubelet's cgroupDriver is {k}",
                 h.name
             ),
             format!(
-                "make them agree: SystemdCgroup = {} in runtimes.{}.options",
+                "make them agree: SystemdCgroup = {} for runtimes.{} (in its options table on containerd 1.7+, in its ConfigPath file on 1.6), or remove it to follow kubelet",
                 k == "systemd",
                 h.name
             ),
         ),
-        _ => ok(
+        (Some(_), _) => ok(
             "driver",
             format!("handler {} uses the {name} cgroup driver", h.name),
+        ),
+        (None, _) => ok(
+            "driver",
+            format!(
+                "handler {} follows kubelet's cgroupDriver, {name} (SystemdCgroup not set)",
+                h.name
+            ),
         ),
     }
 }

@@ -20,7 +20,7 @@ pub fn main(arg: &str) -> ! {
             println!("{} {version}", super::HELPER_BIN);
             std::process::exit(0)
         }
-        a if !a.starts_with('{') || !crate::sys::is_open(REPLY_FD) => {
+        a if !a.starts_with('{') || !crate::sys::is_pipe(REPLY_FD) => {
             eprintln!(
                 "{} {version}: runs one container operation for containerd-shim-tidal-v2, which starts it with a JSON request and a reply pipe at descriptor {REPLY_FD}; it is not run by hand (--version prints its version)",
                 super::HELPER_BIN
@@ -30,8 +30,8 @@ pub fn main(arg: &str) -> ! {
         _ => {}
     }
     // SAFETY: the shim (`shim::helpers::Helpers::run`) put the reply pipe at
-    // REPLY_FD for this process alone (checked open above); nothing else
-    // here owns or closes it.
+    // REPLY_FD for this process alone (checked to be a pipe above); nothing
+    // else here owns or closes it.
     let mut reply_fd = std::fs::File::from(unsafe { crate::sys::inherited(REPLY_FD) });
     let _ = crate::sys::set_cloexec(&reply_fd, true);
     let reply = match serde_json::from_str::<Request>(arg) {
@@ -365,7 +365,14 @@ fn execute(req: Request) -> Reply {
                 // task to stop, and gives up after 10 s) leaves the cgroup
                 // half frozen while the container is still called running:
                 // thaw it, as runc does, so a failed pause changes nothing.
-                thaw(&c);
+                // Not when the pause was refused for the container's state
+                // (already paused, or stopped): nothing was frozen then.
+                if !matches!(
+                    e,
+                    libcontainer::error::LibcontainerError::IncorrectStatus(_)
+                ) {
+                    thaw(&c);
+                }
                 return Err(lc_error("pause", &id, e));
             }
             Ok(None)

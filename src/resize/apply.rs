@@ -29,7 +29,7 @@ pub fn apply_with(
     files: &mut Files,
 ) -> Result<Applied, ResizeError> {
     let writes = check_with(cg, u, reclaim, files)?;
-    write_all(cg, writes, files)
+    write_all(cg, writes, reclaim, files)
 }
 
 /// `apply_with`, returning what it changed as (before, after) for the
@@ -99,7 +99,16 @@ pub fn check_with(
     Ok(writes)
 }
 
-fn write_all(cg: &Cgroup, writes: Vec<Write>, files: &mut Files) -> Result<Applied, ResizeError> {
+/// Writes `writes` in order, undoing them all if one fails. A memory limit
+/// the kernel refuses for the memory in use is `NotReclaimed` when the
+/// caller asked to reclaim (v1 reclaims as the limit is written, and
+/// refuses with EBUSY when it cannot), else `BelowUsage`.
+fn write_all(
+    cg: &Cgroup,
+    writes: Vec<Write>,
+    reclaim: bool,
+    files: &mut Files,
+) -> Result<Applied, ResizeError> {
     let mut done: Vec<(Write, String)> = Vec::with_capacity(writes.len());
     for w in writes {
         let old = files
@@ -111,7 +120,11 @@ fn write_all(cg: &Cgroup, writes: Vec<Write>, files: &mut Files) -> Result<Appli
             if cg.refused_below_usage(&w, &e) {
                 let requested = w.value.parse().unwrap_or(0);
                 let usage = cg.memory_usage(files).unwrap_or(0);
-                return Err(ResizeError::BelowUsage { requested, usage });
+                return Err(if reclaim {
+                    ResizeError::NotReclaimed { requested, usage }
+                } else {
+                    ResizeError::BelowUsage { requested, usage }
+                });
             }
             let file = w.path.display().to_string();
             // ENODEV: a file kept open whose cgroup has been removed since.

@@ -63,7 +63,7 @@ pub fn systemd_cgroup(options: Option<&Any>) -> Result<Option<bool>, String> {
 /// A top-level boolean `key` of a TOML document (before its first table),
 /// None when absent. Only what a runtime's options section holds is read:
 /// `key = true`, quoted or bare keys, comments.
-fn toml_bool(text: &str, key: &str) -> Result<Option<bool>, String> {
+pub(crate) fn toml_bool(text: &str, key: &str) -> Result<Option<bool>, String> {
     for (n, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
         if line.starts_with('[') {

@@ -20,6 +20,7 @@ fn versions_read_as_containerd_prints_them_and_runtime_path_is_honoured_from_the
         Version(2, 0, 1)
     );
     assert_eq!(Version::parse("containerd"), None);
+    assert_eq!(v("containerd x 1.6 y"), Version(1, 6, 0));
     for (version, honoured) in [
         (Version(1, 6, 20), false),
         (Version(1, 6, 21), true),
@@ -45,6 +46,7 @@ disabled_plugins = []
   pod_annotations = ["tidal.dev/*", "trait.tidal.dev/*", "app.oam.dev/*"]
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.tidal.options]
   SystemdCgroup = true
+  ConfigPath = "/etc/tidal/runtime.toml"
 "#,
     );
     assert_eq!(
@@ -59,7 +61,9 @@ disabled_plugins = []
                     "trait.tidal.dev/*".into(),
                     "app.oam.dev/*".into()
                 ],
-                systemd_cgroup: true,
+                options_systemd: Some(true),
+                has_options: true,
+                config_path: Some("/etc/tidal/runtime.toml".into()),
             }],
         }
     );
@@ -75,7 +79,8 @@ disabled_plugins = ["io.containerd.cri.v1.runtime"]
     assert!(cri.disabled);
     assert_eq!(cri.handlers.len(), 1);
     assert_eq!(cri.handlers[0].name, "fast");
-    assert!(!cri.handlers[0].systemd_cgroup);
+    assert_eq!(cri.handlers[0].options_systemd, None);
+    assert!(!cri.handlers[0].has_options);
     assert!(Cri::of(&table("version = 2")).handlers.is_empty());
 }
 
@@ -101,15 +106,15 @@ fn a_handler_that_hides_annotations_or_relies_on_an_ignored_runtime_path_is_a_pr
         ],
         ..Default::default()
     };
-    let found = check_handler(&good, Some(Version(1, 6, 20)));
+    let found = check_handler(&good);
     assert!(found.iter().all(|f| f.ok), "{found:?}");
 
     let hiding = Handler {
         pod_annotations: vec!["tidal.dev/*".into()],
         runtime_path: Some("/opt/tidal/containerd-shim-tidal-v2".into()),
-        ..good
+        ..good.clone()
     };
-    let found = check_handler(&hiding, Some(Version(1, 6, 20)));
+    let found = check_handler(&hiding);
     let annotations = found.iter().find(|f| f.check == "annotations").unwrap();
     assert!(!annotations.ok);
     assert!(
@@ -120,18 +125,100 @@ fn a_handler_that_hides_annotations_or_relies_on_an_ignored_runtime_path_is_a_pr
             && !annotations.detail.contains("let tidal.dev/qos"),
         "{annotations:?}"
     );
-    let path = found.iter().find(|f| f.check == "runtime_path").unwrap();
+    // runtime_path on 1.6.20: a problem only when it leaves no shim.
+    let old = Some(Version(1, 6, 20));
+    let path = runtime_path_finding(&hiding, old, None).unwrap();
     assert!(!path.ok);
     assert!(
         path.detail.contains("containerd 1.6.20 ignores"),
         "{path:?}"
     );
     assert!(path.fix.as_deref().unwrap().contains("PATH"), "{path:?}");
-    // Honoured from 1.6.21: no finding about it.
-    let found = check_handler(&hiding, Some(Version(1, 6, 21)));
-    assert!(found.iter().all(|f| f.check != "runtime_path"), "{found:?}");
+    let on_path = Path::new("/usr/local/bin/containerd-shim-tidal-v2");
+    let path = runtime_path_finding(&hiding, old, Some(on_path)).unwrap();
+    assert!(path.ok, "{path:?}");
+    assert!(
+        path.detail.contains("it starts /usr/local/bin/"),
+        "{path:?}"
+    );
+    // Honoured from 1.6.21, and nothing to say without one.
+    assert_eq!(
+        runtime_path_finding(&hiding, Some(Version(1, 6, 21)), None),
+        None
+    );
+    assert_eq!(runtime_path_finding(&good, old, None), None);
 }
 
+#[test]
+fn the_driver_is_what_containerd_passes_and_must_agree_with_kubelets() {
+    let dir = crate::testfs::FakeDir::new("doctor-driver", &[]);
+    let file = dir.join("runtime.toml");
+    std::fs::write(&file, "SystemdCgroup = true\n").unwrap();
+    let h = Handler {
+        name: "tidal".into(),
+        options_systemd: Some(false),
+        has_options: true,
+        config_path: Some(file.to_string_lossy().into_owned()),
+        ..Default::default()
+    };
+    // 1.7 sends the table (false); 1.6 only the ConfigPath file (true).
+    assert_eq!(told_systemd(&h, Some(Version(1, 7, 2))), Ok(Some(false)));
+    assert_eq!(told_systemd(&h, Some(Version(1, 6, 20))), Ok(Some(true)));
+    let bare = Handler {
+        name: "tidal".into(),
+        ..Default::default()
+    };
+    assert_eq!(told_systemd(&bare, Some(Version(1, 6, 20))), Ok(None));
+
+    assert_eq!(
+        kubelet_driver("kind: KubeletConfiguration\ncgroupDriver: systemd # kubeadm\n"),
+        "systemd"
+    );
+    assert_eq!(kubelet_driver("cgroupDriver: \"cgroupfs\"\n"), "cgroupfs");
+    assert_eq!(kubelet_driver("kind: KubeletConfiguration\n"), "cgroupfs");
+
+    let node = |systemd_usable: bool| super::super::node::Report {
+        cgroup: "v2",
+        hierarchy: "unified",
+        controllers: vec!["cpu".into(), "memory".into()],
+        systemd: systemd_usable,
+        dbus: None,
+        drivers: vec![
+            super::super::node::DriverReport {
+                name: "cgroupfs",
+                usable: true,
+                why_not: None,
+            },
+            super::super::node::DriverReport {
+                name: "systemd",
+                usable: systemd_usable,
+                why_not: (!systemd_usable).then(|| "systemd is not running".into()),
+            },
+        ],
+    };
+    // Not told: follows kubelet, whatever it is.
+    let f = driver(&bare, Ok(None), Some("systemd"), &node(true));
+    assert!(
+        f.ok && f.detail.contains("follows kubelet's cgroupDriver, systemd"),
+        "{f:?}"
+    );
+    // Told the opposite of kubelet's.
+    let f = driver(&bare, Ok(Some(false)), Some("systemd"), &node(true));
+    assert!(
+        !f.ok && f.detail.contains("kubelet's cgroupDriver is systemd"),
+        "{f:?}"
+    );
+    assert!(f.fix.unwrap().contains("SystemdCgroup = true"));
+    // Told systemd where it cannot be had.
+    let f = driver(&bare, Ok(Some(true)), None, &node(false));
+    assert!(
+        !f.ok && f.detail.contains("systemd is not running"),
+        "{f:?}"
+    );
+    // An options file that does not read.
+    let f = driver(&bare, Err("ConfigPath /x: gone".into()), None, &node(true));
+    assert!(!f.ok && f.detail.contains("ConfigPath /x"), "{f:?}");
+}
 #[test]
 fn the_shim_is_resolved_as_containerd_would() {
     let dir = crate::testfs::FakeDir::new("doctor", &[]);
