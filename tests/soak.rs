@@ -889,7 +889,13 @@ fn churn_leaves_every_count_flat() {
     let seconds = count("TIDAL_SOAK_CHURN_SECONDS", 0) as u64;
     let env = Env::start("churn");
     let pod = ["--annotation", "io.kubernetes.cri.sandbox-id=churn-pod"];
-    env.run_detached(TIDAL, "anchor", &pod, &["sleep", "100000"]);
+    // Ids of this process's own: a container's cgroup is /tidal/ID in
+    // every environment, so another run of this test beside it (a short
+    // one during `hack/soak long`) must not share them.
+    let tag = std::process::id();
+    let anchor = format!("anchor{tag}");
+    let anchor = anchor.as_str();
+    env.run_detached(TIDAL, anchor, &pod, &["sleep", "100000"]);
     let shim = env.shims()[0];
     let agent = env.start_agent();
     let containerd: i32 = std::fs::read_to_string(env.dir.join("containerd.pid"))
@@ -912,13 +918,13 @@ fn churn_leaves_every_count_flat() {
             .filter(|l| l.contains(&*env.dir.to_string_lossy()))
             .count(),
         cgroups: (0..cycle + 3)
-            .map(|i| cgroup_dirs(&format!("ch{i}")).len())
+            .map(|i| cgroup_dirs(&format!("ch{tag}-{i}")).len())
             .sum::<usize>()
-            + cgroup_dirs("anchor").len(),
+            + cgroup_dirs(anchor).len(),
         state: entries(&state),
     };
     let cycle = |i: usize| {
-        let id = format!("ch{i}");
+        let id = format!("ch{tag}-{i}");
         env.run_detached(TIDAL, &id, &pod, &["sleep", "100000"]);
         let out = env.ctr(&["task", "exec", "--exec-id", "e", &id, "sh", "-c", "exit 3"]);
         assert_eq!(out.status.code(), Some(3), "{out:?}");
@@ -1036,6 +1042,6 @@ fn churn_leaves_every_count_flat() {
         after.tidald.rss_kib
     );
     drop(agent);
-    env.remove("anchor");
-    env.assert_no_leftovers("anchor");
+    env.remove(anchor);
+    env.assert_no_leftovers(anchor);
 }
