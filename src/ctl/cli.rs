@@ -203,13 +203,31 @@ pub enum Command {
     Version,
 }
 
-/// `traits describe NAME`.
+/// `traits describe NAME`, `traits kubevela`.
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum TraitsCommand {
     /// A trait's rules and the schema of its properties
     Describe {
         /// The trait's name (see `tidalctl traits`)
         name: String,
+    },
+    /// KubeVela TraitDefinitions (CUE templates) for the trait catalogue,
+    /// offline
+    ///
+    /// One definition per trait: its properties' schema as the CUE
+    /// parameter, and a patch that puts tidal's annotations on the pod
+    /// template of the component's workload (trait.tidal.dev/<name> with the
+    /// properties as JSON, tidal.dev/workload-type, tidal.dev/app,
+    /// tidal.dev/component). Apply them with kubectl; see docs/traits.md.
+    Kubevela {
+        /// The catalogue's directory [default: $TIDAL_TRAITS_DIR,
+        /// /etc/tidal/traits or the built-in one]
+        #[arg(long, value_name = "DIR")]
+        traits: Option<PathBuf>,
+        /// Write DIR/<trait>.yaml for each trait instead of printing them
+        /// all as one YAML stream
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -488,6 +506,16 @@ mod tests {
             Command::Traits {
                 output: Output::Json,
                 describe
+            }
+        );
+        assert_eq!(
+            cmd("traits kubevela --traits /t --out /o"),
+            Command::Traits {
+                output: Output::Table,
+                describe: Some(TraitsCommand::Kubevela {
+                    traits: Some("/t".into()),
+                    out: Some("/o".into()),
+                }),
             }
         );
         assert_eq!(

@@ -50,8 +50,15 @@ pub async fn run(socket: PathBuf, cmd: Command) -> Result<(), CtlError> {
                 )])),
             };
         }
+        Command::Traits {
+            describe: Some(TraitsCommand::Kubevela { traits, out }),
+            ..
+        } => return traits::kubevela(traits.as_deref(), out.as_deref()),
         Command::Traits { output, describe } => {
-            let name = describe.map(|TraitsCommand::Describe { name }| name);
+            let name = describe.and_then(|d| match d {
+                TraitsCommand::Describe { name } => Some(name),
+                TraitsCommand::Kubevela { .. } => None,
+            });
             return traits::show(&socket, name.as_deref(), output).await;
         }
         Command::Policy { command } => return policy::run(&socket, command).await,

@@ -1,5 +1,6 @@
 //! `tidalctl traits [describe NAME]`, from tidald's catalogue, and
-//! `tidalctl check FILE`, offline against a catalogue.
+//! `tidalctl check FILE` and `tidalctl traits kubevela`, offline against a
+//! catalogue.
 
 use std::path::Path;
 
@@ -40,6 +41,32 @@ pub(super) fn check(file: &Path, dir: Option<&Path>) -> Result<(), CtlError> {
                 .collect(),
         )),
     }
+}
+
+/// `tidalctl traits kubevela`: the catalogue's KubeVela TraitDefinitions,
+/// on stdout as one YAML stream, or as `DIR/<trait>.yaml` with `--out`.
+pub(super) fn kubevela(dir: Option<&Path>, out: Option<&Path>) -> Result<(), CtlError> {
+    let catalogue = match dir {
+        Some(d) => crate::traits::Catalogue::load(d),
+        None => crate::traits::Catalogue::node(),
+    }
+    .map_err(|e| CtlError::Check(vec![e]))?;
+    let generated =
+        crate::traits::kubevela::definitions(&catalogue).map_err(|e| CtlError::Check(vec![e]))?;
+    let Some(out) = out else {
+        let texts: Vec<&str> = generated.iter().map(|g| g.text.as_str()).collect();
+        print!("{}", texts.join("---\n"));
+        return Ok(());
+    };
+    std::fs::create_dir_all(out)
+        .map_err(|e| CtlError::Check(vec![format!("{}: {e}", out.display())]))?;
+    for g in &generated {
+        let path = out.join(&g.file);
+        std::fs::write(&path, &g.text)
+            .map_err(|e| CtlError::Check(vec![format!("{}: {e}", path.display())]))?;
+        println!("{}", path.display());
+    }
+    Ok(())
 }
 
 /// `tidalctl traits [describe NAME]`, from tidald's catalogue API.

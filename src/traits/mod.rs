@@ -12,6 +12,7 @@
 pub(crate) mod catalogue;
 pub mod cron;
 pub mod enforce;
+pub mod kubevela;
 pub mod oam;
 pub(crate) mod schema;
 pub mod seccomp;

@@ -31,7 +31,7 @@ struct Found {
 }
 
 /// OAM's component types and workload kinds, as workload types.
-fn workload_of(kind: &str) -> Result<Option<String>, String> {
+pub(crate) fn workload_of(kind: &str) -> Result<Option<String>, String> {
     let k = kebab(kind);
     if WORKLOAD_TYPES.contains(&k.as_str()) {
         return Ok(Some(k));
