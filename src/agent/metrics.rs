@@ -25,6 +25,7 @@ use super::inventory::{Inventory, View};
 use super::policy::engine::Meter;
 use super::policy::execute::{Outcome as Done, Record};
 use super::policy::observe::{Report, Snapshot};
+use super::policy::rules::Mode;
 
 /// Upper bounds (seconds) of the policy engine's tick histograms.
 pub const TICK_BUCKETS: [f64; 9] = [
@@ -44,7 +45,8 @@ struct RuleLabel {
 }
 
 /// The policy engine's series: counters and histograms it records into as
-/// it ticks, and the per-container signals of its last tick.
+/// it ticks, the per-container signals of its last tick, and its mode and
+/// pause as they change.
 #[derive(Debug, Clone)]
 pub struct PolicyMetrics {
     decisions: Family<Decided, Counter>,
@@ -52,6 +54,7 @@ pub struct PolicyMetrics {
     collect: Histogram,
     loop_seconds: Histogram,
     signals: Arc<PolicySignals>,
+    state: Arc<EngineState>,
 }
 
 impl Meter for PolicyMetrics {
@@ -71,6 +74,49 @@ impl Meter for PolicyMetrics {
     fn tick(&self, took: std::time::Duration) {
         self.loop_seconds.observe(took.as_secs_f64());
     }
+
+    fn state(&self, mode: Mode, paused: bool) {
+        *self.state.now.lock().unwrap() = Some((mode, paused));
+    }
+}
+
+/// The engine's mode and pause as it last told them; None while no engine
+/// runs (then neither series is exported).
+#[derive(Debug, Default)]
+struct EngineState {
+    now: Mutex<Option<(Mode, bool)>>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabel {
+    mode: &'static str,
+}
+
+impl Collector for EngineState {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some((mode, paused)) = *self.now.lock().unwrap() else {
+            return Ok(());
+        };
+        let gauge = ConstGauge::new(i64::from(paused));
+        gauge.encode(encoder.encode_descriptor(
+            "tidal_policy_paused",
+            "1 while the policy engine is paused (tidalctl policy pause): it collects but decides nothing",
+            None,
+            gauge.metric_type(),
+        )?)?;
+        let kind = ConstGauge::new(0i64).metric_type();
+        let mut family = encoder.encode_descriptor(
+            "tidal_policy_mode",
+            "The policy engine's mode: 1 for the one in effect (enforce, or dry-run: decisions recorded, nothing applied)",
+            None,
+            kind,
+        )?;
+        for m in [Mode::Enforce, Mode::DryRun] {
+            let labels = ModeLabel { mode: m.as_str() };
+            ConstGauge::new(i64::from(m == mode)).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
 }
 
 impl Report for PolicyMetrics {
@@ -84,7 +130,7 @@ impl Report for PolicyMetrics {
                     namespace: c.key.namespace.clone(),
                     container: c.key.id.clone(),
                 };
-                (labels, c.probe_p95, c.throttled)
+                (labels, c.probe_p95, c.throttled, c.objective)
             })
             .collect();
         *self.signals.rows.lock().unwrap() = rows;
@@ -92,8 +138,8 @@ impl Report for PolicyMetrics {
 }
 
 /// A container's signals at the engine's last tick: (labels, probe latency
-/// p95, throttled share).
-type SignalRow = (ContainerLabels, Option<f64>, Option<f64>);
+/// p95, throttled share, latency objective).
+type SignalRow = (ContainerLabels, Option<f64>, Option<f64>, Option<f64>);
 
 /// A per-container series of the engine: name, help, its value in a row.
 type SignalSeries = (&'static str, &'static str, fn(&SignalRow) -> Option<f64>);
@@ -107,7 +153,7 @@ struct PolicySignals {
 impl Collector for PolicySignals {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let rows = self.rows.lock().unwrap();
-        let series: [SignalSeries; 2] = [
+        let series: [SignalSeries; 3] = [
             (
                 "tidal_policy_probe_latency_seconds",
                 "p95 of the pod's probe latency over the engine's shortest window.",
@@ -117,6 +163,11 @@ impl Collector for PolicySignals {
                 "tidal_policy_cpu_throttled_ratio",
                 "Median share of CFS periods throttled over the engine's shortest window.",
                 |r| r.2,
+            ),
+            (
+                "tidal_policy_latency_objective_seconds",
+                "The online container's latency objective (its qos trait's latencyObjective).",
+                |r| r.3,
             ),
         ];
         for (name, help, value) in series {
@@ -139,6 +190,23 @@ pub const LATENCY_BUCKETS: [f64; 8] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025
 struct Outcome {
     /// "ok", or the gRPC code's name of a refusal.
     outcome: String,
+    /// Who asked (`source_label`).
+    source: &'static str,
+}
+
+/// A resize's source as a label, from a bounded set: `operator`, `policy`,
+/// tidald's trait controllers by name, and `trait:other` for any other
+/// `trait:NAME` a caller of the API gives (its names are the caller's).
+pub fn source_label(source: &str) -> &'static str {
+    match source {
+        "operator" => "operator",
+        "policy" => "policy",
+        "kubelet" => "kubelet",
+        "trait:cron-vertical-scaler" => "trait:cron-vertical-scaler",
+        "trait:vertical-autoscaler" => "trait:vertical-autoscaler",
+        _ if source.starts_with("trait:") => "trait:other",
+        _ => "other",
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -250,7 +318,7 @@ impl Metrics {
         let resizes = Family::<Outcome, Counter>::default();
         registry.register(
             "tidal_resizes",
-            "Resizes routed by tidald, by outcome",
+            "Resizes routed by tidald, by outcome and source",
             resizes.clone(),
         );
         let latency = Histogram::new(LATENCY_BUCKETS);
@@ -267,6 +335,7 @@ impl Metrics {
             collect: Histogram::new(TICK_BUCKETS),
             loop_seconds: Histogram::new(TICK_BUCKETS),
             signals: Arc::new(PolicySignals::default()),
+            state: Arc::new(EngineState::default()),
         };
         registry.register(
             "tidal_policy_decisions",
@@ -289,6 +358,7 @@ impl Metrics {
             policy.loop_seconds.clone(),
         );
         registry.register_collector(Box::new(policy.signals.clone()));
+        registry.register_collector(Box::new(policy.state.clone()));
         Metrics {
             registry,
             resizes,
@@ -305,11 +375,13 @@ impl Metrics {
         self.policy.clone()
     }
 
-    /// Counts a resize (an update or a rollback) that took `seconds`.
-    pub fn record(&self, outcome: &str, seconds: f64) {
+    /// Counts a resize (an update or a rollback) asked by `source` that
+    /// took `seconds`.
+    pub fn record(&self, outcome: &str, source: &str, seconds: f64) {
         self.resizes
             .get_or_create(&Outcome {
                 outcome: outcome.to_string(),
+                source: source_label(source),
             })
             .inc();
         self.latency.observe(seconds);
@@ -472,21 +544,26 @@ mod tests {
     #[test]
     fn containers_and_resizes_are_exposed() {
         let m = Metrics::new();
-        m.record("ok", 0.0002);
-        m.record("ok", 0.003);
-        m.record("FailedPrecondition", 0.0004);
+        m.record("ok", "operator", 0.0002);
+        m.record("ok", "policy", 0.003);
+        m.record("FailedPrecondition", "trait:vertical-autoscaler", 0.0004);
+        // A trait name only the caller knows is not a label of its own.
+        m.record("ok", "trait:made-up", 0.0002);
+        m.record("ok", "trait:made-up-too", 0.0002);
         let text = m.render(vec![view("web", "running"), view("old", "stopped")]);
         for line in [
             "tidal_container_cpu_usage_seconds_total{namespace=\"k8s.io\",container=\"web\"} 1.5",
             "tidal_container_cpu_limit_cores{namespace=\"k8s.io\",container=\"web\"} 0.5",
             "tidal_container_memory_usage_bytes{namespace=\"k8s.io\",container=\"web\"} 4096.0",
             "tidal_containers 1",
-            "tidal_resizes_total{outcome=\"ok\"} 2",
-            "tidal_resizes_total{outcome=\"FailedPrecondition\"} 1",
-            "tidal_resize_seconds_bucket{le=\"0.0005\"} 2",
-            "tidal_resize_seconds_bucket{le=\"0.005\"} 3",
-            "tidal_resize_seconds_bucket{le=\"+Inf\"} 3",
-            "tidal_resize_seconds_count 3",
+            "tidal_resizes_total{outcome=\"ok\",source=\"operator\"} 1",
+            "tidal_resizes_total{outcome=\"ok\",source=\"policy\"} 1",
+            "tidal_resizes_total{outcome=\"ok\",source=\"trait:other\"} 2",
+            "tidal_resizes_total{outcome=\"FailedPrecondition\",source=\"trait:vertical-autoscaler\"} 1",
+            "tidal_resize_seconds_bucket{le=\"0.0005\"} 4",
+            "tidal_resize_seconds_bucket{le=\"0.005\"} 5",
+            "tidal_resize_seconds_bucket{le=\"+Inf\"} 5",
+            "tidal_resize_seconds_count 5",
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
@@ -552,6 +629,7 @@ mod tests {
                         key: key("web"),
                         probe_p95: Some(0.25),
                         throttled: Some(0.0),
+                        objective: Some(0.1),
                         ..Default::default()
                     },
                     Summary {
@@ -577,12 +655,17 @@ mod tests {
             "tidal_policy_probe_latency_seconds{namespace=\"k8s.io\",container=\"web\"} 0.25",
             "tidal_policy_cpu_throttled_ratio{namespace=\"k8s.io\",container=\"web\"} 0.0",
             "tidal_policy_cpu_throttled_ratio{namespace=\"k8s.io\",container=\"batch\"} 0.5",
+            "tidal_policy_latency_objective_seconds{namespace=\"k8s.io\",container=\"web\"} 0.1",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
         }
         assert!(
             !text.contains("probe_latency_seconds{namespace=\"k8s.io\",container=\"batch\"}"),
             "no probe, no sample:\n{text}"
+        );
+        assert!(
+            !text.contains("objective_seconds{namespace=\"k8s.io\",container=\"batch\"}"),
+            "no objective, no sample:\n{text}"
         );
         // A container gone at the next tick is gone from the series.
         Report::tick(&p, &Snapshot::default());
@@ -592,5 +675,50 @@ mod tests {
             text.contains("tidal_policy_collect_seconds_count 2"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_engine_s_mode_and_pause_are_exposed_once_it_tells_them() {
+        let m = Metrics::new();
+        let text = m.render(vec![]);
+        assert!(
+            !text.contains("tidal_policy_paused") && !text.contains("tidal_policy_mode"),
+            "no engine, no series:\n{text}"
+        );
+        let p = m.policy();
+        let has = |text: &str, line: &str| text.lines().any(|l| l == line);
+        Meter::state(&p, Mode::Enforce, false);
+        let text = m.render(vec![]);
+        for line in [
+            "# TYPE tidal_policy_paused gauge",
+            "tidal_policy_paused 0",
+            "tidal_policy_mode{mode=\"enforce\"} 1",
+            "tidal_policy_mode{mode=\"dry-run\"} 0",
+        ] {
+            assert!(has(&text, line), "no {line:?} in:\n{text}");
+        }
+        Meter::state(&p, Mode::DryRun, true);
+        let text = m.render(vec![]);
+        for line in [
+            "tidal_policy_paused 1",
+            "tidal_policy_mode{mode=\"enforce\"} 0",
+            "tidal_policy_mode{mode=\"dry-run\"} 1",
+        ] {
+            assert!(has(&text, line), "no {line:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn resize_sources_are_a_bounded_set_of_labels() {
+        for (source, label) in [
+            ("operator", "operator"),
+            ("policy", "policy"),
+            ("trait:cron-vertical-scaler", "trait:cron-vertical-scaler"),
+            ("trait:vertical-autoscaler", "trait:vertical-autoscaler"),
+            ("trait:anything", "trait:other"),
+            ("", "other"),
+        ] {
+            assert_eq!(source_label(source), label, "{source}");
+        }
     }
 }

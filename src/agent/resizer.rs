@@ -198,7 +198,8 @@ impl Resizer {
                 Ok(()) => "ok".to_string(),
                 Err(e) => e.outcome(),
             };
-            self.metrics.record(&outcome, start.elapsed().as_secs_f64());
+            self.metrics
+                .record(&outcome, &notes.source, start.elapsed().as_secs_f64());
         }
         result?;
         let container = self.inventory.after(t)?;

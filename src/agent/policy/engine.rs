@@ -67,6 +67,10 @@ pub struct Status {
 pub trait Meter: Send + Sync {
     fn record(&self, record: &Record);
     fn tick(&self, took: Duration);
+    /// The engine's mode and whether it is paused, told when the meter is
+    /// attached, whenever either changes (pause, resume, mode, a reload)
+    /// and at each tick.
+    fn state(&self, _mode: Mode, _paused: bool) {}
 }
 
 /// What the engine and its handles share.
@@ -80,6 +84,20 @@ struct Shared {
     /// (None: nobody waits).
     reload: tokio::sync::mpsc::UnboundedSender<Option<Answer>>,
     records: tokio::sync::broadcast::Sender<Record>,
+    /// Where the mode and pause are told as they change (`Meter::state`).
+    meter: Mutex<Option<Arc<dyn Meter>>>,
+}
+
+impl Shared {
+    /// Tells the meter, if any, the mode and pause as the status has them.
+    /// The status stays locked while the meter hears it, so that of two
+    /// changes racing the meter keeps the later.
+    fn report_state(&self) {
+        let s = self.status.lock().unwrap();
+        if let Some(m) = self.meter.lock().unwrap().as_ref() {
+            m.state(s.mode, s.paused);
+        }
+    }
 }
 
 /// Where a reload's outcome goes: Ok, or why the running rules stayed.
@@ -110,16 +128,19 @@ impl Handle {
     pub fn pause(&self) {
         self.shared.paused.store(true, Ordering::SeqCst);
         self.shared.status.lock().unwrap().paused = true;
+        self.shared.report_state();
     }
 
     pub fn resume(&self) {
         self.shared.paused.store(false, Ordering::SeqCst);
         self.shared.status.lock().unwrap().paused = false;
+        self.shared.report_state();
     }
 
     pub fn set_mode(&self, mode: Mode) {
         *self.shared.mode.lock().unwrap() = Some(mode);
         self.shared.status.lock().unwrap().mode = mode;
+        self.shared.report_state();
     }
 
     /// Reads the policy file again now (as SIGHUP does).
@@ -199,13 +220,16 @@ impl<A: Apply> Engine<A> {
                 mode: Mutex::new(None),
                 reload,
                 records: tokio::sync::broadcast::channel(256).0,
+                meter: Mutex::new(None),
             }),
         }
     }
 
     /// The engine reporting to `meter` (tidald's metrics).
     pub fn with_meter(mut self, meter: Arc<dyn Meter>) -> Self {
+        *self.shared.meter.lock().unwrap() = Some(meter.clone());
         self.meter = Some(meter);
+        self.shared.report_state();
         self
     }
 
@@ -257,6 +281,7 @@ impl<A: Apply> Engine<A> {
                 drop(status);
                 let mode = self.mode();
                 self.shared.status.lock().unwrap().mode = mode;
+                self.shared.report_state();
                 Ok(())
             }
             Err(e) => {
@@ -340,8 +365,10 @@ impl<A: Apply> Engine<A> {
                 let _ = self.shared.records.send(r.clone());
             }
             let mut s = self.shared.status.lock().unwrap();
-            s.mode = mode;
-            s.paused = paused;
+            // As they are now (a pause or a mode set during the tick is
+            // not undone by this tick's status).
+            s.mode = self.mode();
+            s.paused = self.shared.paused.load(Ordering::SeqCst);
             s.health = Some(a.health.clone());
             s.suffering = a.suffering.iter().map(|t| t.to_string()).collect();
             s.owned = self.memory.owned.len();
@@ -361,6 +388,7 @@ impl<A: Apply> Engine<A> {
             }
             m.tick(started.elapsed());
         }
+        self.shared.report_state();
         records
     }
 

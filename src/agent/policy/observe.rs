@@ -9,7 +9,7 @@
 //! the first tick after it finished (so it lags the cgroup values by up to
 //! one interval).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -80,6 +80,8 @@ pub struct Observer {
     catalogue: Catalogue,
     known: HashMap<Key, Known>,
     prober: Prober<String>,
+    /// Pods whose namespace tidald was refused (warned of once each).
+    cannot_enter: HashSet<String>,
     probes: bool,
     last_complete: Option<Duration>,
     node: NodeSample,
@@ -106,6 +108,7 @@ impl Observer {
             catalogue,
             known: HashMap::new(),
             prober: Prober::default(),
+            cannot_enter: HashSet::new(),
             probes: opts.probes,
             last_complete: None,
             node: NodeSample::default(),
@@ -192,6 +195,12 @@ impl Observer {
             if let Some(o) = &c.objective {
                 r.probe = match latency.get(&target(c)) {
                     Some(Ok(d)) => Some(*d),
+                    // A probe that could not enter the pod's network
+                    // namespace says nothing of the pod (tidald lacks a
+                    // capability, or the process just exited): no sample.
+                    // Counted as a timeout, it would make an online pod
+                    // look as if it always missed its objective.
+                    Some(Err(ProbeError::Netns { .. })) => None,
                     Some(Err(_)) => Some(o.probe.timeout()),
                     // A probe still running past the objective is a breach
                     // already: the time it has taken so far (a lower bound
@@ -209,8 +218,23 @@ impl Observer {
             readings.insert(key.clone(), r);
         }
         for (t, result) in latency.drain() {
-            if let Err(e) = result {
-                log::debug!("policy: probe of {t}: {e}");
+            match result {
+                Err(ProbeError::Netns { path, source })
+                    if matches!(source.raw_os_error(), Some(libc::EPERM | libc::EACCES)) =>
+                {
+                    if self.cannot_enter.insert(t.clone()) {
+                        log::warn!(
+                            "policy: cannot probe {t}: entering its network namespace {}: {source}: \
+                             tidald needs CAP_SYS_ADMIN (and CAP_SYS_PTRACE for a pod of another \
+                             user); the pod's latency is unknown until it can",
+                            path.display()
+                        );
+                    }
+                }
+                Err(e) => log::debug!("policy: probe of {t}: {e}"),
+                Ok(_) => {
+                    self.cannot_enter.remove(&t);
+                }
             }
         }
         if self.probes {
@@ -225,6 +249,7 @@ impl Observer {
             }
             // The threads of pods no longer probed leave their namespaces.
             self.prober.retain(|t| probed.contains(t));
+            self.cannot_enter.retain(|t| probed.contains(t));
         }
         self.profiles.tick(now, &readings);
 
@@ -423,13 +448,21 @@ impl super::engine::Source for Live {
         let done = tokio::task::spawn_blocking(move || {
             shared.with(|o| {
                 let view = o.tick_inventory(now, &inventory);
+                // An online container's objective, from the view's facts.
+                let objective = |k: &Key| {
+                    let c = view.as_ref().ok()?.containers.get(k)?;
+                    Some(c.objective.as_ref()?.latency.as_secs_f64())
+                };
                 let snapshot = Snapshot {
                     window,
                     interval,
                     containers: o
                         .signals()
                         .keys()
-                        .map(|k| summary::summarize(o.signals(), k, window, interval))
+                        .map(|k| Summary {
+                            objective: objective(k),
+                            ..summary::summarize(o.signals(), k, window, interval)
+                        })
                         .collect(),
                     cost: o.cost(),
                 };

@@ -27,6 +27,10 @@ pub struct Summary {
     pub working_set: Option<f64>,
     /// p95 of the pod's probe latency, in seconds.
     pub probe_p95: Option<f64>,
+    /// An online container's latency objective (its `qos` trait's
+    /// `latencyObjective`), in seconds: not a signal, the data source sets
+    /// it from the tick's view (None from `summarize`).
+    pub objective: Option<f64>,
 }
 
 /// The summary of `key` over `window`; `interval` is the engine's (the
@@ -47,6 +51,7 @@ pub fn summarize(
             .quantile(key, Metric::MemoryWorkingSet, interval, 1.0)
             .or_else(|| q(Metric::MemoryWorkingSet, 1.0)),
         probe_p95: q(Metric::ProbeLatency, 0.95),
+        objective: None,
     }
 }
 

@@ -131,6 +131,7 @@ async fn the_shipped_rules_act_within_two_seconds_of_a_load_step() {
 struct Counted {
     records: Mutex<Vec<(&'static str, &'static str)>>,
     ticks: Mutex<Vec<Duration>>,
+    states: Mutex<Vec<(Mode, bool)>>,
 }
 
 impl Meter for Counted {
@@ -141,6 +142,32 @@ impl Meter for Counted {
     fn tick(&self, took: Duration) {
         self.ticks.lock().unwrap().push(took);
     }
+    fn state(&self, mode: Mode, paused: bool) {
+        self.states.lock().unwrap().push((mode, paused));
+    }
+}
+
+#[tokio::test]
+async fn the_meter_hears_the_mode_and_pause_as_they_change() {
+    let world = world();
+    let meter = Arc::new(Counted::default());
+    let mut engine = Engine::new(Policy::default(), "p.yaml".into(), None, world.clone())
+        .with_meter(meter.clone());
+    let handle = engine.handle();
+    let last = || *meter.states.lock().unwrap().last().unwrap();
+    assert_eq!(last(), (Mode::Enforce, false), "told when attached");
+    handle.pause();
+    assert_eq!(last(), (Mode::Enforce, true));
+    // A tick while paused says so again.
+    let mut src = source(&world);
+    drive(&mut engine, &mut src, 0, 0, contended(&world)).await;
+    assert_eq!(last(), (Mode::Enforce, true));
+    handle.resume();
+    assert_eq!(last(), (Mode::Enforce, false));
+    handle.set_mode(Mode::DryRun);
+    assert_eq!(last(), (Mode::DryRun, false));
+    drive(&mut engine, &mut src, 1, 1, contended(&world)).await;
+    assert_eq!(last(), (Mode::DryRun, false));
 }
 
 #[tokio::test]
