@@ -1,6 +1,6 @@
 //! tidald from its image (`hack/image --tidal`), run as
 //! `config/kubernetes/tidald.yaml` runs it, with a private containerd and
-//! runc (the runtime a DaemonSet's pod gets): no capabilities, a read-only
+//! runc (the runtime a DaemonSet's pod gets): two capabilities, a read-only
 //! root, seccomp, the node's network, and the node's tidal state and
 //! cgroups mounted in. From the node, it must be ready and serve the node's
 //! containers.
@@ -89,6 +89,18 @@ fn tidald_runs_from_its_image_as_its_daemonset_runs_it() {
     for cap in DEFAULT_CAPABILITIES {
         args.extend_from_slice(&["--cap-drop", cap]);
     }
+    // The two the DaemonSet adds, for the qos trait's probes (setns into a
+    // pod's network namespace).
+    let manifest = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/kubernetes/tidald.yaml"
+    ))
+    .unwrap();
+    assert!(
+        manifest.contains(r#"add: ["SYS_ADMIN", "SYS_PTRACE"]"#),
+        "the DaemonSet's capabilities changed: change this test's too"
+    );
+    args.extend_from_slice(&["--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_SYS_PTRACE"]);
     let metrics = format!("--metrics-addr=127.0.0.1:{port}");
     args.extend_from_slice(&[
         "--mount",
@@ -122,12 +134,12 @@ fn tidald_runs_from_its_image_as_its_daemonset_runs_it() {
         get("/readyz"),
         env.task("tidald-ds")
     );
-    // With no capability at all.
+    // With CAP_SYS_ADMIN (21) and CAP_SYS_PTRACE (19) and no other.
     let pid = env.task_pid("tidald-ds").unwrap();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     for set in ["CapEff:", "CapPrm:", "CapBnd:"] {
         let line = status.lines().find(|l| l.starts_with(set)).unwrap();
-        assert!(line.ends_with("0000000000000000"), "{line}");
+        assert!(line.ends_with("0000000000280000"), "{line}");
     }
     // The node's operator, from the node: tidalctl over the API socket the
     // container made in the node's state directory.

@@ -175,6 +175,34 @@ fn ticks_profile_containers_probe_online_pods_and_forget_the_gone() {
 }
 
 #[test]
+fn a_probe_that_cannot_enter_the_pods_namespace_gives_no_sample() {
+    // An online pod whose network namespace tidald cannot enter (here its
+    // process is gone; on a node, tidald without CAP_SYS_ADMIN): its
+    // latency is unknown, not the probe's timeout, or the engine would see
+    // the pod miss its objective on every tick and squeeze offline work
+    // for nothing.
+    let dir = FakeDir::new("observe-netns", &[]);
+    let web = v2("web");
+    let gone = 999_999;
+    let mut obs = observer(&dir, [(gone, web.cgroup().clone())].into(), true);
+    let all = vec![found(
+        &dir,
+        "web",
+        gone,
+        "online",
+        serde_json::json!({"trait.tidal.dev/qos": r#"{"class": "online", "latencyObjective": "250ms", "probe": {"tcpSocket": {"port": 8080}, "timeoutSeconds": 1}}"#}),
+    )];
+    for i in 1..=6u64 {
+        web.set("cpu.stat", &format!("usage_usec {}\n", i * 100_000));
+        obs.tick(Duration::from_secs(i), &all);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let window = Duration::from_secs(10);
+    assert!(obs.samples(&key("web"), Metric::CpuUsage, window) >= 5);
+    assert_eq!(obs.samples(&key("web"), Metric::ProbeLatency, window), 0);
+}
+
+#[test]
 fn the_observer_can_move_to_the_engines_thread_and_be_shared() {
     fn send_sync<T: Send + Sync>() {}
     fn send<T: Send + 'static>() {}
