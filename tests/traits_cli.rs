@@ -192,6 +192,68 @@ fn check_accepts_the_example_application() {
     assert!(out.contains("ok: 2 component(s), 5 trait(s)"), "{out}");
 }
 
+/// The KubeVela example (config/kubevela/) passes the same check.
+#[test]
+fn check_accepts_the_kubevela_application() {
+    let file = repo().join("config/kubevela/application.yaml");
+    let (code, out, err) = tidalctl(&["check", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ok: 2 component(s), 6 trait(s)"), "{out}");
+}
+
+/// `tidalctl traits kubevela` writes the committed definitions, one file a
+/// trait, or prints them as one YAML stream.
+#[test]
+fn traits_kubevela_generates_the_committed_definitions() {
+    let committed = repo().join("config/kubevela/definitions");
+    let dir = std::env::temp_dir().join(format!("tidal-kubevela-gen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let traits = repo().join("config/traits");
+    let (code, out, err) = tidalctl(&[
+        "traits",
+        "kubevela",
+        "--traits",
+        traits.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let names = [
+        "cron-vertical-scaler",
+        "qos",
+        "security-policy",
+        "vertical-autoscaler",
+    ];
+    let mut stream = Vec::new();
+    for (line, name) in out.lines().zip(names) {
+        let file = format!("{name}.yaml");
+        assert_eq!(line, dir.join(&file).display().to_string());
+        let written = std::fs::read_to_string(dir.join(&file)).unwrap();
+        let want = std::fs::read_to_string(committed.join(&file)).unwrap();
+        assert_eq!(written, want, "{file}");
+        stream.push(want);
+    }
+    assert_eq!(out.lines().count(), names.len(), "{out}");
+    let (code, out, err) = tidalctl(&["traits", "kubevela", "--traits", traits.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, stream.join("---\n"));
+
+    // A catalogue that does not load is reported.
+    let bad = dir.join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    std::fs::write(bad.join("broken.yaml"), "kind: TraitDefinition\n").unwrap();
+    let (code, out, err) = tidalctl(&["traits", "kubevela", "--traits", bad.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("broken.yaml"), "{err}");
+    let (code, out, _) = tidalctl(&["traits", "kubevela", "-h"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("Usage: tidalctl traits kubevela") && out.contains("--out <DIR>"),
+        "{out}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn check_refuses_conflicts_naming_both_traits() {
     let dir = std::env::temp_dir().join(format!("tidal-check-{}", std::process::id()));
