@@ -22,6 +22,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use super::inventory::{Inventory, View};
+use super::policy::decide::Rule;
 use super::policy::engine::Meter;
 use super::policy::execute::{Outcome as Done, Record};
 use super::policy::observe::{Report, Snapshot};
@@ -76,7 +77,16 @@ impl Meter for PolicyMetrics {
     }
 
     fn state(&self, mode: Mode, paused: bool) {
-        *self.state.now.lock().unwrap() = Some((mode, paused));
+        let mut now = self.state.now.lock().unwrap();
+        if now.is_none() {
+            // The engine runs: each rule's rollbacks start at 0, so that a
+            // rate or an increase over them sees the first one.
+            for rule in Rule::ALL {
+                let rule = rule.name().to_string();
+                let _ = self.rollbacks.get_or_create(&RuleLabel { rule });
+            }
+        }
+        *now = Some((mode, paused));
     }
 }
 
@@ -682,7 +692,9 @@ mod tests {
         let m = Metrics::new();
         let text = m.render(vec![]);
         assert!(
-            !text.contains("tidal_policy_paused") && !text.contains("tidal_policy_mode"),
+            !text.contains("tidal_policy_paused")
+                && !text.contains("tidal_policy_mode")
+                && !text.contains("tidal_policy_rollbacks_total{"),
             "no engine, no series:\n{text}"
         );
         let p = m.policy();
@@ -694,6 +706,8 @@ mod tests {
             "tidal_policy_paused 0",
             "tidal_policy_mode{mode=\"enforce\"} 1",
             "tidal_policy_mode{mode=\"dry-run\"} 0",
+            "tidal_policy_rollbacks_total{rule=\"throttle-offline\"} 0",
+            "tidal_policy_rollbacks_total{rule=\"memory-squeeze\"} 0",
         ] {
             assert!(has(&text, line), "no {line:?} in:\n{text}");
         }
