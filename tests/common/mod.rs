@@ -46,18 +46,29 @@ impl Env {
         Env::up(name, &[], &["--cri"])
     }
 
+    /// As [`Env::start`], with tidal's shim found in `shim_dir` (an
+    /// installed one) instead of this build's.
+    #[allow(dead_code)]
+    pub fn start_at(name: &str, shim_dir: &Path) -> Env {
+        Env::up_at(name, &[], &[], shim_dir)
+    }
+
     fn up(name: &str, vars: &[(&str, &str)], args: &[&str]) -> Env {
+        let shim = PathBuf::from(env!("CARGO_BIN_EXE_containerd-shim-tidal-v2"));
+        Env::up_at(name, vars, args, shim.parent().unwrap())
+    }
+
+    fn up_at(name: &str, vars: &[(&str, &str)], args: &[&str], shim_dir: &Path) -> Env {
         require_root();
         let dir = PathBuf::from(format!("/tmp/tidal-it-{name}-{}", std::process::id()));
         let _ = Command::new(repo().join("hack/containerd-env"))
             .args(["down"])
             .arg(&dir)
             .status();
-        let shim = PathBuf::from(env!("CARGO_BIN_EXE_containerd-shim-tidal-v2"));
         let out = Command::new(repo().join("hack/containerd-env"))
             .arg("up")
             .arg(&dir)
-            .arg(shim.parent().unwrap())
+            .arg(shim_dir)
             .args(args)
             .envs(vars.iter().copied())
             .output()
