@@ -370,7 +370,29 @@ fn the_package_installs_runs_tidald_as_a_service_and_purges_clean() {
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(id))
     });
     assert!(listed.is_some(), "tidalctl ps does not list {id}");
-    run(Command::new("tidalctl").args(["resize", id, "--cpu", "250m"]));
+    let resized = Command::new("tidalctl")
+        .args(["resize", id, "--cpu", "250m"])
+        .output()
+        .unwrap();
+    if !resized.status.success() {
+        let bundle = format!("/run/containerd/io.containerd.runtime.v2.task/tidal/{id}");
+        let sh = |c: &str| {
+            let o = Command::new("sh").arg("-c").arg(c).output().unwrap();
+            format!(
+                "$ {c}\n{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        };
+        panic!(
+            "tidalctl resize: {}\n{}\n{}\n{}\n{}",
+            String::from_utf8_lossy(&resized.stderr),
+            sh(&format!("ls -la {bundle} /run/containerd /run/containerd/io.containerd.runtime.v2.task/tidal")),
+            sh(&format!("nsenter -t {main_pid} -m -- ls -la {bundle}; nsenter -t {main_pid} -m -- cat {bundle}/address; grep -E ' /run| / ' /proc/{main_pid}/mountinfo")),
+            sh("journalctl -u tidald --no-pager | tail -n 20"),
+            sh("dmesg | tail -n 10"),
+        );
+    }
     let pid = ctr(&["task", "ls"])
         .lines()
         .find(|l| l.starts_with(id))

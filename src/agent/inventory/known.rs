@@ -206,6 +206,11 @@ impl Known {
         }
     }
 
+    /// Reads the shim's address again.
+    pub(super) fn refresh_address(&mut self) {
+        self.address = address(&self.info);
+    }
+
     /// Brings `info` up to date after its `state.json` changed (now
     /// `state`); false when that is another container under the same id.
     pub(super) fn refresh(&mut self, state: Stamp, info: ContainerInfo) -> bool {

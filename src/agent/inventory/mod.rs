@@ -285,6 +285,13 @@ impl Inventory {
         let state_dir = self.state_dir.clone();
         self.with(name, |k| {
             k.catch_up(&state_dir);
+            // An address that could not be read when the container was
+            // found is read again, not kept as an error for its lifetime
+            // (seen once under tidald.service: EACCES on the first read,
+            // none later).
+            if k.address.is_err() {
+                k.refresh_address();
+            }
             Route {
                 namespace: k.info.namespace.clone(),
                 id: k.info.id.clone(),

@@ -68,6 +68,32 @@ fn containers_are_listed_and_found_from_the_state_dir() {
     ));
 }
 
+#[test]
+fn a_shim_address_that_could_not_be_read_is_read_again() {
+    let root = crate::testfs::FakeDir::new("address", &[]);
+    let bundle = root.join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    let c = root.join("default").join("web");
+    std::fs::create_dir_all(&c).unwrap();
+    std::fs::write(
+        c.join("state.json"),
+        format!(
+            r#"{{"ociVersion":"1.1.0","id":"web","status":"running","pid":999999999,"bundle":"{}"}}"#,
+            bundle.display()
+        ),
+    )
+    .unwrap();
+    let inv = Inventory::new(root.path());
+    let web = Name {
+        namespace: None,
+        id: "web".into(),
+    };
+    // Found before its shim's address could be read.
+    assert!(inv.route(&web).unwrap().address.is_err());
+    std::fs::write(bundle.join("address"), "unix:///run/s/1\n").unwrap();
+    assert_eq!(inv.route(&web).unwrap().address.unwrap(), "unix:///run/s/1");
+}
+
 /// What tidald layers revision by revision (and after compactions) is
 /// what `declared::declared` reads from the whole history.
 #[test]
