@@ -55,7 +55,12 @@ fn tidald_runs_from_its_image_as_its_daemonset_runs_it() {
     env.run_detached(
         TIDAL,
         "app",
-        &["--memory-limit", "67108864"],
+        &[
+            "--memory-limit",
+            "67108864",
+            "--annotation",
+            "tidal.dev/qos=online",
+        ],
         &["sleep", "1000"],
     );
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_tidald"))
@@ -84,6 +89,13 @@ fn tidald_runs_from_its_image_as_its_daemonset_runs_it() {
         "type=bind,src={},dst=/run/tidal,options=rbind:rw",
         env.dir.join("tidal").display()
     );
+    // containerd's task bundles, read-only where tidald looks for them
+    // (the DaemonSet mounts the node's /run/containerd/io.containerd.runtime.v2.task).
+    let tasks = env.dir.join("state/io.containerd.runtime.v2.task");
+    let bundles = format!(
+        "type=bind,src={0},dst={0},options=rbind:ro",
+        tasks.display()
+    );
     let mut args = vec!["run", "-d"];
     args.extend_from_slice(DAEMONSET);
     for cap in DEFAULT_CAPABILITIES {
@@ -97,16 +109,25 @@ fn tidald_runs_from_its_image_as_its_daemonset_runs_it() {
     ))
     .unwrap();
     assert!(
-        manifest.contains(r#"add: ["SYS_ADMIN", "SYS_PTRACE"]"#),
+        manifest.contains(r#"add: ["DAC_READ_SEARCH", "SYS_ADMIN", "SYS_PTRACE"]"#),
         "the DaemonSet's capabilities changed: change this test's too"
     );
-    args.extend_from_slice(&["--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_SYS_PTRACE"]);
+    args.extend_from_slice(&[
+        "--cap-add",
+        "CAP_DAC_READ_SEARCH",
+        "--cap-add",
+        "CAP_SYS_ADMIN",
+        "--cap-add",
+        "CAP_SYS_PTRACE",
+    ]);
     let metrics = format!("--metrics-addr=127.0.0.1:{port}");
     args.extend_from_slice(&[
         "--mount",
         &state,
         "--mount",
         "type=bind,src=/sys/fs/cgroup,dst=/sys/fs/cgroup,options=rbind:ro",
+        "--mount",
+        &bundles,
         name,
         "tidald-ds",
         "/usr/local/bin/tidald",
@@ -134,22 +155,27 @@ fn tidald_runs_from_its_image_as_its_daemonset_runs_it() {
         get("/readyz"),
         env.task("tidald-ds")
     );
-    // With CAP_SYS_ADMIN (21) and CAP_SYS_PTRACE (19) and no other.
+    // With CAP_DAC_READ_SEARCH (2), CAP_SYS_PTRACE (19) and CAP_SYS_ADMIN
+    // (21) and no other.
     let pid = env.task_pid("tidald-ds").unwrap();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     for set in ["CapEff:", "CapPrm:", "CapBnd:"] {
         let line = status.lines().find(|l| l.starts_with(set)).unwrap();
-        assert!(line.ends_with("0000000000280000"), "{line}");
+        assert!(line.ends_with("0000000000280004"), "{line}");
     }
     // The node's operator, from the node: tidalctl over the API socket the
     // container made in the node's state directory.
     let out = env.tidalctl(&["ps", "-o", "json"]);
     assert!(out.status.success(), "{out:?}");
     let ps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(
-        ps.as_array().unwrap().iter().any(|c| c["id"] == "app"),
-        "no app in {ps}"
-    );
+    let app = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "app")
+        .unwrap_or_else(|| panic!("no app in {ps}"));
+    // Read from the container's bundle, through the bundles' mount.
+    assert_eq!(app["qos"], "online", "{app}");
     let metrics = get("/metrics");
     assert!(
         metrics.starts_with("HTTP/1.1 200") && metrics.contains("\ntidal_containers "),
