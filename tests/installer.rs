@@ -363,3 +363,111 @@ fn the_installer_image_installs_on_start_and_uninstalls_on_sigterm() {
         .exists());
     env.remove("inst-ds");
 }
+
+fn containerd_pid() -> String {
+    let out = Command::new("systemctl")
+        .args(["show", "-p", "MainPID", "--value", "containerd"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+#[ignore = "restarts the machine's containerd: hack/vm systemd runs it in its guest"]
+fn the_installer_restarts_a_systemd_nodes_containerd_through_pid_1() {
+    require_root();
+    assert!(
+        Path::new("/run/systemd/system").is_dir(),
+        "needs systemd as init"
+    );
+    // The guest's containerd, with a config of its own.
+    let config = Path::new("/etc/containerd/config.toml");
+    let before = std::fs::read(config).ok();
+    std::fs::create_dir_all("/etc/containerd").unwrap();
+    std::fs::write(config, "version = 2\n").unwrap();
+    let ok = |args: &[&str]| {
+        let out = Command::new("systemctl").args(args).output().unwrap();
+        assert!(out.status.success(), "systemctl {args:?}: {out:?}");
+    };
+    ok(&["restart", "containerd"]);
+    let first = containerd_pid();
+
+    // As the DaemonSet runs it, but with the node as its root: the default
+    // restart, systemctl in PID 1's namespaces.
+    let install = Command::new("busybox")
+        .arg("sh")
+        .arg(repo().join("config/installer/tidal-installer"))
+        .arg("install")
+        .env("HOST", "/")
+        .env("TIDAL_BIN", bin_dir())
+        .output()
+        .unwrap();
+    assert!(install.status.success(), "{install:?}");
+    let second = containerd_pid();
+    assert!(
+        second != first && second != "0",
+        "containerd was not restarted: {first} -> {second}"
+    );
+    let ctr = |args: &[&str]| {
+        let out = Command::new("ctr")
+            .args(["-n", "tidal"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ctr {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let up = eventually(Duration::from_secs(30), || {
+        Command::new("ctr")
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    assert!(up, "containerd is not back");
+    let scratch = std::env::temp_dir().join(format!("tidal-installer-node-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let tar = scratch.join("busybox.tar");
+    let built = Command::new(repo().join("hack/image"))
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
+    ctr(&["images", "import", tar.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&scratch);
+    // containerd finds the shim on its PATH, through the installer's link.
+    let out = ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        TIDAL,
+        IMAGE,
+        "inst-node",
+        "echo",
+        "installed",
+    ]);
+    assert_eq!(out.trim(), "installed");
+
+    let uninstall = Command::new("busybox")
+        .arg("sh")
+        .arg(repo().join("config/installer/tidal-installer"))
+        .arg("uninstall")
+        .env("HOST", "/")
+        .output()
+        .unwrap();
+    assert!(uninstall.status.success(), "{uninstall:?}");
+    let third = containerd_pid();
+    assert!(
+        third != second && third != "0",
+        "not restarted on uninstall"
+    );
+    assert_eq!(std::fs::read_to_string(config).unwrap(), "version = 2\n");
+    assert!(!Path::new("/opt/tidal/bin").exists());
+    assert!(!Path::new("/usr/local/bin/containerd-shim-tidal-v2").exists());
+    assert!(!Path::new("/usr/local/bin/tidalctl").exists());
+
+    ok(&["stop", "containerd"]);
+    match before {
+        Some(b) => std::fs::write(config, b).unwrap(),
+        None => std::fs::remove_file(config).unwrap(),
+    }
+}
