@@ -109,17 +109,10 @@ fn tidald_runs_from_its_image_as_its_daemonset_runs_it() {
     ))
     .unwrap();
     assert!(
-        manifest.contains(r#"add: ["DAC_READ_SEARCH", "SYS_ADMIN", "SYS_PTRACE"]"#),
+        manifest.contains(r#"add: ["SYS_ADMIN", "SYS_PTRACE"]"#),
         "the DaemonSet's capabilities changed: change this test's too"
     );
-    args.extend_from_slice(&[
-        "--cap-add",
-        "CAP_DAC_READ_SEARCH",
-        "--cap-add",
-        "CAP_SYS_ADMIN",
-        "--cap-add",
-        "CAP_SYS_PTRACE",
-    ]);
+    args.extend_from_slice(&["--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_SYS_PTRACE"]);
     let metrics = format!("--metrics-addr=127.0.0.1:{port}");
     args.extend_from_slice(&[
         "--mount",
@@ -155,13 +148,12 @@ fn tidald_runs_from_its_image_as_its_daemonset_runs_it() {
         get("/readyz"),
         env.task("tidald-ds")
     );
-    // With CAP_DAC_READ_SEARCH (2), CAP_SYS_PTRACE (19) and CAP_SYS_ADMIN
-    // (21) and no other.
+    // With CAP_SYS_PTRACE (19) and CAP_SYS_ADMIN (21) and no other.
     let pid = env.task_pid("tidald-ds").unwrap();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     for set in ["CapEff:", "CapPrm:", "CapBnd:"] {
         let line = status.lines().find(|l| l.starts_with(set)).unwrap();
-        assert!(line.ends_with("0000000000280004"), "{line}");
+        assert!(line.ends_with("0000000000280000"), "{line}");
     }
     // The node's operator, from the node: tidalctl over the API socket the
     // container made in the node's state directory.

@@ -233,6 +233,45 @@ fn the_installer_registers_tidal_and_undoes_exactly_that() {
     bare.installer_ok("uninstall");
     assert_eq!(bare.files(), vec!["restarts"]);
 
+    // A config without a final newline, readable by root alone: the
+    // marker on a line of its own, and after uninstall the same bytes and
+    // the same mode.
+    let bare_end = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"x\"";
+    let tight = Node::new("tight", Some(bare_end));
+    let path = tight.path("/etc/containerd/config.toml");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        tight.installer_ok("install");
+        assert!(dump(&path).contains(r#"sandbox_image = "x""#));
+        assert!(!table(&dump(&path), &format!("{CRI}.tidal")).is_empty());
+        tight.installer_ok("uninstall");
+        assert_eq!(tight.config().unwrap(), bare_end);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the config's mode");
+    }
+
+    // A restart that fails takes the registration back; the next install
+    // registers and restarts again.
+    let flaky = Node::new("flaky", Some("version = 2\n"));
+    let failed = Command::new("busybox")
+        .arg("sh")
+        .arg(repo().join("config/installer/tidal-installer"))
+        .arg("install")
+        .env("HOST", &flaky.0)
+        .env("TIDAL_BIN", bin_dir())
+        .env("RESTART", "false")
+        .output()
+        .unwrap();
+    assert!(!failed.status.success());
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("tidal unregistered again"),
+        "{failed:?}"
+    );
+    assert_eq!(flaky.config().unwrap(), "version = 2\n");
+    flaky.installer_ok("install");
+    assert_eq!(flaky.restarts(), 1, "registered and restarted this time");
+
     // containerd 2.x: a drop-in, when config.toml imports conf.d.
     let v3 = "version = 3\nimports = [\"/etc/containerd/conf.d/*.toml\"]\n";
     let two = Node::new("v3", Some(v3));
@@ -275,6 +314,18 @@ fn the_installer_refuses_what_it_must_not_overwrite_and_changes_nothing() {
         ),
         &["names a tidal runtime already"],
     );
+    // containerd 2.x with a tidal runtime in a drop-in of somebody else's.
+    let theirs3 = Node::new(
+        "theirs3",
+        Some("version = 3\nimports = [\"/etc/containerd/conf.d/*.toml\"]\n"),
+    );
+    std::fs::create_dir_all(theirs3.path("/etc/containerd/conf.d")).unwrap();
+    std::fs::write(
+        theirs3.path("/etc/containerd/conf.d/tidal.toml"),
+        "[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.tidal]\n",
+    )
+    .unwrap();
+    refused(&theirs3, &["names a tidal runtime already"]);
     // A version 1 config.
     refused(
         &Node::new("v1", Some("[plugins.cri]\n")),

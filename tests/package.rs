@@ -248,8 +248,14 @@ fn systemctl(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// Processes whose command line starts with `name` (a path's last part
+/// counts too): pgrep -x would compare 15-byte names.
 fn pgrep(name: &str) -> Vec<String> {
-    let out = Command::new("pgrep").args(["-x", name]).output().unwrap();
+    let pattern = format!("^(/[^ ]*/)?{name}( |$)");
+    let out = Command::new("pgrep")
+        .args(["-f", &pattern])
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_string)

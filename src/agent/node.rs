@@ -22,7 +22,15 @@ pub struct ContainerInfo {
 impl ContainerInfo {
     /// The ttrpc address of the shim that owns this container.
     pub fn shim_address(&self) -> io::Result<String> {
-        std::fs::read_to_string(self.bundle.join("address")).map(|s| s.trim().to_string())
+        let address = std::fs::read_to_string(self.bundle.join("address"))?;
+        match address.trim() {
+            // Being written: no address yet.
+            "" => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the shim's address file is empty",
+            )),
+            a => Ok(a.to_string()),
+        }
     }
 }
 

@@ -90,6 +90,9 @@ fn a_shim_address_that_could_not_be_read_is_read_again() {
     };
     // Found before its shim's address could be read.
     assert!(inv.route(&web).unwrap().address.is_err());
+    // Being written: empty is no address either.
+    std::fs::write(bundle.join("address"), "").unwrap();
+    assert!(inv.route(&web).unwrap().address.is_err());
     std::fs::write(bundle.join("address"), "unix:///run/s/1\n").unwrap();
     assert_eq!(inv.route(&web).unwrap().address.unwrap(), "unix:///run/s/1");
 }
