@@ -17,7 +17,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -63,21 +62,8 @@ fn tidald_runs_from_its_image_as_its_daemonset_runs_it() {
         ],
         &["sleep", "1000"],
     );
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_tidald"))
-        .parent()
-        .unwrap();
-    let image = env.dir.join("tidald.tar");
     let name = "localhost/tidal/tidald:test";
-    let built = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/hack/image"))
-        .arg("--tidal")
-        .arg(&image)
-        .arg(bin)
-        .arg(name)
-        .output()
-        .unwrap();
-    assert!(built.status.success(), "{built:?}");
-    env.ctr_ok(&["images", "import", &image.to_string_lossy()]);
-    std::fs::remove_file(&image).unwrap();
+    env.import_image("tidal", name);
 
     // A free loopback port for its metrics and probes.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

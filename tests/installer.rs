@@ -23,10 +23,6 @@ const BINARIES: [&str; 4] = [
     "tidalctl",
 ];
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn bin_dir() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_tidald"))
         .parent()
@@ -356,18 +352,8 @@ fn the_installer_refuses_what_it_must_not_overwrite_and_changes_nothing() {
 fn the_installer_image_installs_on_start_and_uninstalls_on_sigterm() {
     let env = Env::start("installer-image");
     let node = Node::new("image", Some("version = 2\n"));
-    let image = env.dir.join("installer.tar");
     let name = "localhost/tidal/installer:test";
-    let built = Command::new(repo().join("hack/image"))
-        .arg("--installer")
-        .arg(&image)
-        .arg(bin_dir())
-        .arg(name)
-        .output()
-        .unwrap();
-    assert!(built.status.success(), "{built:?}");
-    env.ctr_ok(&["images", "import", &image.to_string_lossy()]);
-    std::fs::remove_file(&image).unwrap();
+    env.import_image("installer", name);
     // As the DaemonSet runs it (privileged, the node's directories under
     // /host), with a restart it can make here.
     let host = format!(

@@ -37,10 +37,6 @@ const TRAITS: [&str; 4] = [
     "vertical-autoscaler",
 ];
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     if !out.status.success() {

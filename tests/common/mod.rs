@@ -24,7 +24,8 @@ pub struct Env {
     pub dir: PathBuf,
 }
 
-fn repo() -> PathBuf {
+/// The checkout: hack/ and config/ are read from it.
+pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -48,7 +49,6 @@ impl Env {
 
     /// As [`Env::start`], with tidal's shim found in `shim_dir` (an
     /// installed one) instead of this build's.
-    #[allow(dead_code)]
     pub fn start_at(name: &str, shim_dir: &Path) -> Env {
         Env::up_at(name, &[], &[], shim_dir)
     }
@@ -394,6 +394,23 @@ impl Env {
             metrics,
             socket,
         }
+    }
+
+    /// Builds one of tidal's own images (`hack/image --KIND`, from this
+    /// build's static binaries) as `name` and imports it here.
+    pub fn import_image(&self, kind: &str, name: &str) {
+        let bin = Path::new(env!("CARGO_BIN_EXE_tidald")).parent().unwrap();
+        let image = self.dir.join(format!("{kind}.tar"));
+        let built = Command::new(repo().join("hack/image"))
+            .arg(format!("--{kind}"))
+            .arg(&image)
+            .arg(bin)
+            .arg(name)
+            .output()
+            .unwrap();
+        assert!(built.status.success(), "{built:?}");
+        self.ctr_ok(&["images", "import", &image.to_string_lossy()]);
+        std::fs::remove_file(&image).unwrap();
     }
 
     /// Runs tidalctl against this environment's tidald.
