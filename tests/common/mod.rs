@@ -240,10 +240,18 @@ impl Env {
 
     /// Asserts that container `id` left nothing behind: no cgroup, no mount of
     /// its bundle, no libcontainer state, no shim socket or shim process.
+    ///
+    /// Waits up to 5 s first: after a shim dies, containerd cleans up (runs
+    /// the shim's `delete`) in the background, also after its clients were
+    /// answered.
     pub fn assert_no_leftovers(&self, id: &str) {
+        let state = self.dir.join("tidal").join(NS).join(id);
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(5)
-            && !(self.shim_sockets().is_empty() && self.shims().is_empty())
+            && !(self.shim_sockets().is_empty()
+                && self.shims().is_empty()
+                && cgroup_dirs(id).is_empty()
+                && !state.exists())
         {
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -251,6 +259,20 @@ impl Env {
             cgroup_dirs(id).is_empty(),
             "cgroups left: {:?}",
             cgroup_dirs(id)
+                .iter()
+                .map(|d| {
+                    let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+                    let who: Vec<String> = procs
+                        .split_whitespace()
+                        .map(|p| {
+                            let cmd =
+                                std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                            format!("{p} {}", String::from_utf8_lossy(&cmd).replace('\0', " "))
+                        })
+                        .collect();
+                    format!("{} holding {who:?}", d.display())
+                })
+                .collect::<Vec<_>>()
         );
         let bundle = self.bundle(id);
         assert!(
@@ -268,14 +290,29 @@ impl Env {
             self.shims()
         );
         assert!(
-            !self.dir.join("tidal").join(NS).join(id).exists(),
-            "state left"
+            !state.exists(),
+            "state left: {:?} ({}); containerd's log of it:\n{}",
+            std::fs::read_dir(&state)
+                .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+                .unwrap_or_default(),
+            std::fs::read_to_string(state.join("state.json")).unwrap_or_default(),
+            self.log_of(id)
         );
         assert!(
             system_fifos(id).is_empty(),
             "fifos left in the system containerd's directory: {:?}",
             system_fifos(id)
         );
+    }
+
+    /// The lines of containerd's log that name `id`.
+    pub fn log_of(&self, id: &str) -> String {
+        std::fs::read_to_string(self.dir.join("containerd.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(id))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// tidal's shim sockets.

@@ -7,8 +7,9 @@
 //! resource changed per trigger window):
 //! - a node in trouble is left alone (`health`);
 //! - an online container suffers when a low percentile of its probe latency
-//!   (or, without a probe, of its CPU throttling or CPU pressure) over the
-//!   trigger window is above its limit, so a spike alone never acts;
+//!   (or, without a probe or its samples, of its CPU throttling or CPU
+//!   pressure) over the trigger window is above its limit, so a spike alone
+//!   never acts;
 //! - `throttle-offline`: offline CPU limits down a step, to their floor;
 //! - `boost-online`: then, with idle CPU, the suffering online container's
 //!   CPU limit up a step, never above what was declared (plus a share the
@@ -307,11 +308,24 @@ fn suffers<S: Signals + ?Sized>(p: &Policy, signals: &S, c: &Container) -> Optio
             threshold,
         })
     };
-    match &c.objective {
-        Some(o) => on(Metric::ProbeLatency, o.latency.as_secs_f64()),
+    match probed(p, signals, c) {
+        Some(objective) => on(Metric::ProbeLatency, objective),
         None => on(Metric::CpuThrottled, p.rules.online.cpu_throttled)
             .or_else(|| on(Metric::CpuPressure, p.rules.online.cpu_pressure)),
     }
+}
+
+/// The latency objective (seconds) online container `c` is judged on: its
+/// `qos` trait's, while its probe has answered often enough over the
+/// trigger window to judge. A probe that gives no samples (tidald cannot
+/// enter the pod's network namespace, or the pod has just started) leaves
+/// the container judged on its cgroup signals, as one without a probe is,
+/// never unprotected. A probe that times out gives samples: its timeout.
+fn probed<S: Signals + ?Sized>(p: &Policy, signals: &S, c: &Container) -> Option<f64> {
+    let o = c.objective.as_ref()?;
+    (signals.samples(&c.key, Metric::ProbeLatency, p.windows.trigger.0)
+        >= p.rules.online.min_samples)
+        .then_some(o.latency.as_secs_f64())
 }
 
 /// Whether online container `c` is not calm: the p90 of its signal over
@@ -325,8 +339,8 @@ fn strained<S: Signals + ?Sized>(p: &Policy, signals: &S, c: &Container) -> bool
                 .quantile(&c.key, metric, w, 0.9)
                 .is_some_and(|v| v >= share * threshold)
     };
-    match &c.objective {
-        Some(o) => over(Metric::ProbeLatency, o.latency.as_secs_f64()),
+    match probed(p, signals, c) {
+        Some(objective) => over(Metric::ProbeLatency, objective),
         None => {
             over(Metric::CpuThrottled, p.rules.online.cpu_throttled)
                 || over(Metric::CpuPressure, p.rules.online.cpu_pressure)

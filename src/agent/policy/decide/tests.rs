@@ -167,6 +167,48 @@ fn without_a_probe_throttling_or_cpu_pressure_is_the_signal() {
     assert_eq!(decide(&p, &v, &s, &State::default()).len(), 1);
 }
 
+/// A probe tidald cannot run (the pod's network namespace refused it) gives
+/// no samples: the container is then judged as one without a probe, on its
+/// throttling, and still protected; once the probe answers, its latency is
+/// what counts.
+#[test]
+fn an_objective_whose_probe_gives_no_samples_is_judged_on_cgroup_signals() {
+    let p = policy();
+    let now = ms(10_000);
+    let v = view(
+        now,
+        vec![
+            online("web", Some(1000)),
+            container("batch", Qos::Offline, Some(2000)),
+        ],
+    );
+    let mut s = Series::default();
+    s.fill(
+        &key("web"),
+        Metric::CpuThrottled,
+        ms(6000),
+        now,
+        ms(1000),
+        |_| 0.5,
+    );
+    s.now = now;
+    let ds = decide(&p, &v, &s, &State::default());
+    assert_eq!(
+        throttles(&ds),
+        vec![("batch".into(), Some(2000), Some(1500))]
+    );
+    assert!(
+        ds[0].reason().contains("cpu throttled"),
+        "{}",
+        ds[0].reason()
+    );
+    // The probe answers well under its objective: throttling alone no
+    // longer acts.
+    latency(&mut s, "web", now, |_| 0.05);
+    assert!(suffering(&p, &v, &s).is_empty());
+    assert!(decide(&p, &v, &s, &State::default()).is_empty());
+}
+
 #[test]
 fn steps_are_small_and_stop_at_the_floors() {
     let p = policy();
