@@ -465,12 +465,23 @@ fn a_helper_dies_with_its_shim() {
 
 /// A create cut short (its helper killed with its shim, as the kill soak
 /// does) can leave the container's state directory without libcontainer's
-/// state, and cgroups holding a process. containerd's cleanup, the shim's
+/// state, or with its state file torn (libcontainer truncates it, then
+/// writes), and cgroups holding a process. containerd's cleanup, the shim's
 /// `delete`, removes them all: seen as a state directory left once in 50
-/// shim kills before it did.
+/// shim kills before it did without state, and as one with an unreadable
+/// `state.json` in about one of 100 kills during a create before it did
+/// with one.
 #[test]
 fn the_shims_delete_cleans_up_a_create_cut_short() {
     require_root();
+    cut_short(None);
+    cut_short(Some(b""));
+    cut_short(Some(br#"{"ociVersion":"1.0.2","id":"cs","sta"#));
+}
+
+/// A container directory with `state` as its state file (None: none) and
+/// cgroups holding a process, cleaned up by the shim's `delete`.
+fn cut_short(state_file: Option<&[u8]>) {
     let base = std::path::PathBuf::from(format!("/tmp/tidal-it-cutshort-{}", std::process::id()));
     let state = base.join("tidal");
     let dir = state.join(NS).join("cs");
@@ -478,6 +489,10 @@ fn the_shims_delete_cleans_up_a_create_cut_short() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::create_dir_all(&bundle).unwrap();
     std::fs::write(dir.join("notify.sock"), b"").unwrap();
+    if let Some(bytes) = state_file {
+        std::fs::write(dir.join("state.json"), bytes).unwrap();
+    }
+    let case = format!("state {:?}", state_file.map(String::from_utf8_lossy));
     let path = format!("/tidal-cutshort-{}", std::process::id());
     std::fs::write(
         bundle.join("config.json"),
@@ -540,13 +555,13 @@ fn the_shims_delete_cleans_up_a_create_cut_short() {
     }
     let state_left = dir.exists();
     let _ = std::fs::remove_dir_all(&base);
-    assert!(out.status.success(), "{out:?}");
+    assert!(out.status.success(), "{case}: {out:?}");
     assert!(
         killed && std::os::unix::process::ExitStatusExt::signal(&status) == Some(9),
-        "the process in the container's cgroup was not killed"
+        "{case}: the process in the container's cgroup was not killed"
     );
-    assert!(left.is_empty(), "cgroups left: {left:?}");
-    assert!(!state_left, "state directory left");
+    assert!(left.is_empty(), "{case}: cgroups left: {left:?}");
+    assert!(!state_left, "{case}: state directory left");
 }
 
 /// 8 clients resize, through tidald, containers that are meanwhile paused

@@ -1,15 +1,18 @@
 //! What a helper's delete does when libcontainer cannot: the cleanup after
-//! a create that was cut short (its helper killed with its shim) before
-//! libcontainer wrote the container's state.
+//! a create or an exec that was cut short (its helper killed with its
+//! shim), without libcontainer's state.
 
 use std::path::{Path, PathBuf};
 
-/// Cleans up after a create that was cut short (its helper killed with its
-/// shim) before libcontainer wrote the container's state: its state
-/// directory `dir`, and the cgroups it may have made (named by the bundle's
-/// cgroupsPath, under the cgroupfs driver) with any process in them, which
-/// libcontainer cannot delete without that state.
-pub fn cut_short(id: &str, dir: &Path, bundle: &Path) {
+/// Cleans up after a create or exec that was cut short (its helper killed
+/// with its shim), where libcontainer's delete could not: the container's
+/// state directory `dir`, and its cgroups (named by the bundle's
+/// cgroupsPath, under the cgroupfs driver) with any process in them. What
+/// could not be removed is the error. Under the systemd driver a container
+/// whose state was read (`created`) may have a scope with processes in it:
+/// its state is then kept for a delete that can stop them.
+pub fn cut_short(id: &str, dir: &Path, bundle: &Path, created: bool) -> Result<(), String> {
+    let mut left = Vec::new();
     let path = std::fs::read(bundle.join("config.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
@@ -18,18 +21,29 @@ pub fn cut_short(id: &str, dir: &Path, bundle: &Path) {
                 .as_str()
                 .map(str::to_string)
         });
-    // A systemd slice:prefix:name has no scope yet: the helper starts it
-    // once the container exists.
+    // A systemd slice:prefix:name has no scope before the container exists:
+    // the helper starts it then.
+    if created && path.as_ref().is_some_and(|p| !p.starts_with('/')) {
+        return Err(format!("{id}: its systemd scope may still run: state kept"));
+    }
     if let Some(path) = path.filter(|p| p.starts_with('/')) {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         for cg in cgroup_dirs(&mountinfo, &path) {
             if let Err(e) = empty_and_remove(&cg) {
-                log::warn!("{id}: {}: {e}", cg.display());
+                left.push(format!("{}: {e}", cg.display()));
             }
         }
     }
-    if let Err(e) = std::fs::remove_dir_all(dir) {
-        log::warn!("{id}: {}: {e}", dir.display());
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            left.push(format!("{}: {e}", dir.display()))
+        }
+        _ => {}
+    }
+    if left.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{id}: left {}", left.join(", ")))
     }
 }
 
@@ -52,23 +66,26 @@ fn cgroup_dirs(mountinfo: &str, path: &str) -> Vec<PathBuf> {
     out
 }
 
-/// Kills every process in cgroup `dir` and removes it (waiting up to a
-/// second for the processes to go).
+/// Kills every process in cgroup `dir` and removes it, for up to 3 s: a
+/// killed process keeps a cgroup busy until it is gone, and one orphaned by
+/// its shim's death is reaped by whoever adopted it (seen: a v1 `pids`
+/// cgroup still busy after libcontainer's 400 ms of tries, empty and
+/// removable later).
 fn empty_and_remove(dir: &Path) -> std::io::Result<()> {
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
     loop {
-        let pids = crate::cgroups::read_procs(dir).unwrap_or_default();
-        if pids.is_empty() {
-            break;
-        }
-        for pid in pids {
+        for pid in crate::cgroups::read_procs(dir).unwrap_or_default() {
             let _ =
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
         }
-        if std::time::Instant::now() > until {
-            break;
+        match std::fs::remove_dir(dir) {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EBUSY) && std::time::Instant::now() < until =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            done => return done,
         }
-        std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    std::fs::remove_dir(dir)
 }

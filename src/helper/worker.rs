@@ -599,16 +599,31 @@ fn unmount_rootfs(target: &Path) {
 
 fn delete(id: &str, root: &Path, bundle: &Path) -> Reply {
     let dir = root.join(id);
-    if dir.is_dir() && !dir.join("state.json").exists() {
-        super::cleanup::cut_short(id, &dir, bundle);
-        unmount_rootfs(&bundle.join("rootfs"));
-        return Ok(None);
-    }
-    let result = match load(root, id) {
-        Ok(mut c) => c.delete(true).map_err(|e| lc_error("delete", id, e)),
-        Err(HelperError::NotFound(_)) => Ok(()),
-        Err(e) => Err(e),
+    // Whether libcontainer read the container's state (then, under the
+    // systemd driver, its scope may hold processes only it can stop).
+    let mut loaded = false;
+    let result = if dir.is_dir() && !dir.join("state.json").exists() {
+        Err(HelperError::Failed(format!("container {id} has no state")))
+    } else {
+        match load(root, id) {
+            Ok(mut c) => {
+                loaded = true;
+                c.delete(true).map_err(|e| lc_error("delete", id, e))
+            }
+            Err(HelperError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
     };
+    // What libcontainer could not delete is removed without it: a create
+    // or an exec cut short by its shim's death can leave no state, a state
+    // file torn mid-write (libcontainer truncates, then writes), or a
+    // process that was still joining the container's cgroups when the ones
+    // there were killed. Only what cannot be removed is an error.
+    let result = result.or_else(|e| {
+        super::cleanup::cut_short(id, &dir, bundle, loaded)
+            .map(|()| log::warn!("{e}: cleaned up without libcontainer"))
+            .map_err(|left| HelperError::Failed(format!("{e}; then {left}")))
+    });
     unmount_rootfs(&bundle.join("rootfs"));
     result.map(|_| None)
 }
