@@ -26,6 +26,7 @@ use super::policy::decide::Rule;
 use super::policy::engine::Meter;
 use super::policy::execute::{Outcome as Done, Record};
 use super::policy::observe::{Report, Snapshot};
+use super::policy::probe::ProbeError;
 use super::policy::rules::Mode;
 
 /// Upper bounds (seconds) of the policy engine's tick histograms.
@@ -45,6 +46,12 @@ struct RuleLabel {
     rule: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    /// `ProbeError::reason`: netns, connect, timeout, http, thread.
+    reason: &'static str,
+}
+
 /// The policy engine's series: counters and histograms it records into as
 /// it ticks, the per-container signals of its last tick, and its mode and
 /// pause as they change.
@@ -54,6 +61,7 @@ pub struct PolicyMetrics {
     rollbacks: Family<RuleLabel, Counter>,
     collect: Histogram,
     loop_seconds: Histogram,
+    probe_failures: Family<ReasonLabel, Counter>,
     signals: Arc<PolicySignals>,
     state: Arc<EngineState>,
 }
@@ -132,6 +140,14 @@ impl Collector for EngineState {
 impl Report for PolicyMetrics {
     fn tick(&self, snapshot: &Snapshot) {
         self.collect.observe(snapshot.cost.as_secs_f64());
+        // Every reason is exported from the first tick, at 0 until a probe
+        // fails for it, so that an increase over it sees the first failure.
+        for reason in ProbeError::REASONS {
+            let failed = snapshot.probe_failures.get(reason).copied().unwrap_or(0);
+            self.probe_failures
+                .get_or_create(&ReasonLabel { reason })
+                .inc_by(failed);
+        }
         let rows = snapshot
             .containers
             .iter()
@@ -344,6 +360,7 @@ impl Metrics {
             rollbacks: Family::default(),
             collect: Histogram::new(TICK_BUCKETS),
             loop_seconds: Histogram::new(TICK_BUCKETS),
+            probe_failures: Family::default(),
             signals: Arc::new(PolicySignals::default()),
             state: Arc::new(EngineState::default()),
         };
@@ -366,6 +383,11 @@ impl Metrics {
             "tidal_policy_tick_seconds",
             "Time one tick of the policy engine's loop took (collect, decide, apply)",
             policy.loop_seconds.clone(),
+        );
+        registry.register(
+            "tidal_policy_probe_failures",
+            "Probes of online pods that gave no latency, by reason (netns: tidald could not enter the pod's network namespace; connect, timeout, http: the service's answer; thread)",
+            policy.probe_failures.clone(),
         );
         registry.register_collector(Box::new(policy.signals.clone()));
         registry.register_collector(Box::new(policy.state.clone()));
@@ -649,6 +671,7 @@ mod tests {
                     },
                 ],
                 cost: Duration::from_micros(800),
+                probe_failures: [("netns", 2), ("timeout", 1)].into_iter().collect(),
             },
         );
         let text = m.render(vec![]);
@@ -666,6 +689,9 @@ mod tests {
             "tidal_policy_cpu_throttled_ratio{namespace=\"k8s.io\",container=\"web\"} 0.0",
             "tidal_policy_cpu_throttled_ratio{namespace=\"k8s.io\",container=\"batch\"} 0.5",
             "tidal_policy_latency_objective_seconds{namespace=\"k8s.io\",container=\"web\"} 0.1",
+            "tidal_policy_probe_failures_total{reason=\"netns\"} 2",
+            "tidal_policy_probe_failures_total{reason=\"timeout\"} 1",
+            "tidal_policy_probe_failures_total{reason=\"connect\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
         }
@@ -683,6 +709,20 @@ mod tests {
         assert!(!text.contains("container=\"web\""), "{text}");
         assert!(
             text.contains("tidal_policy_collect_seconds_count 2"),
+            "{text}"
+        );
+        // Counted over ticks, never reset.
+        Report::tick(
+            &p,
+            &Snapshot {
+                probe_failures: [("netns", 1)].into_iter().collect(),
+                ..Snapshot::default()
+            },
+        );
+        let text = m.render(vec![]);
+        assert!(
+            text.lines()
+                .any(|l| l == "tidal_policy_probe_failures_total{reason=\"netns\"} 3"),
             "{text}"
         );
     }

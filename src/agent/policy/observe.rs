@@ -82,6 +82,8 @@ pub struct Observer {
     prober: Prober<String>,
     /// Pods whose namespace tidald was refused (warned of once each).
     cannot_enter: HashSet<String>,
+    /// Probes that failed in the last tick, by `ProbeError::reason`.
+    probe_failures: BTreeMap<&'static str, u64>,
     probes: bool,
     last_complete: Option<Duration>,
     node: NodeSample,
@@ -109,6 +111,7 @@ impl Observer {
             known: HashMap::new(),
             prober: Prober::default(),
             cannot_enter: HashSet::new(),
+            probe_failures: BTreeMap::new(),
             probes: opts.probes,
             last_complete: None,
             node: NodeSample::default(),
@@ -217,7 +220,11 @@ impl Observer {
             }
             readings.insert(key.clone(), r);
         }
+        self.probe_failures.clear();
         for (t, result) in latency.drain() {
+            if let Err(e) = &result {
+                *self.probe_failures.entry(e.reason()).or_default() += 1;
+            }
             match result {
                 Err(ProbeError::Netns { path, source })
                     if matches!(source.raw_os_error(), Some(libc::EPERM | libc::EACCES)) =>
@@ -289,6 +296,12 @@ impl Observer {
     /// What the last tick could not read.
     pub fn errors(&self) -> &[String] {
         &self.errors
+    }
+
+    /// The probes that failed in the last tick, by why
+    /// (`ProbeError::reason`).
+    pub fn probe_failures(&self) -> &BTreeMap<&'static str, u64> {
+        &self.probe_failures
     }
 
     /// The wall time the last tick took.
@@ -369,6 +382,8 @@ pub struct Snapshot {
     pub containers: Vec<Summary>,
     /// Wall time the data side's tick took (listing and reading).
     pub cost: Duration,
+    /// Probes that failed in the tick, by why (`ProbeError::reason`).
+    pub probe_failures: BTreeMap<&'static str, u64>,
 }
 
 /// Where the data source reports each tick (tidald's metrics).
@@ -465,6 +480,7 @@ impl super::engine::Source for Live {
                         })
                         .collect(),
                     cost: o.cost(),
+                    probe_failures: o.probe_failures().clone(),
                 };
                 (view, snapshot)
             })

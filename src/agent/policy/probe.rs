@@ -42,6 +42,22 @@ pub enum ProbeError {
     Thread(io::Error),
 }
 
+impl ProbeError {
+    /// Every `reason` there is.
+    pub const REASONS: [&'static str; 5] = ["netns", "connect", "timeout", "http", "thread"];
+
+    /// Why the probe gave no latency, as a metric's label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProbeError::Netns { .. } => "netns",
+            ProbeError::Connect { .. } => "connect",
+            ProbeError::Timeout(_) => "timeout",
+            ProbeError::Http(_) => "http",
+            ProbeError::Thread(_) => "thread",
+        }
+    }
+}
+
 impl Probe {
     /// The probe's timeout.
     pub fn timeout(&self) -> Duration {

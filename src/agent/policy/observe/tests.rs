@@ -192,14 +192,19 @@ fn a_probe_that_cannot_enter_the_pods_namespace_gives_no_sample() {
         "online",
         serde_json::json!({"trait.tidal.dev/qos": r#"{"class": "online", "latencyObjective": "250ms", "probe": {"tcpSocket": {"port": 8080}, "timeoutSeconds": 1}}"#}),
     )];
+    // Each failure is counted by its reason, for tidal_policy_probe_failures.
+    let mut failed = 0;
     for i in 1..=6u64 {
         web.set("cpu.stat", &format!("usage_usec {}\n", i * 100_000));
         obs.tick(Duration::from_secs(i), &all);
+        failed += obs.probe_failures().get("netns").copied().unwrap_or(0);
+        assert_eq!(obs.probe_failures().keys().find(|r| **r != "netns"), None);
         std::thread::sleep(Duration::from_millis(30));
     }
     let window = Duration::from_secs(10);
     assert!(obs.samples(&key("web"), Metric::CpuUsage, window) >= 5);
     assert_eq!(obs.samples(&key("web"), Metric::ProbeLatency, window), 0);
+    assert!(failed >= 4, "{failed} netns failures counted in 6 ticks");
 }
 
 #[test]
