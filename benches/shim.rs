@@ -394,6 +394,70 @@ async fn tidald_resize(ctx: &Ctx, agent: &Tidald, clients: usize, calls: usize) 
     samples
 }
 
+/// `tidald_resize` with each client on a thread of its own, as 8 client
+/// processes (tidalctl, controllers) would be: no client waits for another
+/// client's encoding and decoding on a shared thread.
+async fn tidald_resize_threads(
+    ctx: &Ctx,
+    agent: &Tidald,
+    clients: usize,
+    calls: usize,
+) -> Vec<Duration> {
+    use tidal::proto::pb;
+    let pod = tidal_pod(ctx, &format!("rs-apit{clients}"), clients);
+    let per_client = calls.div_ceil(pod.len());
+    let start = std::sync::Arc::new(std::sync::Barrier::new(pod.len()));
+    let threads: Vec<_> = pod
+        .iter()
+        .map(|(id, file)| {
+            let (socket, ns, id, file) = (
+                agent.socket.clone(),
+                ctx.ns.clone(),
+                id.clone(),
+                file.clone(),
+            );
+            let start = start.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let mut api = tidal::proto::connect(&socket).await.expect("tidald");
+                    let target = pb::ContainerRef { namespace: ns, id };
+                    start.wait();
+                    let mut samples = Vec::with_capacity(per_client);
+                    for i in 0..per_client {
+                        let t = Instant::now();
+                        let resp = api
+                            .update_resources(pb::UpdateResourcesRequest {
+                                container: Some(target.clone()),
+                                cpu_millis: Some(quota_for(i) as u64 / 100),
+                                ..Default::default()
+                            })
+                            .await
+                            .expect("UpdateResources")
+                            .into_inner();
+                        assert!(resp.revision > 0);
+                        let now = std::fs::read_to_string(&file).unwrap();
+                        assert_eq!(now.trim(), quota_for(i).to_string());
+                        samples.push(t.elapsed());
+                    }
+                    samples
+                })
+            })
+        })
+        .collect();
+    let samples = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    for (id, _) in &pod {
+        remove(ctx, id);
+    }
+    samples
+}
+
 /// How soon a revision made through tidald reaches a Watch stream: from the
 /// UpdateResources call to the event, and from its answer to the event.
 async fn watch_delay(ctx: &Ctx, agent: &Tidald, calls: usize) -> (Vec<Duration>, Vec<Duration>) {
@@ -555,6 +619,11 @@ async fn resize(ctx: &Ctx) {
                 "tidal: tidald UpdateResources (8 containers, one pod shim)",
                 8,
                 tidald_resize(ctx, &agent, 8, calls).await,
+            ));
+            rows.push((
+                "tidal: tidald UpdateResources (8 containers, one pod shim; a thread per client)",
+                8,
+                tidald_resize_threads(ctx, &agent, 8, calls).await,
             ));
         }
         if row("watch") {

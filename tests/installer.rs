@@ -272,14 +272,57 @@ fn the_installer_registers_tidal_and_undoes_exactly_that() {
     let v3 = "version = 3\nimports = [\"/etc/containerd/conf.d/*.toml\"]\n";
     let two = Node::new("v3", Some(v3));
     two.installer_ok("install");
-    let dropin = std::fs::read_to_string(two.path("/etc/containerd/conf.d/tidal.toml")).unwrap();
+    let dropin_path = two.path("/etc/containerd/conf.d/tidal.toml");
+    let dropin = std::fs::read_to_string(&dropin_path).unwrap();
     assert!(dropin.starts_with("version = 3\n"), "{dropin}");
     assert!(
         dropin.contains(r#"[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.tidal]"#)
     );
     assert_eq!(two.config().unwrap(), v3);
+    // An older installer's drop-in (fewer pod annotations) is rewritten.
+    std::fs::write(&dropin_path, dropin.replace(r#", "app.oam.dev/*""#, "")).unwrap();
+    let log = two.installer_ok("install");
+    assert!(log.contains("another version's"), "{log}");
+    assert_eq!(std::fs::read_to_string(&dropin_path).unwrap(), dropin);
+    assert_eq!(two.restarts(), 2);
     two.installer_ok("uninstall");
-    assert!(!two.path("/etc/containerd/conf.d/tidal.toml").exists());
+    assert!(!dropin_path.exists());
+}
+
+/// An upgrade: the registration an older installer wrote (other
+/// annotations) is replaced by this one's and containerd restarted once,
+/// in a config of the node's, in one written from nothing and in one whose
+/// runc table was the installer's; uninstall still gives the config back.
+#[test]
+fn the_installer_rewrites_an_older_versions_registration() {
+    require_root();
+    let original =
+        "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"x\"\n";
+    for (name, config) in [("old-v2", Some(original)), ("old-bare", None)] {
+        let node = Node::new(name, config);
+        node.installer_ok("install");
+        let current = node.config().unwrap();
+        let older = current.replace(r#", "app.oam.dev/*""#, "");
+        assert_ne!(older, current);
+        std::fs::write(node.path("/etc/containerd/config.toml"), &older).unwrap();
+        let log = node.installer_ok("install");
+        assert!(log.contains("another version's"), "{name}: {log}");
+        assert_eq!(node.config().unwrap(), current, "{name}");
+        assert_eq!(node.restarts(), 2, "{name}");
+        let d = dump(&node.path("/etc/containerd/config.toml"));
+        assert!(!table(&d, &format!("{CRI}.runc")).is_empty(), "{name}: {d}");
+        // The same version again changes nothing.
+        let log = node.installer_ok("install");
+        assert!(log.contains("registered in"), "{name}: {log}");
+        assert_eq!(node.restarts(), 2, "{name}");
+        node.installer_ok("uninstall");
+        assert_eq!(node.config().as_deref(), config, "{name}");
+        assert!(
+            node.files().iter().all(|f| !f.contains("tidal-installer")),
+            "{name}: {:?}",
+            node.files()
+        );
+    }
 }
 
 #[test]
