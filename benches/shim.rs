@@ -374,16 +374,7 @@ async fn tidald_resize(ctx: &Ctx, agent: &Tidald, clients: usize, calls: usize) 
             let mut api = api.clone();
             let target = target.clone();
             async move {
-                let resp = api
-                    .update_resources(pb::UpdateResourcesRequest {
-                        container: Some(target),
-                        cpu_millis: Some(quota_for(i) as u64 / 100),
-                        ..Default::default()
-                    })
-                    .await
-                    .expect("UpdateResources")
-                    .into_inner();
-                assert!(resp.revision > 0);
+                assert!(api_resize(&mut api, &target, i).await > 0);
             }
         }
     })
@@ -392,6 +383,24 @@ async fn tidald_resize(ctx: &Ctx, agent: &Tidald, clients: usize, calls: usize) 
         remove(ctx, id);
     }
     samples
+}
+
+/// tidald's UpdateResources of container `target` to `quota_for(i)`; the
+/// revision it answers.
+async fn api_resize(
+    api: &mut tidal::proto::pb::resize_client::ResizeClient<tonic::transport::Channel>,
+    target: &tidal::proto::pb::ContainerRef,
+    i: usize,
+) -> u64 {
+    api.update_resources(tidal::proto::pb::UpdateResourcesRequest {
+        container: Some(target.clone()),
+        cpu_millis: Some(quota_for(i) as u64 / 100),
+        ..Default::default()
+    })
+    .await
+    .expect("UpdateResources")
+    .into_inner()
+    .revision
 }
 
 /// `tidald_resize` with each client on a thread of its own, as 8 client
@@ -429,16 +438,7 @@ async fn tidald_resize_threads(
                     let mut samples = Vec::with_capacity(per_client);
                     for i in 0..per_client {
                         let t = Instant::now();
-                        let resp = api
-                            .update_resources(pb::UpdateResourcesRequest {
-                                container: Some(target.clone()),
-                                cpu_millis: Some(quota_for(i) as u64 / 100),
-                                ..Default::default()
-                            })
-                            .await
-                            .expect("UpdateResources")
-                            .into_inner();
-                        assert!(resp.revision > 0);
+                        assert!(api_resize(&mut api, &target, i).await > 0);
                         let now = std::fs::read_to_string(&file).unwrap();
                         assert_eq!(now.trim(), quota_for(i).to_string());
                         samples.push(t.elapsed());
@@ -480,16 +480,7 @@ async fn watch_delay(ctx: &Ctx, agent: &Tidald, calls: usize) -> (Vec<Duration>,
     let (mut from_call, mut from_answer) = (Vec::new(), Vec::new());
     for i in 0..calls {
         let start = Instant::now();
-        let revision = api
-            .update_resources(pb::UpdateResourcesRequest {
-                container: Some(target.clone()),
-                cpu_millis: Some(quota_for(i) as u64 / 100),
-                ..Default::default()
-            })
-            .await
-            .expect("UpdateResources")
-            .into_inner()
-            .revision;
+        let revision = api_resize(&mut api, &target, i).await;
         let answered = Instant::now();
         loop {
             let ev = tokio::time::timeout(Duration::from_secs(5), events.message())
