@@ -18,6 +18,34 @@ fn latency(s: &mut Series, id: &str, now: Duration, f: impl Fn(Duration) -> f64)
     s.now = now;
 }
 
+/// Online "web" (1 CPU, a 250 ms objective) and offline "batch" (2 CPUs)
+/// at `now`.
+fn web_and_batch(now: Duration) -> View {
+    view(
+        now,
+        vec![
+            online("web", Some(1000)),
+            container("batch", Qos::Offline, Some(2000)),
+        ],
+    )
+}
+
+/// `id` throttled in `share` of its periods every second over the 5 s
+/// before `now`.
+fn throttled(id: &str, now: Duration, share: f64) -> Series {
+    let mut s = Series::default();
+    s.fill(
+        &key(id),
+        Metric::CpuThrottled,
+        now.saturating_sub(ms(4000)),
+        now,
+        ms(1000),
+        |_| share,
+    );
+    s.now = now;
+    s
+}
+
 fn throttles(ds: &[Decision]) -> Vec<(String, Option<u64>, Option<u64>)> {
     ds.iter()
         .map(|d| (d.key.id.clone(), d.from, d.to))
@@ -28,13 +56,7 @@ fn throttles(ds: &[Decision]) -> Vec<(String, Option<u64>, Option<u64>)> {
 fn a_spike_alone_never_acts() {
     let p = policy();
     let now = ms(10_000);
-    let v = view(
-        now,
-        vec![
-            online("web", Some(1000)),
-            container("batch", Qos::Offline, Some(2000)),
-        ],
-    );
+    let v = web_and_batch(now);
     let mut s = Series::default();
     // One probe of five takes 3 s: p95 is over, p10 is not.
     latency(
@@ -154,16 +176,7 @@ fn without_a_probe_throttling_or_cpu_pressure_is_the_signal() {
         "{}",
         ds[0].reason()
     );
-    let mut s = Series::default();
-    s.fill(
-        &key("web"),
-        Metric::CpuThrottled,
-        ms(6000),
-        now,
-        ms(1000),
-        |_| 0.5,
-    );
-    s.now = now;
+    let s = throttled("web", now, 0.5);
     assert_eq!(decide(&p, &v, &s, &State::default()).len(), 1);
 }
 
@@ -175,23 +188,8 @@ fn without_a_probe_throttling_or_cpu_pressure_is_the_signal() {
 fn an_objective_whose_probe_gives_no_samples_is_judged_on_cgroup_signals() {
     let p = policy();
     let now = ms(10_000);
-    let v = view(
-        now,
-        vec![
-            online("web", Some(1000)),
-            container("batch", Qos::Offline, Some(2000)),
-        ],
-    );
-    let mut s = Series::default();
-    s.fill(
-        &key("web"),
-        Metric::CpuThrottled,
-        ms(6000),
-        now,
-        ms(1000),
-        |_| 0.5,
-    );
-    s.now = now;
+    let v = web_and_batch(now);
+    let mut s = throttled("web", now, 0.5);
     let ds = decide(&p, &v, &s, &State::default());
     assert_eq!(
         throttles(&ds),
@@ -308,13 +306,7 @@ fn an_unhealthy_node_is_left_alone() {
     let now = ms(10_000);
     let mut s = Series::default();
     latency(&mut s, "web", now, |_| 0.4);
-    let v = view(
-        now,
-        vec![
-            online("web", Some(1000)),
-            container("batch", Qos::Offline, Some(2000)),
-        ],
-    );
+    let v = web_and_batch(now);
     assert_eq!(decide(&p, &v, &s, &State::default()).len(), 1);
     type Spoil = fn(&mut Node);
     let troubles: [(Spoil, &str); 4] = [
@@ -574,13 +566,7 @@ fn under_memory_pressure_offline_memory_goes_down_but_never_below_usage() {
 fn a_held_rule_rests() {
     let p = policy();
     let now = ms(10_000);
-    let v = view(
-        now,
-        vec![
-            online("web", Some(1000)),
-            container("batch", Qos::Offline, Some(2000)),
-        ],
-    );
+    let v = web_and_batch(now);
     let mut s = Series::default();
     latency(&mut s, "web", now, |_| 0.4);
     let mut m = State::default();
