@@ -76,6 +76,11 @@ pub enum Request {
         id: String,
         root: PathBuf,
         bundle: PathBuf,
+        /// The container's shim is dead (containerd's cleanup, the shim's
+        /// `delete` command): what its helpers left running is killed first
+        /// (`cleanup::orphans`).
+        #[serde(default)]
+        shim_dead: bool,
     },
 }
 
@@ -100,6 +105,19 @@ pub enum HelperError {
 pub type Reply = Result<Option<i32>, HelperError>;
 
 impl Request {
+    /// The container the request is for, and the state directory it is in.
+    pub fn container(&self) -> (&str, &std::path::Path) {
+        match self {
+            Request::Create { id, root, .. }
+            | Request::Start { id, root }
+            | Request::Exec { id, root, .. }
+            | Request::Kill { id, root, .. }
+            | Request::Pause { id, root }
+            | Request::Resume { id, root }
+            | Request::Delete { id, root, .. } => (id, root),
+        }
+    }
+
     /// The operation's name, for messages.
     pub fn op(&self) -> &'static str {
         match self {

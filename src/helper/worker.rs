@@ -383,7 +383,12 @@ fn execute(req: Request) -> Reply {
                 .map_err(|e| lc_error("resume", &id, e))?;
             Ok(None)
         }
-        Request::Delete { id, root, bundle } => delete(&id, &root, &bundle),
+        Request::Delete {
+            id,
+            root,
+            bundle,
+            shim_dead,
+        } => delete(&id, &root, &bundle, shim_dead),
     }
 }
 
@@ -597,8 +602,18 @@ fn unmount_rootfs(target: &Path) {
     }
 }
 
-fn delete(id: &str, root: &Path, bundle: &Path) -> Reply {
+fn delete(id: &str, root: &Path, bundle: &Path, shim_dead: bool) -> Reply {
     let dir = root.join(id);
+    // First what a dead shim's helpers left running, or it may make the
+    // container's cgroups again once they are removed.
+    let orphans = if shim_dead {
+        super::cleanup::orphans(id, root)
+    } else {
+        0
+    };
+    if orphans > 0 {
+        log::warn!("{id}: killed {orphans} processes left by the helpers of a dead shim");
+    }
     // Whether libcontainer read the container's state (then, under the
     // systemd driver, its scope may hold processes only it can stop).
     let mut loaded = false;

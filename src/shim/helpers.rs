@@ -108,12 +108,15 @@ impl Helpers {
         start_in_process(root, id).map(|_| None)
     }
 
-    /// Deletes a container's state, cgroups and rootfs mounts.
-    pub async fn delete(&self, id: &str, root: &Path, bundle: &Path) -> Reply {
+    /// Deletes a container's state, cgroups and rootfs mounts; when its
+    /// shim is dead (`shim_dead`), and what that shim's helpers left
+    /// running, first.
+    pub async fn delete(&self, id: &str, root: &Path, bundle: &Path, shim_dead: bool) -> Reply {
         let req = Request::Delete {
             id: id.to_string(),
             root: root.to_path_buf(),
             bundle: bundle.to_path_buf(),
+            shim_dead,
         };
         self.run(&req, HelperStdio::default()).await
     }

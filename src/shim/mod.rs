@@ -220,7 +220,7 @@ async fn delete(flags: &Flags) -> Result<api::DeleteResponse, String> {
     let reaper = Reaper::start().map_err(|e| e.to_string())?;
     let helpers = Helpers::new(HelperExe::lazy(state_dir()), reaper);
     let root = state_dir().join(&flags.namespace);
-    if let Err(e) = helpers.delete(&flags.id, &root, &bundle).await {
+    if let Err(e) = helpers.delete(&flags.id, &root, &bundle, true).await {
         log::warn!("cleanup of {}: {e}", flags.id);
     }
     remove_dead_socket(&bundle).await;

@@ -178,7 +178,9 @@ impl Tasks {
 
     pub(super) async fn remove_container_state(&self, c: &Container) -> Result<()> {
         let _state = c.state_lock.write().await;
-        self.helpers.delete(&c.id, &self.root, &c.bundle).await?;
+        self.helpers
+            .delete(&c.id, &self.root, &c.bundle, false)
+            .await?;
         // On v1 the helper started the container's scope, not libcontainer
         // (which stops it on v2): stop it here. An empty scope stops by
         // itself; this makes it so before Delete returns.
