@@ -82,11 +82,7 @@ pub fn orphans(id: &str, root: &Path) -> usize {
     }
     let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
     // Gone, or a zombie (its adopter reaps it): either way it acts no more.
-    let acting = |pid: &i32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|s| !s.contains(") Z ") && !s.contains(") X "))
-    };
-    while found.iter().any(acting) && std::time::Instant::now() < until {
+    while found.iter().any(|pid| crate::sys::alive(*pid)) && std::time::Instant::now() < until {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     found.len()
