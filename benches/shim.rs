@@ -17,7 +17,8 @@
 //! Environment: BENCH_ONLY=lifecycle,resize,memory (any of them; default
 //! all), RESIZE_CALLS (per tidal row, default 10000), RUNC_RESIZE_CALLS (per
 //! runc row, default RESIZE_CALLS), WATCH_CALLS (revisions timed to a Watch
-//! stream, default 200), RESIZE_ROWS=direct,api,watch,runc (default all).
+//! stream, default 200), RESIZE_ROWS=direct,api,watch,runc (default all; api8:
+//! only the 8-client row through tidald).
 
 mod common;
 
@@ -364,6 +365,12 @@ async fn tidald_resize(ctx: &Ctx, agent: &Tidald, clients: usize, calls: usize) 
     }
     let mut apis = apis.into_iter();
     let ns = ctx.ns.clone();
+    let shim = shim_pid(ctx, &pod[0].0).await;
+    let before = [
+        cpu_of(agent.pid()),
+        cpu_of(shim),
+        cpu_of(std::process::id() as i32),
+    ];
     let samples = timed_clients(&pod, calls, |id| {
         let api = apis.next().unwrap();
         let target = pb::ContainerRef {
@@ -379,10 +386,67 @@ async fn tidald_resize(ctx: &Ctx, agent: &Tidald, clients: usize, calls: usize) 
         }
     })
     .await;
+    let after = [
+        cpu_of(agent.pid()),
+        cpu_of(shim),
+        cpu_of(std::process::id() as i32),
+    ];
+
+    let per_call = |i: usize| (after[i] - before[i]).as_secs_f64() * 1e6 / samples.len() as f64;
+    println!(
+        "CPU per call, {clients} client(s), {} calls: tidald {:.0} us, the pod's shim {:.0} us, the clients {:.0} us",
+        samples.len(),
+        per_call(0),
+        per_call(1),
+        per_call(2)
+    );
     for (id, _) in &pod {
         remove(ctx, id);
     }
     samples
+}
+
+/// User and system CPU time process `pid` has used so far.
+fn cpu_of(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command's closing parenthesis; utime and stime are
+    // the 14th and 15th of the whole line.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = rest
+        .split(' ')
+        .skip(11)
+        .take(2)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap() as u64;
+    Duration::from_nanos((f[0] + f[1]) * 1_000_000_000 / hz)
+}
+
+/// The pid of the shim that serves container `id` (Task.Connect).
+async fn shim_pid(ctx: &Ctx, id: &str) -> i32 {
+    use containerd_shim::protos::shim_async::{Client, TaskClient};
+    let dir = std::path::Path::new(&ctx.address).parent().unwrap();
+    let address = std::fs::read_to_string(
+        dir.join("state/io.containerd.runtime.v2.task")
+            .join(&ctx.ns)
+            .join(id)
+            .join("address"),
+    )
+    .unwrap();
+    let task = TaskClient::new(Client::connect(address.trim()).await.unwrap());
+    let req = containerd_shim::api::ConnectRequest {
+        id: id.to_string(),
+        ..Default::default()
+    };
+    task.connect(
+        containerd_shim::protos::ttrpc::context::with_timeout(5_000_000_000),
+        &req,
+    )
+    .await
+    .unwrap()
+    .shim_pid as i32
 }
 
 /// tidald's UpdateResources of container `target` to `quota_for(i)`; the
@@ -580,7 +644,8 @@ async fn resize(ctx: &Ctx) {
     let calls = env_count("RESIZE_CALLS", 10_000);
     let runc_calls = env_count("RUNC_RESIZE_CALLS", calls);
     let watch_calls = env_count("WATCH_CALLS", 200);
-    // RESIZE_ROWS=direct,api,watch,runc (any of them; default all).
+    // RESIZE_ROWS=direct,api,watch,runc (any of them; default all), or api8
+    // for the 8-client row through tidald alone.
     let only = std::env::var("RESIZE_ROWS").unwrap_or_default();
     let row = |name: &str| only.is_empty() || only.split(',').any(|p| p.trim() == name);
     println!("## Live resize: call -> new CPU quota readable in the cgroup file\n");
@@ -598,7 +663,7 @@ async fn resize(ctx: &Ctx) {
         ));
     }
     let mut watched = None;
-    if row("api") || row("watch") {
+    if row("api") || row("api8") || row("watch") {
         let agent = Tidald::start(ctx, &[]);
         if row("api") {
             rows.push((
@@ -606,11 +671,15 @@ async fn resize(ctx: &Ctx) {
                 1,
                 tidald_resize(ctx, &agent, 1, calls).await,
             ));
+        }
+        if row("api") || row("api8") {
             rows.push((
                 "tidal: tidald UpdateResources (8 containers, one pod shim)",
                 8,
                 tidald_resize(ctx, &agent, 8, calls).await,
             ));
+        }
+        if row("api") {
             rows.push((
                 "tidal: tidald UpdateResources (8 containers, one pod shim; a thread per client)",
                 8,

@@ -80,6 +80,19 @@ impl Update {
         *self == Update::default()
     }
 
+    /// Whether this changes CPU bandwidth and weight alone (shares, quota,
+    /// period): writes the kernel applies without reclaiming or moving
+    /// anything, so they take microseconds.
+    pub fn cpu_only(&self) -> bool {
+        let cpu = Update {
+            cpu_shares: self.cpu_shares,
+            cpu_quota: self.cpu_quota,
+            cpu_period: self.cpu_period,
+            ..Default::default()
+        };
+        !self.is_empty() && *self == cpu
+    }
+
     /// A mask with every field tidal reads back set.
     pub fn everything() -> Update {
         Update {
@@ -136,4 +149,41 @@ pub struct Unsupported {
     pub field: &'static str,
     pub value: String,
     pub why: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_only_is_bandwidth_and_weight_and_nothing_else() {
+        let quota = Update {
+            cpu_quota: Some(Limit::Value(50_000)),
+            ..Default::default()
+        };
+        assert!(quota.cpu_only());
+        let all_cpu = Update {
+            cpu_shares: Some(512),
+            cpu_period: Some(100_000),
+            ..quota.clone()
+        };
+        assert!(all_cpu.cpu_only());
+        assert!(!Update::default().cpu_only(), "nothing to change");
+        for other in [
+            Update {
+                memory_limit: Some(Limit::Value(64 << 20)),
+                ..quota.clone()
+            },
+            Update {
+                cpuset_cpus: Some("0".into()),
+                ..quota.clone()
+            },
+            Update {
+                unified: [("cpu.weight".to_string(), "100".to_string())].into(),
+                ..quota.clone()
+            },
+        ] {
+            assert!(!other.cpu_only(), "{other:?}");
+        }
+    }
 }

@@ -105,8 +105,12 @@ pub fn number(line: &[u8]) -> Option<u64> {
 /// How many revisions a container's history keeps at least; older ones are
 /// dropped at each compaction, so the file holds at most KEPT + COMPACT_EVERY.
 pub const KEPT: u64 = 1000;
-/// The history is compacted every this many revisions past `KEPT`.
-const COMPACT_EVERY: u64 = 256;
+/// The history is compacted every this many revisions past `KEPT`: the
+/// file is rewritten with the last KEPT revisions, and the change that
+/// triggers it waits for the rewrite (as does tidald, which reads a
+/// replaced file again). As large as KEPT, that is one change in 1,024,
+/// and about one line copied per revision.
+const COMPACT_EVERY: u64 = 1024;
 
 #[cfg(test)]
 /// Appends `rev` as number `last + 1`; returns that number.
@@ -148,10 +152,18 @@ impl Log {
         self.last
     }
 
+    /// Whether the next append compacts the file first (rewrites it: a
+    /// read and a write of the revisions kept).
+    pub fn compacts_next(&self) -> bool {
+        let next = self.last + 1;
+        next > KEPT && next.is_multiple_of(COMPACT_EVERY)
+    }
+
     /// Appends `rev` as the next revision; returns its number.
     pub fn append(&mut self, mut rev: Revision) -> std::io::Result<u64> {
+        let compact_first = self.compacts_next();
         rev.revision = self.last + 1;
-        if rev.revision > KEPT && rev.revision.is_multiple_of(COMPACT_EVERY) {
+        if compact_first {
             // The file is replaced: appends go to the new one.
             self.out = None;
             compact(&self.file, rev.revision - KEPT)?;

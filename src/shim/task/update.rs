@@ -81,10 +81,17 @@ impl Tasks {
             expect,
             unit: c.unit.clone(),
         };
-        // Off the runtime thread: a shrink with reclaim (or any cgroup v1
-        // memory limit write) reclaims inside the write and may take long.
-        // This container's resize lock stays held; nothing else waits.
         let mut kept = guard.take().unwrap_or_default();
+        if resize.quick(&kept) {
+            let result = resize.run(&cg, &mut kept);
+            *guard = Some(kept);
+            return result;
+        }
+        // Off the runtime thread: a shrink with reclaim (or any cgroup v1
+        // memory limit write) reclaims inside the write and may take long,
+        // as may a cpuset change, a rollback's read of the history and a
+        // call to systemd. This container's resize lock stays held; nothing
+        // else waits.
         let (kept, result) = super::blocking(move || {
             let result = resize.run(&cg, &mut kept);
             (kept, result)
@@ -117,6 +124,21 @@ struct Resize {
 }
 
 impl Resize {
+    /// Whether this runs in microseconds, on the runtime thread: a change
+    /// of CPU bandwidth or weight alone, written to the cgroup files
+    /// directly (no systemd unit to tell) and appended to a history already
+    /// open (in /run) that this append does not compact. A hop to a
+    /// blocking thread and back would cost more than the change, and with
+    /// many concurrent updates adds threads that compete for the CPUs with
+    /// the callers. Anything longer would hold up every other call to this
+    /// shim, so it takes the hop.
+    fn quick(&self, kept: &crate::resize::Kept) -> bool {
+        matches!(&self.change, Change::To(u) if u.cpu_only())
+            && !self.reclaim
+            && self.unit.is_none()
+            && kept.history.as_ref().is_some_and(|h| !h.compacts_next())
+    }
+
     /// Applies the change to `cg` through what this container keeps, and
     /// records it as a revision.
     fn run(self, cg: &crate::cgroups::Cgroup, kept: &mut crate::resize::Kept) -> Result<()> {
