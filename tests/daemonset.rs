@@ -14,6 +14,14 @@
 //! namespace, so it lists them as stopped. What the test asserts is what
 //! holds all the same: ready, the API socket in the node's state
 //! directory, the node's containers listed, metrics.
+//!
+//! Its seccomp profile is the DaemonSet's Localhost one
+//! (`config/seccomp/tidald.json`), installed as the DaemonSet's init
+//! container installs it (`tidalctl seccomp-profile --install`, from the
+//! same image) and given to runc as kubelet would. A busybox under the same
+//! profile, capabilities and /proc then shows what the profile refuses
+//! (setns into a mount namespace, unshare, mount: EPERM) and what it lets
+//! through (setns into a pod's network namespace, as tidald's probes do).
 
 mod common;
 
@@ -24,10 +32,10 @@ use common::*;
 /// The pod spec's settings, as ctr's flags (ctr has no `ALL`: every
 /// capability containerd gives by default is dropped by name, and the test
 /// checks that none is left).
+/// Its seccomp profile is given apart (`--seccomp-profile FILE`).
 const DAEMONSET: &[&str] = &[
     "--net-host",
     "--read-only",
-    "--seccomp",
     "--mount",
     "type=bind,src=/proc,dst=/proc,options=rbind:ro",
 ];
@@ -82,23 +90,71 @@ fn tidald_runs_from_its_image_as_its_daemonset_runs_it() {
         "type=bind,src={0},dst={0},options=rbind:ro",
         tasks.display()
     );
-    let mut args = vec!["run", "-d"];
-    args.extend_from_slice(DAEMONSET);
-    for cap in DEFAULT_CAPABILITIES {
-        args.extend_from_slice(&["--cap-drop", cap]);
-    }
-    // The two the DaemonSet adds, for the qos trait's probes (setns into a
-    // pod's network namespace).
     let manifest = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/config/kubernetes/tidald.yaml"
     ))
     .unwrap();
+
+    // The init container: the profile out of the image into the node's
+    // kubelet seccomp directory (here the test's own), with no capability
+    // and the runtime's default profile (the Localhost one is not there yet).
+    assert!(
+        manifest.contains(
+            r#"command: ["/usr/local/bin/tidalctl", "seccomp-profile", "--install", "/var/lib/kubelet/seccomp/tidal"]"#
+        ) && manifest.contains("localhostProfile: tidal/tidald.json"),
+        "the DaemonSet's seccomp profile changed: change this test's too"
+    );
+    let kubelet_seccomp = env.dir.join("kubelet/seccomp/tidal");
+    std::fs::create_dir_all(&kubelet_seccomp).unwrap();
+    let seccomp_mount = format!(
+        "type=bind,src={},dst=/var/lib/kubelet/seccomp/tidal,options=rbind:rw",
+        kubelet_seccomp.display()
+    );
+    let mut init = vec!["run", "--rm", "--read-only", "--seccomp"];
+    for cap in DEFAULT_CAPABILITIES {
+        init.extend_from_slice(&["--cap-drop", cap]);
+    }
+    init.extend_from_slice(&[
+        "--mount",
+        &seccomp_mount,
+        name,
+        "tidald-seccomp-init",
+        "/usr/local/bin/tidalctl",
+        "seccomp-profile",
+        "--install",
+        "/var/lib/kubelet/seccomp/tidal",
+    ]);
+    env.ctr_ok(&init);
+    let profile = kubelet_seccomp.join("tidald.json");
+    assert_eq!(
+        std::fs::read_to_string(&profile).unwrap(),
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/seccomp/tidald.json"
+        ))
+        .unwrap(),
+        "the init container installed another profile"
+    );
+    let profile = profile.to_str().unwrap().to_string();
+
+    // The pod's settings for tidald's container, under that profile.
+    let mut pod = DAEMONSET.to_vec();
+    // (ctr's --seccomp-profile needs --seccomp, which alone would be the
+    // default profile.)
+    pod.extend_from_slice(&["--seccomp", "--seccomp-profile", &profile]);
+    for cap in DEFAULT_CAPABILITIES {
+        pod.extend_from_slice(&["--cap-drop", cap]);
+    }
+    // The two the DaemonSet adds, for the qos trait's probes (setns into a
+    // pod's network namespace).
     assert!(
         manifest.contains(r#"add: ["SYS_ADMIN", "SYS_PTRACE"]"#),
         "the DaemonSet's capabilities changed: change this test's too"
     );
-    args.extend_from_slice(&["--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_SYS_PTRACE"]);
+    pod.extend_from_slice(&["--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_SYS_PTRACE"]);
+    let mut args = vec!["run", "-d"];
+    args.extend_from_slice(&pod);
     let metrics = format!("--metrics-addr=127.0.0.1:{port}");
     args.extend_from_slice(&[
         "--mount",
@@ -134,13 +190,70 @@ fn tidald_runs_from_its_image_as_its_daemonset_runs_it() {
         get("/readyz"),
         env.task("tidald-ds")
     );
-    // With CAP_SYS_PTRACE (19) and CAP_SYS_ADMIN (21) and no other.
+    // With CAP_SYS_PTRACE (19) and CAP_SYS_ADMIN (21) and no other, and
+    // one seccomp filter (mode 2).
     let pid = env.task_pid("tidald-ds").unwrap();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     for set in ["CapEff:", "CapPrm:", "CapBnd:"] {
         let line = status.lines().find(|l| l.starts_with(set)).unwrap();
         assert!(line.ends_with("0000000000280000"), "{line}");
     }
+    assert!(status.contains("\nSeccomp:\t2\n"), "{status}");
+
+    // What the profile refuses and lets through, with the same capabilities
+    // and the node's /proc: a busybox under it, into the app's namespaces.
+    let app_pid = env.task_pid("app").unwrap();
+    let under_profile = |id: &str, cmd: &[&str]| -> (bool, String) {
+        let mut args = vec!["run", "--rm", "--runtime", RUNC];
+        args.extend_from_slice(&pod);
+        args.extend_from_slice(&[IMAGE, id]);
+        args.extend_from_slice(cmd);
+        let out = env.ctr(&args);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), said)
+    };
+    let mnt = format!("--mount=/proc/{app_pid}/ns/mnt");
+    let net = format!("--net=/proc/{app_pid}/ns/net");
+    // Each with what busybox says of EPERM (strerror, or mount's own words
+    // for EPERM alone).
+    for (id, cmd, eperm) in [
+        (
+            "seccomp-setns-mnt",
+            vec!["nsenter", &mnt, "true"],
+            "Operation not permitted",
+        ),
+        (
+            "seccomp-unshare",
+            vec!["unshare", "-m", "true"],
+            "Operation not permitted",
+        ),
+        (
+            "seccomp-mount",
+            vec!["mount", "-t", "tmpfs", "tmpfs", "/tmp"],
+            "permission denied (are you root?)",
+        ),
+    ] {
+        let (ok, said) = under_profile(id, &cmd);
+        assert!(
+            !ok && said.contains(eperm),
+            "{cmd:?} under tidald's profile: not refused with EPERM: {said}"
+        );
+    }
+    // The probes' own call: setns(fd, CLONE_NEWNET), into the app's network
+    // namespace.
+    let app_net = std::fs::read_link(format!("/proc/{app_pid}/ns/net")).unwrap();
+    let (ok, said) = under_profile(
+        "seccomp-setns-net",
+        &["nsenter", &net, "readlink", "/proc/self/ns/net"],
+    );
+    assert!(
+        ok && said.trim() == app_net.to_str().unwrap(),
+        "setns into the app's network namespace ({app_net:?}) under tidald's profile: {said}"
+    );
     // The node's operator, from the node: tidalctl over the API socket the
     // container made in the node's state directory.
     let out = env.tidalctl(&["ps", "-o", "json"]);

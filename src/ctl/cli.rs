@@ -199,6 +199,17 @@ pub enum Command {
     },
     /// Print a shell's completion script for tidalctl
     Completions { shell: Shell },
+    /// Print tidald's seccomp profile (config/seccomp/tidald.json), or
+    /// install it for kubelet, offline
+    ///
+    /// The DaemonSet's init container runs `seccomp-profile --install` into
+    /// the node's /var/lib/kubelet/seccomp/tidal, where tidald's container
+    /// then finds it as its Localhost profile `tidal/tidald.json`.
+    SeccompProfile {
+        /// Write DIR/tidald.json (replacing it whole) instead of printing it
+        #[arg(long, value_name = "DIR")]
+        install: Option<PathBuf>,
+    },
     /// Print the version
     Version,
 }
@@ -605,6 +616,16 @@ mod tests {
         assert_eq!(
             cmd("completions zsh"),
             Command::Completions { shell: Shell::Zsh }
+        );
+        assert_eq!(
+            cmd("seccomp-profile"),
+            Command::SeccompProfile { install: None }
+        );
+        assert_eq!(
+            cmd("seccomp-profile --install /d"),
+            Command::SeccompProfile {
+                install: Some("/d".into())
+            }
         );
     }
 

@@ -6,7 +6,8 @@
 //! tidald's API, `resolve` turns the names operators give into containers,
 //! `render` prints tables and json, `traits` holds `traits` and `check`,
 //! `policy` holds `policy ...` (the policy engine's API),
-//! `policy_render` what they print, `top` the table refreshed in place.
+//! `policy_render` what they print, `top` the table refreshed in place,
+//! `seccomp` tidald's seccomp profile (`tidalctl seccomp-profile`).
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -20,6 +21,7 @@ mod policy_render;
 mod render;
 mod resolve;
 mod run;
+pub mod seccomp;
 mod top;
 mod traits;
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::cli::{Command, Output, Resize, Target, TraitsCommand};
 use super::render::{self, describe_change, describe_limits, history_table};
 use super::resolve::{named, reference};
-use super::{cron, policy, top, traits, Api, CtlError};
+use super::{cron, policy, seccomp, top, traits, Api, CtlError};
 use crate::proto::pb;
 use crate::resize::history;
 
@@ -22,6 +22,17 @@ pub async fn run(socket: PathBuf, cmd: Command) -> Result<(), CtlError> {
             return Ok(());
         }
         Command::Check { file, traits } => return traits::check(&file, traits.as_deref()),
+        Command::SeccompProfile { install } => {
+            return match install {
+                None => {
+                    print!("{}", seccomp::PROFILE);
+                    Ok(())
+                }
+                Some(dir) => seccomp::install(&dir)
+                    .map(|path| println!("{}", path.display()))
+                    .map_err(|e| CtlError::Api(format!("{}: {e}", dir.display()))),
+            };
+        }
         Command::Node { output } => {
             let node = super::node::Report::here();
             print!("{}", super::node::render(&node, output));
@@ -142,6 +153,7 @@ pub async fn run(socket: PathBuf, cmd: Command) -> Result<(), CtlError> {
         Command::Version
         | Command::Completions { .. }
         | Command::Check { .. }
+        | Command::SeccompProfile { .. }
         | Command::Node { .. }
         | Command::Doctor { .. }
         | Command::Traits { .. }
