@@ -20,8 +20,9 @@
 //! container installs it (`tidalctl seccomp-profile --install`, from the
 //! same image) and given to runc as kubelet would. A busybox under the same
 //! profile, capabilities and /proc then shows what the profile refuses
-//! (setns into a mount namespace, unshare, mount: EPERM) and what it lets
-//! through (setns into a pod's network namespace, as tidald's probes do).
+//! (setns into a pod's UTS or IPC namespace, unshare, mount: EPERM) and
+//! what it lets through (setns into a pod's network namespace, as tidald's
+//! probes do).
 
 mod common;
 
@@ -216,14 +217,24 @@ fn tidald_runs_from_its_image_as_its_daemonset_runs_it() {
         );
         (out.status.success(), said)
     };
-    let mnt = format!("--mount=/proc/{app_pid}/ns/mnt");
+    // setns into the app's UTS and IPC namespaces, which CAP_SYS_ADMIN alone
+    // opens (under the runtime's default profile both work). Its mount
+    // namespace the kernel refuses anyway (that takes CAP_SYS_CHROOT too,
+    // which the DaemonSet drops), so it would tell nothing of the profile.
+    let uts = format!("--uts=/proc/{app_pid}/ns/uts");
+    let ipc = format!("--ipc=/proc/{app_pid}/ns/ipc");
     let net = format!("--net=/proc/{app_pid}/ns/net");
     // Each with what busybox says of EPERM (strerror, or mount's own words
     // for EPERM alone).
     for (id, cmd, eperm) in [
         (
-            "seccomp-setns-mnt",
-            vec!["nsenter", &mnt, "true"],
+            "seccomp-setns-uts",
+            vec!["nsenter", &uts, "true"],
+            "Operation not permitted",
+        ),
+        (
+            "seccomp-setns-ipc",
+            vec!["nsenter", &ipc, "true"],
             "Operation not permitted",
         ),
         (
