@@ -18,7 +18,8 @@
 //! all), RESIZE_CALLS (per tidal row, default 10000), RUNC_RESIZE_CALLS (per
 //! runc row, default RESIZE_CALLS), WATCH_CALLS (revisions timed to a Watch
 //! stream, default 200), RESIZE_ROWS=direct,api,watch,runc (default all; api8:
-//! only the 8-client row through tidald).
+//! only the 8-client row through tidald), TIDALD_ARGS (more flags for the
+//! tidald the API rows use).
 
 mod common;
 
@@ -664,7 +665,10 @@ async fn resize(ctx: &Ctx) {
     }
     let mut watched = None;
     if row("api") || row("api8") || row("watch") {
-        let agent = Tidald::start(ctx, &[]);
+        // TIDALD_ARGS: more flags for tidald (e.g. "--threads 2").
+        let args = std::env::var("TIDALD_ARGS").unwrap_or_default();
+        let args: Vec<&str> = args.split_whitespace().collect();
+        let agent = Tidald::start(ctx, &args);
         if row("api") {
             rows.push((
                 "tidal: tidald UpdateResources",
