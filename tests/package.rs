@@ -151,6 +151,10 @@ fn the_package_holds_the_binaries_the_unit_and_the_node_defaults() {
     mode_of("/usr/share/doc/tidal/install.md");
     mode_of("/usr/share/doc/tidal/examples/containerd/tidal-config-v2.toml");
     mode_of("/usr/share/doc/tidal/examples/kubernetes/tidald.yaml");
+    assert_eq!(
+        mode_of("/usr/share/doc/tidal/examples/seccomp/tidald.json"),
+        ("-rw-r--r--", "0/0")
+    );
     for (_, _, p) in &files {
         assert!(
             [
