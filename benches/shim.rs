@@ -306,24 +306,10 @@ where
 /// new quota reads back from the cgroup file.
 async fn tidal_resize(ctx: &Ctx, clients: usize, calls: usize) -> Vec<Duration> {
     use containerd_shim::api::UpdateTaskRequest;
-    use containerd_shim::protos::shim_async::{Client, TaskClient};
-    let dir = std::path::Path::new(&ctx.address)
-        .parent()
-        .unwrap()
-        .to_path_buf();
     let pod = tidal_pod(ctx, &format!("rs-shim{clients}"), clients);
     let mut tasks = Vec::new();
     for (id, _) in &pod {
-        let address = std::fs::read_to_string(
-            dir.join("state/io.containerd.runtime.v2.task")
-                .join(&ctx.ns)
-                .join(id)
-                .join("address"),
-        )
-        .unwrap();
-        tasks.push(TaskClient::new(
-            Client::connect(address.trim()).await.unwrap(),
-        ));
+        tasks.push(shim_task(ctx, id).await);
     }
     let mut tasks = tasks.into_iter();
     let samples = timed_clients(&pod, calls, |id| {
@@ -425,8 +411,8 @@ fn cpu_of(pid: i32) -> Duration {
     Duration::from_nanos((f[0] + f[1]) * 1_000_000_000 / hz)
 }
 
-/// The pid of the shim that serves container `id` (Task.Connect).
-async fn shim_pid(ctx: &Ctx, id: &str) -> i32 {
+/// A ttrpc connection to the shim that serves container `id`.
+async fn shim_task(ctx: &Ctx, id: &str) -> containerd_shim::protos::shim_async::TaskClient {
     use containerd_shim::protos::shim_async::{Client, TaskClient};
     let dir = std::path::Path::new(&ctx.address).parent().unwrap();
     let address = std::fs::read_to_string(
@@ -436,7 +422,12 @@ async fn shim_pid(ctx: &Ctx, id: &str) -> i32 {
             .join("address"),
     )
     .unwrap();
-    let task = TaskClient::new(Client::connect(address.trim()).await.unwrap());
+    TaskClient::new(Client::connect(address.trim()).await.unwrap())
+}
+
+/// The pid of the shim that serves container `id` (Task.Connect).
+async fn shim_pid(ctx: &Ctx, id: &str) -> i32 {
+    let task = shim_task(ctx, id).await;
     let req = containerd_shim::api::ConnectRequest {
         id: id.to_string(),
         ..Default::default()
