@@ -1,4 +1,6 @@
-//! Validation of container and exec ids before any path is built from them.
+//! Validation of container and exec ids before any path is built from them,
+//! and `shorten`, which cuts any hostile string to a size fit for an error
+//! message.
 //!
 //! The rule is containerd's identifier rule: `[A-Za-z0-9]+([._-][A-Za-z0-9]+)*`,
 //! at most 76 characters. An id that passes can be used as one path component.
@@ -14,6 +16,15 @@ pub enum IdError {
     TooLong { what: &'static str, id: String },
     #[error("{what} {id:?} must match [A-Za-z0-9]+([._-][A-Za-z0-9]+)*")]
     Invalid { what: &'static str, id: String },
+}
+
+/// A hostile string cut to a size fit for an error message.
+pub fn shorten(s: &str) -> String {
+    const MAX: usize = 64;
+    if s.chars().count() <= MAX {
+        return s.to_string();
+    }
+    s.chars().take(MAX).collect::<String>() + "..."
 }
 
 /// Checks `id` against containerd's identifier rule; `what` names the id in the error.

@@ -15,7 +15,7 @@
 //! `last_at_or_before` answer in Unix seconds; the scheduler needs no clock
 //! of its own, so tests drive it with any.
 
-use super::schema::shorten;
+use crate::ids::shorten;
 
 /// A parsed schedule: the values each field allows, as bit sets.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -169,7 +169,7 @@ fn subject(spec: &Value) -> String {
         spec.get("annotations")
             .and_then(|m| m.get(k))
             .and_then(Value::as_str)
-            .map(super::schema::shorten)
+            .map(crate::ids::shorten)
     };
     let pod = match (
         a("io.kubernetes.cri.sandbox-namespace"),

@@ -52,7 +52,7 @@ pub struct TraitError {
 impl TraitError {
     fn at(annotation: &str, message: impl Into<String>) -> Self {
         Self {
-            annotation: Some(schema::shorten(annotation)),
+            annotation: Some(crate::ids::shorten(annotation)),
             message: message.into(),
         }
     }
@@ -143,7 +143,7 @@ pub fn every_property(def: &TraitDefinition, value: Value) -> Result<AppliedTrai
     if !value.is_object() {
         return Err(vec![format!(
             "the properties must be a JSON object, like {{\"key\": value}}, not {}",
-            schema::shorten(&value.to_string())
+            crate::ids::shorten(&value.to_string())
         )]);
     }
     let schema = def.schema();
@@ -301,7 +301,7 @@ pub fn qos_objective(t: &AppliedTrait) -> Result<Option<crate::agent::policy::Ob
             if !path.starts_with('/') || !path.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(format!(
                     "probe.httpGet.path {:?} must start with / and hold visible ASCII only",
-                    schema::shorten(path)
+                    crate::ids::shorten(path)
                 ));
             }
             Probe::Http {
@@ -347,7 +347,7 @@ impl Catalogue {
                         key,
                         format!(
                             "unknown trait type {:?} (this node supports: {})",
-                            schema::shorten(name),
+                            crate::ids::shorten(name),
                             self.names().join(", ")
                         ),
                     )
@@ -369,7 +369,7 @@ impl Catalogue {
                     if !["online", "offline"].contains(&value.as_str()) {
                         return Err(TraitError::at(
                             key,
-                            format!("must be online or offline, not {:?}", schema::shorten(value)),
+                            format!("must be online or offline, not {:?}", crate::ids::shorten(value)),
                         ));
                     }
                     pod.qos = Some(value.clone());
@@ -380,7 +380,7 @@ impl Catalogue {
                             key,
                             format!(
                                 "unknown workload type {:?} (one of: {})",
-                                schema::shorten(value),
+                                crate::ids::shorten(value),
                                 WORKLOAD_TYPES.join(", ")
                             ),
                         ));
@@ -430,7 +430,7 @@ impl Catalogue {
             let Some(def) = self.get(name) else {
                 return Err(format!(
                     "unknown trait type {:?} (this node supports: {})",
-                    schema::shorten(name),
+                    crate::ids::shorten(name),
                     self.names().join(", ")
                 ));
             };
@@ -488,7 +488,7 @@ fn name_value(key: &str, value: &str) -> Result<String, TraitError> {
             key,
             format!(
                 "{:?} is not a Kubernetes object name (lower-case letters, digits, '-' and '.', at most 253)",
-                schema::shorten(value)
+                crate::ids::shorten(value)
             ),
         ));
     }

@@ -16,8 +16,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{schema::shorten, Catalogue, WORKLOAD_TYPES};
+use super::{Catalogue, WORKLOAD_TYPES};
 use crate::annotations;
+use crate::ids::shorten;
 
 /// Largest file `check` reads.
 pub const MAX_FILE: usize = 1024 * 1024;

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::ids::shorten;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -337,15 +338,6 @@ fn check(value: &Value, schema: &Schema, at: &str, found: &mut Vec<String>) {
             }
         }
     }
-}
-
-/// A hostile string cut to a size fit for an error message.
-pub fn shorten(s: &str) -> String {
-    const MAX: usize = 64;
-    if s.chars().count() <= MAX {
-        return s.to_string();
-    }
-    s.chars().take(MAX).collect::<String>() + "..."
 }
 
 fn check_format(s: &str, f: Format) -> Result<(), String> {

@@ -197,7 +197,7 @@ pub fn response_complete(buf: &[u8], closed: bool) -> Result<Option<u16>, ProbeE
     let (Some(version), Some(code)) = (parts.next(), parts.next()) else {
         return Err(ProbeError::Http(format!(
             "bad status line {:?}",
-            crate::traits::schema::shorten(status_line)
+            crate::ids::shorten(status_line)
         )));
     };
     let status: u16 = match (version.starts_with("HTTP/1."), code.parse()) {
@@ -205,7 +205,7 @@ pub fn response_complete(buf: &[u8], closed: bool) -> Result<Option<u16>, ProbeE
         _ => {
             return Err(ProbeError::Http(format!(
                 "bad status line {:?}",
-                crate::traits::schema::shorten(status_line)
+                crate::ids::shorten(status_line)
             )))
         }
     };
