@@ -157,7 +157,7 @@ pub async fn run(cfg: Config) -> Result<(), AgentError> {
     let open_files = crate::sys::raise_open_files().unwrap_or(1024);
     let inventory = Arc::new(Inventory::new(cfg.state_dir.clone()));
     let metrics = Arc::new(Metrics::new());
-    let resizer = Arc::new(Resizer::new(inventory.clone(), metrics.clone()));
+    let resizer = Arc::new(Resizer::new(inventory.clone(), metrics.resizes()));
     // The policy engine, when it has rules, applying through the resizer;
     // its data source (the collector over the inventory) starts it with
     // `engine.spawn(source)`.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::error::{Error, Result};
 use super::inventory::{Inventory, Name, Route, View};
-use super::metrics::Metrics;
+use super::metrics::resizes::Resizes;
 use super::owner;
 use super::shimclient::{self, Refusal, Shims};
 use crate::resize::{history, Change, Notes};
@@ -25,7 +25,7 @@ pub struct Resized {
 pub struct Resizer {
     inventory: Arc<Inventory>,
     shims: Shims,
-    metrics: Arc<Metrics>,
+    metrics: Resizes,
     /// One turn at a time per container, by (namespace, id): tidald's own
     /// writers of a container never race each other between reading its
     /// writers and writing, so a conditional write is refused only for a
@@ -37,7 +37,7 @@ type Turns =
     std::sync::Mutex<std::collections::HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>;
 
 impl Resizer {
-    pub fn new(inventory: Arc<Inventory>, metrics: Arc<Metrics>) -> Resizer {
+    pub fn new(inventory: Arc<Inventory>, metrics: Resizes) -> Resizer {
         Resizer {
             inventory,
             shims: Shims::default(),

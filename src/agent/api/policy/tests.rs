@@ -94,7 +94,7 @@ fn parts(dir: &crate::testfs::FakeDir) -> (PolicyService, PolicyEngine<FakeWorld
                 inventory(dir),
                 Arc::new(crate::agent::resizer::Resizer::new(
                     inventory(dir),
-                    Arc::new(crate::agent::metrics::Metrics::new()),
+                    crate::agent::metrics::Metrics::new().resizes(),
                 )),
                 live.shared(),
                 crate::traits::Catalogue::builtin(),

@@ -21,6 +21,10 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+pub mod resizes;
+
+pub use resizes::Resizes;
+
 use super::inventory::{Inventory, View};
 use super::policy::decide::Rule;
 use super::policy::engine::Meter;
@@ -209,32 +213,6 @@ impl Collector for PolicySignals {
     }
 }
 
-/// Upper bounds (seconds) of the resize latency histogram's buckets.
-pub const LATENCY_BUCKETS: [f64; 8] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0];
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Outcome {
-    /// "ok", or the gRPC code's name of a refusal.
-    outcome: String,
-    /// Who asked (`source_label`).
-    source: &'static str,
-}
-
-/// A resize's source as a label, from a bounded set: `operator`, `policy`,
-/// tidald's trait controllers by name, and `trait:other` for any other
-/// `trait:NAME` a caller of the API gives (its names are the caller's).
-pub fn source_label(source: &str) -> &'static str {
-    match source {
-        "operator" => "operator",
-        "policy" => "policy",
-        "kubelet" => "kubelet",
-        "trait:cron-vertical-scaler" => "trait:cron-vertical-scaler",
-        "trait:vertical-autoscaler" => "trait:vertical-autoscaler",
-        _ if source.starts_with("trait:") => "trait:other",
-        _ => "other",
-    }
-}
-
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ContainerLabels {
     namespace: String,
@@ -324,8 +302,7 @@ impl Collector for Containers {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    resizes: Family<Outcome, Counter>,
-    latency: Histogram,
+    resizes: Resizes,
     containers: Arc<Containers>,
     policy: PolicyMetrics,
     /// One scrape at a time (they share `containers`).
@@ -341,18 +318,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
-        let resizes = Family::<Outcome, Counter>::default();
-        registry.register(
-            "tidal_resizes",
-            "Resizes routed by tidald, by outcome and source",
-            resizes.clone(),
-        );
-        let latency = Histogram::new(LATENCY_BUCKETS);
-        registry.register(
-            "tidal_resize_seconds",
-            "Time from a resize request to its answer",
-            latency.clone(),
-        );
+        let resizes = Resizes::registered(&mut registry);
         let containers = Arc::new(Containers::default());
         registry.register_collector(Box::new(containers.clone()));
         let policy = PolicyMetrics {
@@ -394,7 +360,6 @@ impl Metrics {
         Metrics {
             registry,
             resizes,
-            latency,
             containers,
             policy,
             scraping: tokio::sync::Mutex::new(()),
@@ -407,16 +372,9 @@ impl Metrics {
         self.policy.clone()
     }
 
-    /// Counts a resize (an update or a rollback) asked by `source` that
-    /// took `seconds`.
-    pub fn record(&self, outcome: &str, source: &str, seconds: f64) {
-        self.resizes
-            .get_or_create(&Outcome {
-                outcome: outcome.to_string(),
-                source: source_label(source),
-            })
-            .inc();
-        self.latency.observe(seconds);
+    /// The resizes' series, for the resizer to count into.
+    pub fn resizes(&self) -> Resizes {
+        self.resizes.clone()
     }
 
     /// The exposition of everything, with the containers as `found`.
@@ -576,12 +534,13 @@ mod tests {
     #[test]
     fn containers_and_resizes_are_exposed() {
         let m = Metrics::new();
-        m.record("ok", "operator", 0.0002);
-        m.record("ok", "policy", 0.003);
-        m.record("FailedPrecondition", "trait:vertical-autoscaler", 0.0004);
+        let r = m.resizes();
+        r.record("ok", "operator", 0.0002);
+        r.record("ok", "policy", 0.003);
+        r.record("FailedPrecondition", "trait:vertical-autoscaler", 0.0004);
         // A trait name only the caller knows is not a label of its own.
-        m.record("ok", "trait:made-up", 0.0002);
-        m.record("ok", "trait:made-up-too", 0.0002);
+        r.record("ok", "trait:made-up", 0.0002);
+        r.record("ok", "trait:made-up-too", 0.0002);
         let text = m.render(vec![view("web", "running"), view("old", "stopped")]);
         for line in [
             "tidal_container_cpu_usage_seconds_total{namespace=\"k8s.io\",container=\"web\"} 1.5",
@@ -759,20 +718,6 @@ mod tests {
             "tidal_policy_mode{mode=\"dry-run\"} 1",
         ] {
             assert!(has(&text, line), "no {line:?} in:\n{text}");
-        }
-    }
-
-    #[test]
-    fn resize_sources_are_a_bounded_set_of_labels() {
-        for (source, label) in [
-            ("operator", "operator"),
-            ("policy", "policy"),
-            ("trait:cron-vertical-scaler", "trait:cron-vertical-scaler"),
-            ("trait:vertical-autoscaler", "trait:vertical-autoscaler"),
-            ("trait:anything", "trait:other"),
-            ("", "other"),
-        ] {
-            assert_eq!(source_label(source), label, "{source}");
         }
     }
 }
