@@ -135,7 +135,9 @@ fn declared_follows_the_history_through_compactions() {
     };
     let file = history::path(&dir);
     let mut log = history::Log::open(&file).unwrap();
-    for i in 0..1400u64 {
+    // Compactions at revisions 1024 and 2048 (the second drops the early
+    // cpusets' setters).
+    for i in 0..2100u64 {
         let (source, after) = match i % 5 {
             0 => (
                 "kubelet",
@@ -184,7 +186,7 @@ fn declared_follows_the_history_through_compactions() {
             after,
         })
         .unwrap();
-        if i % 7 == 0 || (1020..1030).contains(&i) || i == 1399 {
+        if i % 7 == 0 || (1020..1030).contains(&i) || (2044..2054).contains(&i) || i == 2099 {
             k.catch_up(&root);
             assert_eq!(k.tail.last, i + 1);
             assert_eq!(
@@ -195,5 +197,8 @@ fn declared_follows_the_history_through_compactions() {
             );
         }
     }
-    assert!(history::read(&file).unwrap()[0].revision > 100, "compacted");
+    assert!(
+        history::read(&file).unwrap()[0].revision > 1000,
+        "compacted twice"
+    );
 }
