@@ -94,20 +94,21 @@ pub struct Files {
     scratch: Vec<u8>,
 }
 
-/// The bytes of `f` from `offset` to its end, by preads (no size lookup,
-/// no seek).
+/// The bytes of `f` (a regular file) from `offset` to its end, by preads
+/// (no size lookup, no seek). A read that leaves room in the buffer has met
+/// the end: a file growing meanwhile is read on from there the next time
+/// (readers of a history take whole lines only), and one pread is all a
+/// few new revisions cost.
 fn read_at_end(f: &File, offset: u64) -> io::Result<Vec<u8>> {
     let mut out = vec![0u8; 4096];
     let mut len = 0;
     loop {
-        if len == out.len() {
-            out.resize(out.len() * 2, 0);
-        }
         let n = f.read_at(&mut out[len..], offset + len as u64)?;
-        if n == 0 {
+        len += n;
+        if n == 0 || len < out.len() {
             break;
         }
-        len += n;
+        out.resize(out.len() * 2, 0);
     }
     out.truncate(len);
     Ok(out)
@@ -195,6 +196,14 @@ impl Files {
             self.readonly.insert(key.to_owned(), f);
         }
         read_at_end(&self.readonly[key], offset).map_err(FileError::read(path))
+    }
+
+    /// `read_from` through the file at `path` only if it is open already
+    /// (None if not): what was appended to the very file read last time,
+    /// even if another has been renamed over its path since.
+    pub fn read_open_from(&self, path: &Path, offset: u64) -> Option<Result<Vec<u8>, FileError>> {
+        let f = self.readonly.get(path.as_os_str())?;
+        Some(read_at_end(f, offset).map_err(FileError::read(path)))
     }
 
     /// The open file at `path`, opened for reading and writing on first

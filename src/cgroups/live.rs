@@ -1,9 +1,10 @@
 //! A container's live values as tidald shows them and its policy engine
-//! will watch them: CPU and memory limits (`Limits`), and use (`Usage`:
-//! CPU time, memory, and on cgroup v2 pressure stall information). Read
-//! through `Hierarchy::limits` and `Hierarchy::usage`; `read_*_with` read
-//! through files kept open between calls (tidald does for the containers it
-//! last changed).
+//! watches them: CPU and memory limits (`Limits`), use (`Usage`: CPU time
+//! and memory, what tidald's API answers with), and the collector's
+//! counters and gauges (`Stats`, with pressure stall information where the
+//! kernel keeps it). Read through `Hierarchy::limits`, `Hierarchy::usage`
+//! and `Hierarchy::stats`; `read_*_with` read through files kept open
+//! between calls (tidald does for the containers it last changed).
 
 use serde::Serialize;
 
@@ -43,10 +44,6 @@ pub struct Usage {
     /// CPU time used since it started, in nanoseconds.
     pub cpu_ns: u64,
     pub memory_bytes: u64,
-    /// Pressure stall information; None where the kernel keeps none for the
-    /// cgroup (cgroup v1).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pressure: Option<Pressure>,
 }
 
 /// A container's counters and gauges as the policy engine's collector reads
@@ -92,13 +89,13 @@ pub struct Throttling {
     pub throttled_ns: u64,
 }
 
-/// A cgroup's pressure stall information (`cpu.pressure`, `memory.pressure`,
-/// `io.pressure`); a resource whose file is missing or unreadable is None.
+/// A cgroup's pressure stall information (`cpu.pressure`,
+/// `memory.pressure`); a resource whose file is missing or unreadable is
+/// None.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Pressure {
     pub cpu: Option<Psi>,
     pub memory: Option<Psi>,
-    pub io: Option<Psi>,
 }
 
 /// One resource's pressure: the time some of the cgroup's tasks stalled on
@@ -195,7 +192,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     #[test]
-    fn v2_limits_and_usage_with_pressure() {
+    fn v2_limits_and_usage() {
         let dir = crate::testfs::FakeDir::new(
             "v2",
             &[
@@ -204,16 +201,6 @@ mod tests {
                 ("cpuset.cpus.effective", "0-1\n"),
                 ("cpu.stat", "usage_usec 2000\nuser_usec 1500\n"),
                 ("memory.current", "1234\n"),
-                (
-                    "cpu.pressure",
-                    "some avg10=1.50 avg60=0.25 avg300=0.00 total=4200\n\
-                     full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
-                ),
-                (
-                    "memory.pressure",
-                    "some avg10=0.00 avg60=0.00 avg300=0.00 total=17\n\
-                     full avg10=0.00 avg60=0.00 avg300=0.00 total=9\n",
-                ),
             ],
         );
         let cg = Cgroup::v2(dir.path());
@@ -223,11 +210,6 @@ mod tests {
         assert_eq!(l.cpuset, "0-1");
         let u = read_usage(&cg);
         assert_eq!((u.cpu_ns, u.memory_bytes), (2_000_000, 1234));
-        let p = u.pressure.expect("v2 keeps pressure");
-        let cpu = p.cpu.unwrap();
-        assert_eq!((cpu.some.avg10, cpu.some.total_us), (1.5, 4200));
-        assert_eq!(p.memory.unwrap().full.unwrap().total_us, 9);
-        assert_eq!(p.io, None, "no io.pressure: no io pressure");
 
         std::fs::write(dir.join("cpu.max"), "max 100000\n").unwrap();
         std::fs::write(dir.join("memory.max"), "max\n").unwrap();
@@ -245,7 +227,7 @@ mod tests {
     }
 
     #[test]
-    fn v1_limits_with_unlimited_values_and_usage_without_pressure() {
+    fn v1_limits_with_unlimited_values_and_usage() {
         let cpu = crate::testfs::FakeDir::new(
             "v1cpu",
             &[
@@ -282,7 +264,6 @@ mod tests {
             Usage {
                 cpu_ns: 777,
                 memory_bytes: 4096,
-                pressure: None
             }
         );
     }
@@ -328,7 +309,6 @@ mod tests {
         let p = s.pressure.clone().unwrap();
         assert_eq!(p.cpu.unwrap().some.avg10, 2.5);
         assert_eq!(p.memory.unwrap().full.unwrap().avg10, 1.25);
-        assert_eq!(p.io, None);
         assert_eq!(files.len(), 6, "each file opened once and kept");
 
         // The kernel changes the values: the kept files read the new ones.
@@ -402,7 +382,6 @@ mod tests {
         let p = s.pressure.unwrap();
         assert_eq!(p.cpu.unwrap().some.total_us, 900);
         assert_eq!(p.memory.unwrap().full.unwrap().total_us, 400);
-        assert_eq!(read_usage(&hybrid).pressure.unwrap().io, None);
         // No cpu controller: no throttling, the rest still read.
         let mut no_cpu = dirs;
         no_cpu.remove("cpu");

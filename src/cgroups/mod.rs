@@ -71,7 +71,7 @@ pub trait Hierarchy: fmt::Debug + Send + Sync {
     /// CPU and memory limits as the cgroup has them now.
     fn limits(&self, files: &mut Files) -> Limits;
 
-    /// CPU time, memory in use and (where the kernel keeps it) pressure.
+    /// CPU time and memory in use.
     fn usage(&self, files: &mut Files) -> Usage;
 
     /// Memory in use, in bytes; None if it cannot be read.

@@ -52,13 +52,12 @@ impl V1 {
     }
 
     /// Pressure from the unified cgroup, through `files`; None without one.
-    fn pressure(&self, files: &mut Files, io: bool) -> Option<Pressure> {
+    fn pressure(&self, files: &mut Files) -> Option<Pressure> {
         let dir = self.unified.as_ref()?;
         let mut psi = |name: &str| Psi::parse(&files.read(&dir.join(name)).ok()?);
         Some(Pressure {
             cpu: psi("cpu.pressure"),
             memory: psi("memory.pressure"),
-            io: if io { psi("io.pressure") } else { None },
         })
     }
 
@@ -205,8 +204,6 @@ impl Hierarchy for V1 {
         Usage {
             cpu_ns: self.num(files, "cpuacct", "cpuacct.usage").unwrap_or(0),
             memory_bytes: self.memory_usage(files).unwrap_or(0),
-            // Opened per read, as on v2 (see `V2::pressure`).
-            pressure: self.pressure(&mut Files::default(), true),
         }
     }
 
@@ -233,7 +230,7 @@ impl Hierarchy for V1 {
             memory_bytes: self.memory_usage(files),
             inactive_file_bytes: None,
             oom_kills: keyed(files, "memory.oom_control", "oom_kill"),
-            pressure: self.pressure(files, false),
+            pressure: self.pressure(files),
         }
     }
 

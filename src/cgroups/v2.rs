@@ -78,18 +78,6 @@ impl V2 {
         let quota = p.next()?.to_string();
         Some((quota, p.next().and_then(|p| p.parse().ok())))
     }
-
-    /// The cgroup's pressure. Its files are opened per read, never kept:
-    /// kept, they would take tidald from five to eight open files for each
-    /// of the containers whose files it keeps.
-    fn pressure(&self) -> Pressure {
-        let psi = |name| Psi::parse(&super::files::read_small(&self.path(name)).ok()?);
-        Pressure {
-            cpu: psi("cpu.pressure"),
-            memory: psi("memory.pressure"),
-            io: psi("io.pressure"),
-        }
-    }
 }
 
 impl Hierarchy for V2 {
@@ -130,7 +118,6 @@ impl Hierarchy for V2 {
         Usage {
             cpu_ns: usec * 1000,
             memory_bytes: self.memory_usage(files).unwrap_or(0),
-            pressure: Some(self.pressure()),
         }
     }
 
@@ -160,7 +147,6 @@ impl Hierarchy for V2 {
         let pressure = Pressure {
             cpu: psi("cpu.pressure"),
             memory: psi("memory.pressure"),
-            io: None,
         };
         Stats {
             cpu_ns: usage.map(|u| u.saturating_mul(1000)),

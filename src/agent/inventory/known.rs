@@ -101,6 +101,32 @@ impl Known {
     /// values `live` says.
     pub(super) fn view(&mut self, state_dir: &Path, live: Live) -> View {
         self.catch_up(state_dir);
+        self.as_caught_up(live)
+    }
+
+    /// `view` through kept-open files right after a change it routed,
+    /// which the shim appended to the history: that revision is read with
+    /// one pread of the history file read last time, without looking the
+    /// file up again; only when nothing new is there (the change was a dry
+    /// run, or a compaction replaced the file) does it `catch_up`.
+    pub(super) fn view_after_change(&mut self, state_dir: &Path) -> View {
+        let appended = match self.tail.file {
+            Some(_) => self
+                .files
+                .read_open_from(&history::path(&self.dir(state_dir)), self.tail.offset)
+                .and_then(Result::ok)
+                .filter(|new| new.contains(&b'\n')),
+            None => None,
+        };
+        match appended {
+            Some(new) => self.consume(&new),
+            None => self.catch_up(state_dir),
+        }
+        self.as_caught_up(Live::Kept)
+    }
+
+    /// The view once the history is caught up.
+    fn as_caught_up(&mut self, live: Live) -> View {
         let mut info = self.info.clone();
         if !self.process.alive() {
             info.status = "stopped".into();

@@ -312,7 +312,7 @@ impl Inventory {
         let state_dir = self.state_dir.clone();
         self.with_found(key, |k| {
             k.used = tick;
-            k.view(&state_dir, Live::Kept)
+            k.view_after_change(&state_dir)
         })
     }
 

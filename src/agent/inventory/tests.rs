@@ -97,8 +97,9 @@ fn a_shim_address_that_could_not_be_read_is_read_again() {
     assert_eq!(inv.route(&web).unwrap().address.unwrap(), "unix:///run/s/1");
 }
 
-/// What tidald layers revision by revision (and after compactions) is
-/// what `declared::declared` reads from the whole history.
+/// What tidald layers revision by revision (and after compactions), read
+/// either way (`catch_up`, `view_after_change`), is what
+/// `declared::declared` reads from the whole history.
 #[test]
 fn declared_follows_the_history_through_compactions() {
     let root = crate::testfs::FakeDir::new("route", &[]);
@@ -129,7 +130,7 @@ fn declared_follows_the_history_through_compactions() {
         spec_read: false,
         layers: Layers::new(None),
         tail: Tail::default(),
-        files: Files::default(),
+        files: Files::kept(),
         used: 0,
         process: crate::sys::Watched::new(info.pid),
     };
@@ -187,7 +188,14 @@ fn declared_follows_the_history_through_compactions() {
         })
         .unwrap();
         if i % 7 == 0 || (1020..1030).contains(&i) || (2044..2054).contains(&i) || i == 2099 {
-            k.catch_up(&root);
+            // As a read after a change (through the history file read
+            // last time, which a compaction may have replaced), or from
+            // the file the path names now.
+            if i % 2 == 0 {
+                assert_eq!(k.view_after_change(&root).last_revision, i + 1);
+            } else {
+                k.catch_up(&root);
+            }
             assert_eq!(k.tail.last, i + 1);
             assert_eq!(
                 k.layers.declared(),
