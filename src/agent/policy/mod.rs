@@ -163,5 +163,7 @@ pub mod facts;
 pub mod observe;
 pub mod probe;
 pub mod profile;
-// What the API and the metrics show of the profiles.
+// What the API and the metrics show of the profiles, and the engine's
+// Prometheus series.
+pub mod metrics;
 pub mod summary;
