@@ -114,6 +114,23 @@ fn read_at_end(f: &File, offset: u64) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// `path` opened for reading without updating its access time: a history
+/// is read after every change to it, and each read would otherwise mark
+/// its inode dirty (on ext4, a journal update) since it was last modified
+/// after it was last read. O_NOATIME needs the file's owner or
+/// CAP_FOWNER; without either, a plain open.
+fn open_for_reading(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
+        opened => opened,
+    }
+}
+
 /// A small file's text (a cgroup value): open, read, close, without the
 /// size lookup `fs::read_to_string` makes first.
 pub fn read_small(path: &Path) -> Result<String, FileError> {
@@ -186,13 +203,13 @@ impl Files {
     /// that grows, such as a revision history), opened for reading only.
     pub fn read_from(&mut self, path: &Path, offset: u64) -> Result<Vec<u8>, FileError> {
         if !self.keep {
-            return File::open(path)
+            return open_for_reading(path)
                 .and_then(|f| read_at_end(&f, offset))
                 .map_err(FileError::read(path));
         }
         let key = path.as_os_str();
         if !self.readonly.contains_key(key) {
-            let f = File::open(path).map_err(FileError::read(path))?;
+            let f = open_for_reading(path).map_err(FileError::read(path))?;
             self.readonly.insert(key.to_owned(), f);
         }
         read_at_end(&self.readonly[key], offset).map_err(FileError::read(path))
@@ -372,9 +389,24 @@ mod tests {
             assert_eq!(files.read(&path).unwrap(), long);
             std::fs::write(&path, "max 100000\n").unwrap();
         }
-        // A growing file, read from where the last read ended.
+        // A growing file, read from where the last read ended, its access
+        // time left as it was (relatime would update it: it is older than
+        // the last change).
         let log = dir.join("log");
         std::fs::write(&log, "one\n").unwrap();
+        let long_ago = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1 << 30);
+        File::options()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_times(std::fs::FileTimes::new().set_accessed(long_ago))
+            .unwrap();
+        Files::default().read_from(&log, 0).unwrap();
+        Files::kept().read_from(&log, 0).unwrap();
+        assert_eq!(
+            std::fs::metadata(&log).unwrap().accessed().unwrap(),
+            long_ago
+        );
         for mut files in [Files::default(), Files::kept()] {
             assert_eq!(files.read_from(&log, 0).unwrap(), b"one\n");
             std::fs::write(&log, "one\ntwo\n".repeat(1000)).unwrap();
