@@ -19,7 +19,8 @@
 //! runc row, default RESIZE_CALLS), WATCH_CALLS (revisions timed to a Watch
 //! stream, default 200), RESIZE_ROWS=direct,api,watch,runc (default all; api8:
 //! only the 8-client row through tidald), TIDALD_ARGS (more flags for the
-//! tidald the API rows use).
+//! tidald the API rows use), RESIZE_TIMELINE=DIR (each row's calls as CSV:
+//! client, start and latency in microseconds).
 
 mod common;
 
@@ -274,32 +275,79 @@ where
     F: std::future::Future<Output = ()> + 'static,
 {
     let per_client = calls.div_ceil(pod.len());
+    let machine = steal_and_all();
+    let began = Instant::now();
     let local = tokio::task::LocalSet::new();
     let mut handles = Vec::new();
     for (id, file) in pod {
         let mut call = client(id);
-        let file = file.clone();
+        // Kept open and read with one pread per call: the clients share the
+        // machine with what they measure, so they spend as little as they can.
+        let file = std::fs::File::open(file).unwrap();
         handles.push(local.spawn_local(async move {
+            use std::os::unix::fs::FileExt;
             let mut samples = Vec::with_capacity(per_client);
+            let mut buf = [0u8; 64];
             for i in 0..per_client {
                 let start = Instant::now();
                 call(i).await;
-                let now = std::fs::read_to_string(&file).unwrap();
+                let n = file.read_at(&mut buf, 0).unwrap();
+                let now = std::str::from_utf8(&buf[..n]).unwrap();
                 assert_eq!(now.trim(), quota_for(i).to_string());
-                samples.push(start.elapsed());
+                samples.push((start - began, start.elapsed()));
             }
             samples
         }));
     }
-    local
+    let timed = local
         .run_until(async move {
             let mut all = Vec::new();
             for h in handles {
-                all.extend(h.await.unwrap());
+                all.push(h.await.unwrap());
             }
             all
         })
-        .await
+        .await;
+    // RESIZE_TIMELINE=DIR: every call as `client,start_us,latency_us` in
+    // DIR/<first container>.csv, to see whether slow calls come alone or
+    // together.
+    if let Ok(dir) = std::env::var("RESIZE_TIMELINE") {
+        let mut csv = String::from("client,start_us,latency_us\n");
+        for (client, calls) in timed.iter().enumerate() {
+            for (start, took) in calls {
+                csv += &format!("{client},{},{}\n", start.as_micros(), took.as_micros());
+            }
+        }
+        let file = std::path::Path::new(&dir).join(format!("{}.csv", pod[0].0));
+        std::fs::write(&file, csv).unwrap();
+    }
+    let samples: Vec<Duration> = timed.into_iter().flatten().map(|(_, took)| took).collect();
+    let now = steal_and_all();
+    let (steal, all) = (now.0 - machine.0, now.1 - machine.1);
+    println!(
+        "Steal while {} clients made {} calls: {:.1}% of the machine's CPU time (other guests on its cores)",
+        pod.len(),
+        samples.len(),
+        100.0 * steal as f64 / all.max(1) as f64
+    );
+    samples
+}
+
+/// The machine's steal time and all its CPU time so far, in ticks (the
+/// first line of /proc/stat: user nice system idle iowait irq softirq
+/// steal).
+fn steal_and_all() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    (ticks[7], ticks.iter().sum())
 }
 
 /// tidal: Task.Update straight to the shim that owns the container, until the
