@@ -212,7 +212,7 @@ impl Files {
             let f = open_for_reading(path).map_err(FileError::read(path))?;
             self.readonly.insert(key.to_owned(), f);
         }
-        read_at_end(&self.readonly[key], offset).map_err(FileError::read(path))
+        self.read_open_from(path, offset).expect("opened above")
     }
 
     /// `read_from` through the file at `path` only if it is open already

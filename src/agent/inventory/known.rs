@@ -110,14 +110,11 @@ impl Known {
     /// file up again; only when nothing new is there (the change was a dry
     /// run, or a compaction replaced the file) does it `catch_up`.
     pub(super) fn view_after_change(&mut self, state_dir: &Path) -> View {
-        let appended = match self.tail.file {
-            Some(_) => self
-                .files
-                .read_open_from(&history::path(&self.dir(state_dir)), self.tail.offset)
-                .and_then(Result::ok)
-                .filter(|new| new.contains(&b'\n')),
-            None => None,
-        };
+        let appended = self
+            .files
+            .read_open_from(&history::path(&self.dir(state_dir)), self.tail.offset)
+            .and_then(Result::ok)
+            .filter(|new| new.contains(&b'\n'));
         match appended {
             Some(new) => self.consume(&new),
             None => self.catch_up(state_dir),

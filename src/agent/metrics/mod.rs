@@ -21,8 +21,7 @@ pub mod resizes;
 pub use resizes::Resizes;
 
 use super::inventory::{Inventory, View};
-use super::policy::metrics::ContainerLabels;
-pub use super::policy::metrics::PolicyMetrics;
+use super::policy::metrics::{ContainerLabels, PolicyMetrics};
 
 /// The containers as the scrape being served found them.
 #[derive(Debug, Default)]

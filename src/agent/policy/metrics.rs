@@ -23,7 +23,7 @@ use super::probe::ProbeError;
 use super::rules::Mode;
 
 /// Upper bounds (seconds) of the policy engine's tick histograms.
-pub const TICK_BUCKETS: [f64; 9] = [
+const TICK_BUCKETS: [f64; 9] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25,
 ];
 
