@@ -207,12 +207,32 @@ impl Files {
                 .and_then(|f| read_at_end(&f, offset))
                 .map_err(FileError::read(path));
         }
+        self.keep_open(path)?;
+        self.read_open_from(path, offset).expect("opened above")
+    }
+
+    /// Opens the file at `path` for reading and keeps it (if this `Files`
+    /// keeps its files), for `stat_open` and `read_from`.
+    pub fn keep_open(&mut self, path: &Path) -> Result<(), FileError> {
         let key = path.as_os_str();
-        if !self.readonly.contains_key(key) {
+        if self.keep && !self.readonly.contains_key(key) {
             let f = open_for_reading(path).map_err(FileError::read(path))?;
             self.readonly.insert(key.to_owned(), f);
         }
-        self.read_open_from(path, offset).expect("opened above")
+        Ok(())
+    }
+
+    /// The metadata of the file at `path` through the file kept open for
+    /// reading it, without looking the path up: None when none is kept,
+    /// or when the one kept has no link left (another file was renamed
+    /// over it, or it was removed), and the path must be looked up. For
+    /// files that are only ever rewritten in place, replaced by a rename
+    /// over them or removed (a container's state and history), never moved
+    /// away or linked elsewhere.
+    pub fn stat_open(&self, path: &Path) -> Option<std::fs::Metadata> {
+        use std::os::unix::fs::MetadataExt;
+        let m = self.readonly.get(path.as_os_str())?.metadata().ok()?;
+        (m.nlink() > 0).then_some(m)
     }
 
     /// `read_from` through the file at `path` only if it is open already
@@ -432,5 +452,31 @@ mod tests {
             .starts_with(&format!("read {}: ", missing.display())));
         let io: io::Error = err.into();
         assert_eq!(io.kind(), io::ErrorKind::NotFound, "the kind survives");
+    }
+
+    /// `stat_open` answers through the file kept open while that file is
+    /// still linked, and not once another was renamed over it or it was
+    /// removed; never for files not kept.
+    #[test]
+    fn kept_files_are_looked_at_while_still_linked() {
+        let dir = crate::testfs::FakeDir::new("stat-open", &[("state", "one\n")]);
+        let path = dir.join("state");
+        let mut files = Files::kept();
+        assert!(files.stat_open(&path).is_none(), "not opened yet");
+        files.keep_open(&path).unwrap();
+        std::fs::write(&path, "one\ntwo\n").unwrap();
+        assert_eq!(files.stat_open(&path).map(|m| m.len()), Some(8));
+        std::fs::write(dir.join("new"), "three\n").unwrap();
+        std::fs::rename(dir.join("new"), &path).unwrap();
+        assert!(files.stat_open(&path).is_none(), "renamed over");
+        files.forget(&path);
+        files.keep_open(&path).unwrap();
+        assert_eq!(files.stat_open(&path).map(|m| m.len()), Some(6));
+        std::fs::remove_file(&path).unwrap();
+        assert!(files.stat_open(&path).is_none(), "removed");
+        let mut once = Files::default();
+        std::fs::write(&path, "one\n").unwrap();
+        once.keep_open(&path).unwrap();
+        assert!(once.stat_open(&path).is_none(), "files not kept");
     }
 }

@@ -24,14 +24,17 @@ pub(super) struct Stamp {
 
 impl Stamp {
     pub(super) fn of(path: &Path) -> io::Result<Stamp> {
-        let m = std::fs::metadata(path)?;
-        Ok(Stamp {
+        Ok(Stamp::from(&std::fs::metadata(path)?))
+    }
+
+    pub(super) fn from(m: &std::fs::Metadata) -> Stamp {
+        Stamp {
             dev: m.dev(),
             ino: m.ino(),
             len: m.len(),
             mtime: (m.mtime(), m.mtime_nsec()),
             ctime: (m.ctime(), m.ctime_nsec()),
-        })
+        }
     }
 }
 
@@ -110,9 +113,13 @@ impl Known {
     /// file up again; only when nothing new is there (the change was a dry
     /// run, or a compaction replaced the file) does it `catch_up`.
     pub(super) fn view_after_change(&mut self, state_dir: &Path) -> View {
+        let dir = self.dir(state_dir);
+        // Kept open too: routing its next change looks at its state
+        // through that file, without looking the path up (`stat_open`).
+        let _ = self.files.keep_open(&dir.join("state.json"));
         let appended = self
             .files
-            .read_open_from(&history::path(&self.dir(state_dir)), self.tail.offset)
+            .read_open_from(&history::path(&dir), self.tail.offset)
             .and_then(Result::ok)
             .filter(|new| new.contains(&b'\n'));
         match appended {
@@ -158,7 +165,12 @@ impl Known {
             self.tail = Tail::default();
         }
         let file = history::path(&self.dir(state_dir));
-        let meta = std::fs::metadata(&file).ok();
+        // Through the history file kept open when it is still the one the
+        // path names (a compaction renames another over it).
+        let meta = self
+            .files
+            .stat_open(&file)
+            .or_else(|| std::fs::metadata(&file).ok());
         let ident = meta.as_ref().map(|m| (m.dev(), m.ino()));
         let len = meta.as_ref().map_or(0, |m| m.len());
         if self.tail.file != ident || len < self.tail.offset {

@@ -160,7 +160,17 @@ impl Inventory {
     fn with_state<T>(&self, key: (String, String), f: impl FnOnce(&mut Known) -> T) -> Result<T> {
         let (ns, id) = (key.0.as_str(), key.1.as_str());
         let dir = self.state_dir.join(ns).join(id);
-        let state = match Stamp::of(&dir.join("state.json")) {
+        let file = dir.join("state.json");
+        let found = self.known.lock().unwrap().get(&key).cloned();
+        // A container being changed keeps its state file open (see
+        // `after`): unchanged there, it is as it was.
+        if let Some(entry) = &found {
+            let k = entry.lock().unwrap();
+            if k.files.stat_open(&file).map(|m| Stamp::from(&m)) == Some(k.state) {
+                return Ok(self.visit(entry, k, f));
+            }
+        }
+        let state = match Stamp::of(&file) {
             Ok(s) => s,
             Err(e) => {
                 self.known.lock().unwrap().remove(&key);
@@ -171,7 +181,6 @@ impl Inventory {
                 });
             }
         };
-        let found = self.known.lock().unwrap().get(&key).cloned();
         let entry = match found {
             Some(entry) => entry,
             None => {

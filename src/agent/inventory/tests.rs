@@ -97,6 +97,49 @@ fn a_shim_address_that_could_not_be_read_is_read_again() {
     assert_eq!(inv.route(&web).unwrap().address.unwrap(), "unix:///run/s/1");
 }
 
+/// A container being changed is looked at through its state file kept
+/// open (`after` keeps it): a state rewritten in place (paused), another
+/// renamed over it (another container under the same id) and a removed one
+/// are each seen on the next call.
+#[test]
+fn a_changed_containers_state_is_seen_through_its_kept_file() {
+    let root = crate::testfs::FakeDir::new("kept-state", &[]);
+    let dir = root.join("default").join("web");
+    std::fs::create_dir_all(&dir).unwrap();
+    // This process stands in for the container's, so that it is running.
+    let state = |status: &str, bundle: &str| {
+        format!(
+            r#"{{"ociVersion":"1.1.0","id":"web","status":"{status}","pid":{},"bundle":"{bundle}"}}"#,
+            std::process::id()
+        )
+    };
+    let file = dir.join("state.json");
+    std::fs::write(&file, state("running", "/b/1")).unwrap();
+    let inv = Inventory::new(root.path());
+    let web = Name {
+        namespace: Some("default".into()),
+        id: "web".into(),
+    };
+    let changed = || {
+        let t = inv.route(&web).unwrap();
+        assert!(!t.stopped);
+        inv.after(&t).unwrap()
+    };
+    assert_eq!(changed().info.status, "running");
+    std::fs::write(&file, state("paused", "/b/1")).unwrap();
+    assert_eq!(inv.get(&web).unwrap().info.status, "paused");
+    assert_eq!(changed().info.status, "paused");
+    std::fs::write(dir.join("state.new"), state("running", "/b/2")).unwrap();
+    std::fs::rename(dir.join("state.new"), &file).unwrap();
+    let now = changed();
+    assert_eq!(
+        (now.info.status.as_str(), now.info.bundle),
+        ("running", PathBuf::from("/b/2"))
+    );
+    std::fs::remove_file(&file).unwrap();
+    assert!(matches!(inv.route(&web), Err(Error::NotFound { .. })));
+}
+
 /// What tidald layers revision by revision (and after compactions), read
 /// either way (`catch_up`, `view_after_change`), is what
 /// `declared::declared` reads from the whole history.
