@@ -70,8 +70,9 @@ pub(super) struct Known {
     pub(super) spec_read: bool,
     pub(super) layers: Layers,
     pub(super) tail: Tail,
-    /// Its cgroup files read for the answer, kept open (for at most
-    /// `KEEP_OPEN` containers, the most recently changed).
+    /// Its cgroup files read for the answer, its history and its state,
+    /// kept open (for at most `KEEP_OPEN` containers, the most recently
+    /// changed).
     pub(super) files: Files,
     /// When it was last changed through tidald (a count of changes).
     pub(super) used: u64,
@@ -91,8 +92,10 @@ pub(super) enum Live {
     Kept,
 }
 
-/// How many containers' cgroup files tidald keeps open (six each at most:
-/// well below the usual limit of 1024 descriptors).
+/// How many containers' files tidald keeps open: eight each at most (six
+/// of its cgroup's, its history, its state), 1,024 in all, under the limit
+/// tidald raises at start to the hard one (`sys::raise_open_files`; 1,024
+/// is the usual soft limit, 524,288 systemd's hard one).
 pub(super) const KEEP_OPEN: usize = 128;
 
 impl Known {
