@@ -18,7 +18,8 @@
 //! all), RESIZE_CALLS (per tidal row, default 10000), RUNC_RESIZE_CALLS (per
 //! runc row, default RESIZE_CALLS), WATCH_CALLS (revisions timed to a Watch
 //! stream, default 200), RESIZE_ROWS=direct,api,watch,runc (default all; api8:
-//! only the 8-client row through tidald), TIDALD_ARGS (more flags for the
+//! only the 8-client row through tidald; clients: that row with 2, 4 and 6
+//! clients, not in the default), TIDALD_ARGS (more flags for the
 //! tidald the API rows use), RESIZE_TIMELINE=DIR (each row's calls as CSV:
 //! client, start and latency in microseconds).
 
@@ -684,10 +685,13 @@ async fn resize(ctx: &Ctx) {
     let calls = env_count("RESIZE_CALLS", 10_000);
     let runc_calls = env_count("RUNC_RESIZE_CALLS", calls);
     let watch_calls = env_count("WATCH_CALLS", 200);
-    // RESIZE_ROWS=direct,api,watch,runc (any of them; default all), or api8
-    // for the 8-client row through tidald alone.
+    // RESIZE_ROWS=direct,api,watch,runc (any of them; default all), api8
+    // for the 8-client row through tidald alone, clients for it with 2, 4
+    // and 6 clients (how the time grows with the clients sharing the
+    // machine; asked for by name only).
     let only = std::env::var("RESIZE_ROWS").unwrap_or_default();
-    let row = |name: &str| only.is_empty() || only.split(',').any(|p| p.trim() == name);
+    let named = |name: &str| only.split(',').any(|p| p.trim() == name);
+    let row = |name: &str| only.is_empty() || named(name);
     println!("## Live resize: call -> new CPU quota readable in the cgroup file\n");
     let mut rows = Vec::new();
     if row("direct") {
@@ -703,7 +707,7 @@ async fn resize(ctx: &Ctx) {
         ));
     }
     let mut watched = None;
-    if row("api") || row("api8") || row("watch") {
+    if row("api") || row("api8") || row("watch") || named("clients") {
         // TIDALD_ARGS: more flags for tidald (e.g. "--threads 2").
         let args = std::env::var("TIDALD_ARGS").unwrap_or_default();
         let args: Vec<&str> = args.split_whitespace().collect();
@@ -721,6 +725,12 @@ async fn resize(ctx: &Ctx) {
                 8,
                 tidald_resize(ctx, &agent, 8, calls).await,
             ));
+        }
+        if named("clients") {
+            for n in [2, 4, 6] {
+                let name = format!("tidal: tidald UpdateResources ({n} containers, one pod shim)");
+                rows.push((name.leak(), n, tidald_resize(ctx, &agent, n, calls).await));
+            }
         }
         if row("api") {
             rows.push((
