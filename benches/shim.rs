@@ -4,7 +4,8 @@
 //! - lifecycle: Tasks.Create -> Start -> (exit) -> Delete through containerd's
 //!   API, runtimes interleaved, p50/p99;
 //! - resize: latency from a resize call to the new CPU quota being readable
-//!   in the container's cgroup file: Task.Update straight to tidal's shim and
+//!   in the container's cgroup file: Task.Update straight to tidal's shim,
+//!   tidald's resizer in this process as the policy engine writes, and
 //!   UpdateResources through tidald (started here on the environment's state
 //!   dir, the build's own or $TIDALD), 1 and 8 concurrent clients;
 //!   containerd's Tasks.Update through the runc shim, and `runc update`;
@@ -17,7 +18,7 @@
 //! Environment: BENCH_ONLY=lifecycle,resize,memory (any of them; default
 //! all), RESIZE_CALLS (per tidal row, default 10000), RUNC_RESIZE_CALLS (per
 //! runc row, default RESIZE_CALLS), WATCH_CALLS (revisions timed to a Watch
-//! stream, default 200), RESIZE_ROWS=direct,api,watch,runc (default all; api8:
+//! stream, default 200), RESIZE_ROWS=direct,engine,api,watch,runc (default all; api8:
 //! only the 8-client row through tidald; clients: that row with 2, 4 and 6
 //! clients, not in the default), TIDALD_ARGS (more flags for the
 //! tidald the API rows use), RESIZE_TIMELINE=DIR (each row's calls as CSV:
@@ -442,6 +443,58 @@ async fn tidald_resize(ctx: &Ctx, agent: &Tidald, clients: usize, calls: usize) 
     samples
 }
 
+/// tidal through tidald's resizer in this process, as the policy engine
+/// writes: its `Apply`, each change conditional on the revision it was
+/// decided at (the one the last change answered). tidald's path for the
+/// engine's changes, without the API's HTTP/2 and gRPC in front.
+async fn engine_resize(ctx: &Ctx, clients: usize, calls: usize) -> Vec<Duration> {
+    use std::{cell::Cell, rc::Rc};
+    use tidal::agent::policy::Key;
+    let pod = tidal_pod(ctx, &format!("rs-eng{clients}"), clients);
+    let dir = std::path::Path::new(&ctx.address).parent().unwrap();
+    let apply = tidal::agent::engine_path(dir.join("tidal"));
+    let shim = shim_pid(ctx, &pod[0].0).await;
+    let me = std::process::id() as i32;
+    let before = [cpu_of(shim), cpu_of(me)];
+    let samples = timed_clients(&pod, calls, |id| {
+        let key = Key {
+            namespace: ctx.ns.clone(),
+            id: id.to_string(),
+        };
+        let apply = apply.clone();
+        // A new container has no revision yet.
+        let basis = Rc::new(Cell::new(0));
+        move |i| {
+            let (apply, key, basis) = (apply.clone(), key.clone(), basis.clone());
+            async move {
+                let change = tidal::resize::Change {
+                    cpu_millis: Some(quota_for(i) as u64 / 100),
+                    ..Default::default()
+                };
+                let revision = apply
+                    .resize(&key, &change, false, "bench".into(), basis.get())
+                    .await
+                    .expect("resize");
+                assert_eq!(revision, basis.get() + 1);
+                basis.set(revision);
+            }
+        }
+    })
+    .await;
+    let after = [cpu_of(shim), cpu_of(me)];
+    let per_call = |i: usize| (after[i] - before[i]).as_secs_f64() * 1e6 / samples.len() as f64;
+    println!(
+        "CPU per call, {clients} writer(s) in this process, {} calls: the pod's shim {:.0} us, this process (the resizer and its writers) {:.0} us",
+        samples.len(),
+        per_call(0),
+        per_call(1)
+    );
+    for (id, _) in &pod {
+        remove(ctx, id);
+    }
+    samples
+}
+
 /// User and system CPU time process `pid` has used so far.
 fn cpu_of(pid: i32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -685,7 +738,7 @@ async fn resize(ctx: &Ctx) {
     let calls = env_count("RESIZE_CALLS", 10_000);
     let runc_calls = env_count("RUNC_RESIZE_CALLS", calls);
     let watch_calls = env_count("WATCH_CALLS", 200);
-    // RESIZE_ROWS=direct,api,watch,runc (any of them; default all), api8
+    // RESIZE_ROWS=direct,engine,api,watch,runc (any of them; default all), api8
     // for the 8-client row through tidald alone, clients for it with 2, 4
     // and 6 clients (how the time grows with the clients sharing the
     // machine; asked for by name only).
@@ -704,6 +757,18 @@ async fn resize(ctx: &Ctx) {
             "tidal: Task.Update to the owning shim (8 containers, one pod shim)",
             8,
             tidal_resize(ctx, 8, calls).await,
+        ));
+    }
+    if row("engine") {
+        rows.push((
+            "tidal: tidald's resizer, as the policy engine writes (no API)",
+            1,
+            engine_resize(ctx, 1, calls).await,
+        ));
+        rows.push((
+            "tidal: tidald's resizer, as the policy engine writes (no API; 8 containers, one pod shim)",
+            8,
+            engine_resize(ctx, 8, calls).await,
         ));
     }
     let mut watched = None;

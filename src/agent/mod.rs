@@ -132,6 +132,14 @@ pub fn init_logging(format: LogFormat) {
 /// Serves the API and the metrics until SIGTERM or SIGINT. The composition
 /// root: the inventory, the metrics and the resizer are made here, once, and
 /// handed to each part that needs them.
+/// tidald's resizer over the containers in `state_dir`, made as `run` makes
+/// it, behind the policy engine's `Apply`: the path the engine's changes
+/// take, for `benches/shim.rs` to time without tidald's API in front.
+pub fn engine_path(state_dir: PathBuf) -> Arc<dyn policy::execute::Apply> {
+    let inventory = Arc::new(Inventory::new(state_dir));
+    Arc::new(Resizer::new(inventory, Metrics::new().resizes()))
+}
+
 pub async fn run(cfg: Config) -> Result<(), AgentError> {
     // The policy engine's rules, checked first: a bad file stops tidald
     // with the file, line and problem, before anything is bound.
